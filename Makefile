@@ -1,0 +1,117 @@
+# Herald build. Everything lands under $(BUILD); sources never see an object file.
+#
+#   make            build the gateway, the broker tools and libraries
+#   make test       install what is missing, build, run unit + end-to-end tests
+#   make run        install what is missing, build, start redis + a gateway
+#   make test-asan  the same tests under AddressSanitizer + UBSan (+ LeakSanitizer)
+#   make fuzz       libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
+#   make format     clang-format every C file in place
+
+BUILD    ?= build
+CC       ?= cc
+PKGS     := libevent_core libevent_openssl hiredis libjwt jansson openssl
+PYTHON   ?= /usr/bin/python3
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+OPT      ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -MMD -MP -Icommon -Igateway -Ibroker
+LDLIBS   += -lm
+
+ifeq ($(SANITIZE),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+# pkg-config is asked only when building, so that `make deps` works on a bare machine.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+COMMON_SRC  := $(wildcard common/*.c)
+GATEWAY_SRC := $(wildcard gateway/*.c)
+PUBLIB_SRC  := broker/herald_pub.c
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+COMMON_LIB  := $(BUILD)/libheraldcommon.a
+PUB_LIB     := $(BUILD)/libheraldpub.a
+BINS        := $(BUILD)/herald-gateway $(BUILD)/herald-token $(BUILD)/herald-pub \
+               $(BUILD)/herald-publisher
+UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench clean format
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(COMMON_LIB): $(call obj,$(COMMON_SRC))
+	$(AR) rcs $@ $^
+
+$(PUB_LIB): $(call obj,$(PUBLIB_SRC))
+	$(AR) rcs $@ $^
+
+$(BUILD)/herald-gateway: $(call obj,$(GATEWAY_SRC)) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/herald-token: $(call obj,broker/herald_token.c) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/herald-pub: $(call obj,broker/herald_pub_cli.c) $(PUB_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/herald-publisher: $(call obj,broker/publisher.c) $(PUB_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(PUB_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+# Installs the Debian packages the build and the tests need, when any is missing.
+deps:
+	@sh deploy/install-deps.sh
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+e2e: all
+	HERALD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) all $(UNIT_BINS)
+	$(MAKE) unit
+	$(MAKE) e2e
+
+test-asan: deps
+	$(MAKE) BUILD=build/asan SANITIZE=1 OPT="-O1 -g" CC=clang test
+
+run: deps all
+	@sh deploy/run-dev.sh $(BUILD)
+
+# libFuzzer needs clang; each target links the common sources built for fuzzing.
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+fuzz: deps $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	  echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds/$$(basename $$f); \
+	done
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $(wildcard common/*.[ch] gateway/*.[ch] broker/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,184 @@
+/* herald_pub_cli.c -- herald-pub: publish Herald events from the shell.
+ *
+ *     herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]
+ *
+ * With JSON given, publishes that one event. Without it (or with "-"), reads
+ * stdin and publishes one event per non-empty line, in order, so a stream can
+ * be piped in. Stops at the first line that fails. Exit status: 0 when every
+ * event was published, 1 on a Redis failure, 2 on bad usage, a bad URL, a bad
+ * channel name or bad JSON (for stdin input the message names the line). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "acl.h"
+#include "herald_pub.h"
+#include "redis_url.h"
+
+enum {
+    EXIT_PUBLISHED = 0,
+    EXIT_REDIS = 1,
+    EXIT_USAGE = 2,
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]\n"
+            "\n"
+            "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
+            "Without JSON, or with \"-\", reads one event per line from stdin.\n"
+            "\n"
+            "  --redis URL    redis://[[user]:password@]host[:port][/db]\n"
+            "                 (default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL ")\n"
+            "  --prefix P     Redis channel prefix (default $HERALD_CHANNEL_PREFIX, else "
+            "\"" HERALD_PUB_DEFAULT_PREFIX "\")\n"
+            "  -v, --verbose  print \"published to N receivers\" for each event\n"
+            "  -h, --help     this help\n"
+            "\n"
+            "Exit status: 0 published, 1 Redis failure, 2 bad usage, channel or JSON.\n");
+}
+
+static int exit_status_of(enum herald_pub_status status)
+{
+    return status == HERALD_PUB_REDIS ? EXIT_REDIS : EXIT_USAGE;
+}
+
+static int publish_one(herald_pub *p, const char *channel, const char *json, int verbose)
+{
+    long receivers = 0;
+    enum herald_pub_status status = herald_pub_publish(p, channel, json, &receivers);
+
+    if (status != HERALD_PUB_OK) {
+        fprintf(stderr, "herald-pub: %s\n", herald_pub_last_error(p));
+        return exit_status_of(status);
+    }
+    if (verbose)
+        printf("published to %ld receivers\n", receivers);
+    return EXIT_PUBLISHED;
+}
+
+/* True when line holds nothing but whitespace. */
+static int blank(const char *line)
+{
+    return line[strspn(line, " \t\r\n")] == '\0';
+}
+
+static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verbose)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long line_number = 0;
+    int rc = EXIT_PUBLISHED;
+
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        line_number++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (blank(line))
+            continue;
+        if ((size_t)len != strlen(line)) {
+            fprintf(stderr, "herald-pub: line %ld: contains a NUL byte\n", line_number);
+            rc = EXIT_USAGE;
+            break;
+        }
+        long receivers = 0;
+        enum herald_pub_status status = herald_pub_publish(p, channel, line, &receivers);
+        if (status != HERALD_PUB_OK) {
+            fprintf(stderr, "herald-pub: line %ld: %s\n", line_number, herald_pub_last_error(p));
+            rc = exit_status_of(status);
+            break;
+        }
+        if (verbose) {
+            printf("published to %ld receivers\n", receivers);
+            fflush(stdout);
+        }
+    }
+    if (rc == EXIT_PUBLISHED && ferror(in)) {
+        perror("herald-pub: reading stdin");
+        rc = EXIT_USAGE;
+    }
+    free(line);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"redis", required_argument, NULL, 'r'},
+        {"prefix", required_argument, NULL, 'p'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *url = getenv("HERALD_REDIS");
+    const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
+    int verbose = 0, opt;
+
+    if (!url || !*url)
+        url = HERALD_PUB_DEFAULT_URL;
+    if (!prefix)
+        prefix = HERALD_PUB_DEFAULT_PREFIX;
+    while ((opt = getopt_long(argc, argv, "r:p:vh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'r':
+            url = optarg;
+            break;
+        case 'p':
+            prefix = optarg;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_PUBLISHED;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    int args = argc - optind;
+    if (args < 1 || args > 2) {
+        fprintf(stderr, "herald-pub: %s\n", args < 1 ? "missing CHANNEL" : "too many arguments");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *channel = argv[optind];
+    const char *json = args == 2 ? argv[optind + 1] : NULL;
+    if (json && strcmp(json, "-") == 0)
+        json = NULL;
+
+    /* Checked here as well as in the library so that a bad channel is exit 2
+     * even with Redis down, and even when stdin turns out to be empty. */
+    if (!acl_channel_name_valid(channel, strlen(channel))) {
+        fprintf(stderr,
+                "herald-pub: invalid channel name '%s': use namespace:name with "
+                "[A-Za-z0-9_.:-], at most %d bytes\n",
+                channel, ACL_MAX_CHANNEL);
+        return EXIT_USAGE;
+    }
+
+    /* A bad URL is a usage error (2), an unreachable Redis a Redis failure (1):
+     * parse first so the two are told apart. */
+    struct redis_url parsed;
+    char err[512];
+    if (redis_url_parse(url, &parsed, err, sizeof err) < 0) {
+        fprintf(stderr, "herald-pub: invalid Redis URL: %s\n", err);
+        return EXIT_USAGE;
+    }
+    redis_url_free(&parsed);
+
+    herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
+    if (!p) {
+        fprintf(stderr, "herald-pub: %s\n", err);
+        /* The URL is known good, so "invalid" can only be the prefix. */
+        return strncmp(err, "invalid", 7) == 0 ? EXIT_USAGE : EXIT_REDIS;
+    }
+    int rc = json ? publish_one(p, channel, json, verbose)
+                  : publish_stream(p, channel, stdin, verbose);
+    herald_pub_close(p);
+    return rc;
+}

@@ -1,0 +1,63 @@
+/* acl.h -- channel names and who may subscribe to them.
+ *
+ * Pure functions of (user, channel): no I/O, no state besides the rules table
+ * the caller passes. The defaults are DESIGN.md's table: "announcements" for
+ * everyone, apps/users/database/deployments/storage for any authenticated
+ * user, user:<id> for that user or an admin, system:* for admins only, and
+ * nothing else. */
+#ifndef HERALD_ACL_H
+#define HERALD_ACL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "jwt_auth.h"
+
+#define ACL_MAX_CHANNEL 128 /* bytes, inclusive */
+
+enum acl_access {
+    ACL_PUBLIC,        /* anyone, anonymous included */
+    ACL_AUTHENTICATED, /* any authenticated user */
+    ACL_OWNER,         /* user:<id>: that user, or an admin */
+    ACL_ADMIN,         /* admins only */
+};
+
+/* One rule: a whole channel name ("announcements") or a namespace ("apps",
+ * matching "apps:<anything>"). */
+struct acl_rule {
+    const char *pattern;
+    bool is_namespace;
+    enum acl_access access;
+};
+
+struct acl_rules {
+    const struct acl_rule *rules;
+    size_t count;
+    const char *const *known; /* the channel names listed to clients; "user:" means user:<own id> */
+    size_t known_count;
+};
+
+/* The default rules of DESIGN.md (static storage). */
+const struct acl_rules *acl_default_rules(void);
+
+enum acl_result {
+    ACL_ALLOW = 0,
+    ACL_FORBIDDEN,       /* a known channel this user may not use */
+    ACL_UNKNOWN_CHANNEL, /* no rule matches */
+    ACL_INVALID_NAME,    /* empty, over 128 bytes, or characters outside [A-Za-z0-9_.:-] */
+};
+
+/* True when name[0..len) is a syntactically valid channel name. */
+bool acl_channel_name_valid(const char *name, size_t len);
+
+/* May user (NULL: anonymous) subscribe to channel (NUL-terminated)? */
+enum acl_result acl_may_subscribe(const struct acl_rules *rules, const herald_user *user,
+                                  const char *channel);
+
+/* Calls fn for every known channel user may subscribe to, in table order, with
+ * user:<id> expanded to the user's own channel. Returns the number of calls,
+ * or the first negative value fn returned. */
+int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
+                        int (*fn)(const char *channel, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,99 @@
+/* http_upgrade.h -- parsing an HTTP/1.1 request head and building the replies
+ * a WebSocket gateway sends before the first frame.
+ *
+ * A function over bytes, like picohttpparser: no I/O, no allocation. The parsed
+ * request points into the caller's buffer, which must outlive it. The parser
+ * knows nothing of sockets or tokens; it only finds and classifies headers. */
+#ifndef HERALD_HTTP_UPGRADE_H
+#define HERALD_HTTP_UPGRADE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define HTTP_PARTIAL (-2)
+#define HTTP_INVALID (-1)
+#define HTTP_MAX_HEADER_BYTES 8192 /* a request head larger than this is refused (431) */
+#define HTTP_MAX_HEADERS 64        /* more header lines than this: HTTP_INVALID */
+
+/* A borrowed slice of the request buffer (not NUL-terminated). */
+struct http_slice {
+    const char *ptr;
+    size_t len;
+};
+
+struct http_request {
+    struct http_slice method;
+    struct http_slice target;   /* as sent: path plus optional ?query */
+    struct http_slice path;     /* target up to '?' */
+    struct http_slice query;    /* after '?', empty when absent */
+    int minor_version;          /* HTTP/1.x */
+    /* Headers the gateway uses; names matched case-insensitively, values trimmed.
+     * A header that appears twice keeps its first value, except Connection and
+     * Upgrade whose tokens are checked across every occurrence. */
+    struct http_slice host;
+    struct http_slice origin;
+    struct http_slice authorization;
+    struct http_slice ws_key;
+    struct http_slice ws_version;
+    struct http_slice ws_protocol;
+    struct http_slice forwarded_for; /* X-Forwarded-For */
+    bool connection_upgrade;    /* a Connection header holds the token "upgrade" */
+    bool upgrade_websocket;     /* an Upgrade header holds the token "websocket" */
+};
+
+/* Parses the request head at buf[0..len). Returns the bytes up to and including
+ * the blank line that ends the head, HTTP_PARTIAL if the head is not complete yet,
+ * or HTTP_INVALID if it is malformed (bad request line, a header line without a
+ * colon, control characters, too many headers). The caller enforces
+ * HTTP_MAX_HEADER_BYTES on PARTIAL results. */
+int http_parse_request(const char *buf, size_t len, struct http_request *req);
+
+/* Outcome of checking a parsed request as a WebSocket upgrade on GET /ws. */
+enum http_upgrade_status {
+    HTTP_UPGRADE_OK = 101,
+    HTTP_UPGRADE_BAD_REQUEST = 400,     /* not GET, not HTTP/1.1+, missing/invalid headers or key */
+    HTTP_UPGRADE_NOT_FOUND = 404,       /* path is not /ws (caller may serve other paths first) */
+    HTTP_UPGRADE_BAD_VERSION = 426,     /* Sec-WebSocket-Version is not 13 */
+};
+
+/* Checks method, path, version, Connection/Upgrade tokens, and that
+ * Sec-WebSocket-Key is base64 of 16 bytes. Pure. */
+enum http_upgrade_status http_check_upgrade(const struct http_request *req, const char *ws_path);
+
+/* Computes Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 chars
+ * plus NUL written to out. Returns 0, or -1 if OpenSSL fails. */
+int http_ws_accept(const struct http_slice *key, char out[29]);
+
+/* Finds query parameter name in query and URL-decodes its value into out
+ * (NUL-terminated, at most out_size - 1 bytes). Returns the decoded length,
+ * -1 when absent, -2 when it does not fit or is badly %-encoded. */
+int http_query_param(const struct http_slice *query, const char *name, char *out, size_t out_size);
+
+/* Finds the comma-separated subprotocol token starting with prefix in a
+ * Sec-WebSocket-Protocol value; on success sets *token to the whole token
+ * (prefix included) and returns 0, else -1. */
+int http_find_protocol(const struct http_slice *protocols, const char *prefix,
+                       struct http_slice *token);
+
+/* True when the slice equals s, ignoring ASCII case. */
+bool http_slice_equals_nocase(const struct http_slice *a, const char *s);
+
+/* Writes the 101 Switching Protocols reply (with the subprotocol line when
+ * protocol is not NULL) into out; returns its length, or -1 if out is too small. */
+int http_build_101(char *out, size_t out_size, const char accept[29],
+                   const struct http_slice *protocol);
+
+/* Writes a complete plain-text error reply for status (400, 403, 404, 426, 429,
+ * 431, 503, ...) with Connection: close; 426 carries Sec-WebSocket-Version: 13.
+ * Returns its length, or -1 if out is too small. */
+int http_build_error(char *out, size_t out_size, int status, const char *message);
+
+/* Writes a complete 200/503 reply with the given content type and body length
+ * header (the caller sends the body after it). Returns its length or -1. */
+int http_build_head(char *out, size_t out_size, int status, const char *content_type,
+                    size_t content_length);
+
+/* The reason phrase for a status code ("Bad Request", ...). */
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,224 @@
+/* protocol.c -- client command parsing and server message building. */
+#include "protocol.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct {
+    const char *code;
+    const char *message;
+} error_table[PROTO_ERR_COUNT] = {
+    [PROTO_OK] = {"ok", "OK"},
+    [PROTO_ERR_BAD_JSON] = {"bad_json", "Message is not valid JSON"},
+    [PROTO_ERR_INVALID_MESSAGE] = {"invalid_message", "Message must be a JSON object"},
+    [PROTO_ERR_MISSING_FIELD] = {"missing_field", "A required field is missing"},
+    [PROTO_ERR_INVALID_FIELD] = {"invalid_field", "A field has the wrong type"},
+    [PROTO_ERR_UNKNOWN_TYPE] = {"unknown_type", "Unknown message type"},
+    [PROTO_ERR_INVALID_CHANNEL] = {"invalid_channel",
+                                   "Channel names are namespace:name with [A-Za-z0-9_.:-], "
+                                   "at most 128 bytes"},
+    [PROTO_ERR_UNKNOWN_CHANNEL] = {"unknown_channel", "Unknown channel"},
+    [PROTO_ERR_FORBIDDEN] = {"forbidden", "Not authorized to subscribe to this channel"},
+    [PROTO_ERR_UNAUTHORIZED] = {"unauthorized", "Invalid token"},
+    [PROTO_ERR_TOKEN_EXPIRED] = {"token_expired", "Token expired"},
+    [PROTO_ERR_TOO_MANY_SUBSCRIPTIONS] = {"too_many_subscriptions",
+                                          "Too many subscriptions on this connection"},
+    [PROTO_ERR_RATE_LIMITED] = {"rate_limited", "Too many messages, slow down"},
+    [PROTO_ERR_INTERNAL] = {"internal_error", "Internal error"},
+};
+
+const char *proto_error_code(enum proto_error err) {
+    return err < PROTO_ERR_COUNT ? error_table[err].code : "internal_error";
+}
+
+const char *proto_error_message(enum proto_error err) {
+    return err < PROTO_ERR_COUNT ? error_table[err].message : "Internal error";
+}
+
+enum proto_error proto_error_from_acl(enum acl_result result) {
+    switch (result) {
+    case ACL_ALLOW: return PROTO_OK;
+    case ACL_FORBIDDEN: return PROTO_ERR_FORBIDDEN;
+    case ACL_UNKNOWN_CHANNEL: return PROTO_ERR_UNKNOWN_CHANNEL;
+    case ACL_INVALID_NAME: return PROTO_ERR_INVALID_CHANNEL;
+    }
+    return PROTO_ERR_INTERNAL;
+}
+
+static const struct {
+    const char *name;
+    enum proto_command_type type;
+    bool needs_channel;
+} command_table[] = {
+    {"subscribe", PROTO_CMD_SUBSCRIBE, true},
+    {"unsubscribe", PROTO_CMD_UNSUBSCRIBE, true},
+    {"ping", PROTO_CMD_PING, false},
+    {"list_channels", PROTO_CMD_LIST_CHANNELS, false},
+    {"stats", PROTO_CMD_STATS, false},
+};
+
+enum proto_error proto_parse_command(const char *buf, size_t len, struct proto_command *cmd) {
+    memset(cmd, 0, sizeof *cmd);
+    cmd->root = json_loadb(buf, len, JSON_DECODE_ANY, NULL);
+    if (!cmd->root) return PROTO_ERR_BAD_JSON;
+    if (!json_is_object(cmd->root)) return PROTO_ERR_INVALID_MESSAGE;
+
+    json_t *id = json_object_get(cmd->root, "id");
+    if (id) {
+        if (!json_is_string(id) && !json_is_number(id)) return PROTO_ERR_INVALID_FIELD;
+        cmd->id = id;
+    }
+    json_t *type = json_object_get(cmd->root, "type");
+    if (!type) return PROTO_ERR_MISSING_FIELD;
+    if (!json_is_string(type)) return PROTO_ERR_INVALID_FIELD;
+
+    const char *name = json_string_value(type);
+    for (size_t i = 0; i < sizeof command_table / sizeof command_table[0]; i++) {
+        if (strcmp(name, command_table[i].name) != 0) continue;
+        cmd->type = command_table[i].type;
+        if (!command_table[i].needs_channel) return PROTO_OK;
+        json_t *channel = json_object_get(cmd->root, "channel");
+        if (!channel) return PROTO_ERR_MISSING_FIELD;
+        if (!json_is_string(channel)) return PROTO_ERR_INVALID_FIELD;
+        if (!acl_channel_name_valid(json_string_value(channel), json_string_length(channel)) ||
+            strlen(json_string_value(channel)) != json_string_length(channel))
+            return PROTO_ERR_INVALID_CHANNEL;
+        cmd->channel = json_string_value(channel);
+        return PROTO_OK;
+    }
+    return PROTO_ERR_UNKNOWN_TYPE;
+}
+
+void proto_command_free(struct proto_command *cmd) {
+    json_decref(cmd->root);
+    memset(cmd, 0, sizeof *cmd);
+}
+
+void proto_timestamp(char out[PROTO_TIMESTAMP_LEN + 1]) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, PROTO_TIMESTAMP_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    int ms = (int)(ts.tv_nsec / 1000000);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
+}
+
+char *proto_finish(json_t *msg, const json_t *id, size_t *len) {
+    char ts[PROTO_TIMESTAMP_LEN + 1];
+    char *out = NULL;
+    if (!msg) return NULL;
+    proto_timestamp(ts);
+    if (json_object_set_new(msg, "timestamp", json_string(ts)) == 0 &&
+        (!id || json_object_set(msg, "id", (json_t *)id) == 0)) {
+        out = json_dumps(msg, JSON_COMPACT);
+    }
+    json_decref(msg);
+    if (out) *len = strlen(out);
+    return out;
+}
+
+static json_t *user_json(const herald_user *user) {
+    if (!user) return json_null();
+    return json_pack("{s:s, s:s?, s:s?}", "userId", user->user_id, "email", user->email, "role",
+                     user->role);
+}
+
+static int append_channel(const char *channel, void *arg) {
+    return json_array_append_new(arg, json_string(channel));
+}
+
+static json_t *authorized_channels(const herald_user *user, const struct acl_rules *rules) {
+    json_t *list = json_array();
+    if (list && acl_each_authorized(rules, user, append_channel, list) < 0) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
+char *proto_build_connected(const char *connection_id, const herald_user *user,
+                            const struct acl_rules *rules, size_t *len) {
+    json_t *msg = json_pack("{s:s, s:s, s:o, s:o}", "type", "connected", "connectionId",
+                            connection_id, "user", user_json(user), "authorizedChannels",
+                            authorized_channels(user, rules));
+    return proto_finish(msg, NULL, len);
+}
+
+char *proto_build_channel_reply(const char *type, const char *channel, const json_t *id,
+                                size_t *len) {
+    return proto_finish(json_pack("{s:s, s:s}", "type", type, "channel", channel), id, len);
+}
+
+char *proto_build_pong(const json_t *id, size_t *len) {
+    return proto_finish(json_pack("{s:s}", "type", "pong"), id, len);
+}
+
+char *proto_build_channels(const herald_user *user, const struct acl_rules *rules,
+                           const json_t *id, size_t *len) {
+    json_t *msg = json_pack("{s:s, s:o}", "type", "channels", "channels",
+                            authorized_channels(user, rules));
+    return proto_finish(msg, id, len);
+}
+
+char *proto_build_error(enum proto_error err, const char *message, const json_t *id, size_t *len) {
+    json_t *msg = json_pack("{s:s, s:s, s:s}", "type", "error", "code", proto_error_code(err),
+                            "message", message ? message : proto_error_message(err));
+    return proto_finish(msg, id, len);
+}
+
+char *proto_build_gap(const char *const *channels, size_t count, size_t *len) {
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < count; i++) {
+        if (json_array_append_new(list, json_string(channels[i])) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    return proto_finish(json_pack("{s:s, s:o}", "type", "gap", "channels", list), NULL, len);
+}
+
+char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
+                        enum proto_error *err) {
+    static const char head[] = "{\"type\":\"event\",\"channel\":\"";
+    static const char mid[] = "\",\"data\":";
+    static const char tail_head[] = ",\"timestamp\":\"";
+    json_error_t jerr;
+    json_t *parsed = json_loadb(data, data_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!parsed) {
+        *err = PROTO_ERR_BAD_JSON;
+        return NULL;
+    }
+    json_decref(parsed);
+
+    /* The channel was validated against [A-Za-z0-9_.:-] by the caller's
+     * subscription, so it needs no escaping. */
+    size_t channel_len = strlen(channel);
+    size_t total = sizeof head - 1 + channel_len + sizeof mid - 1 + data_len + sizeof tail_head -
+                   1 + PROTO_TIMESTAMP_LEN + 2;
+    char *out = malloc(total + 1);
+    if (!out) {
+        *err = PROTO_ERR_INTERNAL;
+        return NULL;
+    }
+    char *p = out;
+    memcpy(p, head, sizeof head - 1), p += sizeof head - 1;
+    memcpy(p, channel, channel_len), p += channel_len;
+    memcpy(p, mid, sizeof mid - 1), p += sizeof mid - 1;
+    memcpy(p, data, data_len), p += data_len;
+    memcpy(p, tail_head, sizeof tail_head - 1), p += sizeof tail_head - 1;
+    proto_timestamp(p), p += PROTO_TIMESTAMP_LEN;
+    *p++ = '"';
+    *p++ = '}';
+    *p = '\0';
+    *len = (size_t)(p - out);
+    *err = PROTO_OK;
+    return out;
+}

@@ -1,0 +1,68 @@
+/* bus.h -- the worker's link to Redis pub/sub (hiredis async on libevent).
+ *
+ * Two connections: a subscriber, and a command connection for publishing the
+ * liveness probe and writing stats keys. The bus knows Redis channels and
+ * payloads, never sockets of clients: it reports through callbacks.
+ *
+ * Liveness: hiredis ignores PING replies on a subscribed connection, so every
+ * second the bus PUBLISHes a probe on a channel of its own through the command
+ * connection; a probe not seen back on the subscriber within a few seconds means
+ * the subscriber is dead (reconnect). The probe also measures publish-to-receive
+ * lag. Lost connections are retried with exponential backoff and full jitter. */
+#ifndef HERALD_BUS_H
+#define HERALD_BUS_H
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "redis_url.h"
+
+struct bus;
+
+struct bus_callbacks {
+    /* An event on a Herald channel (prefix stripped). payload is borrowed. */
+    void (*on_message)(void *arg, const char *channel, const char *payload, size_t len);
+    /* Redis confirmed SUBSCRIBE / UNSUBSCRIBE of channel. */
+    void (*on_subscribed)(void *arg, const char *channel);
+    void (*on_unsubscribed)(void *arg, const char *channel);
+    /* The subscriber is connected (after a start or an outage) / was lost. */
+    void (*on_up)(void *arg, bool after_outage);
+    void (*on_down)(void *arg);
+    void *arg;
+};
+
+enum bus_state { BUS_CONNECTING, BUS_UP, BUS_DOWN };
+
+struct bus_status {
+    enum bus_state state;
+    uint64_t reconnects;       /* successful connects after an outage */
+    uint64_t outages;          /* times the subscriber was lost */
+    double down_since;         /* monotonic seconds, 0 while up */
+    double last_outage_seconds;
+    double probe_lag_ms;       /* last measured publish-to-receive lag, -1 unknown */
+    bool command_connected;
+};
+
+/* Starts connecting at once; never fails for an unreachable Redis (it retries).
+ * prefix is prepended to every channel; probe_id names the probe channel.
+ * Returns NULL only when out of memory. */
+struct bus *bus_new(struct event_base *base, const struct redis_url *url, const char *prefix,
+                    const char *probe_id, const struct bus_callbacks *callbacks);
+void bus_free(struct bus *bus);
+
+bool bus_is_up(const struct bus *bus);
+/* 0 when the command was sent, -1 when the subscriber is not up. */
+int bus_subscribe(struct bus *bus, const char *channel);
+int bus_unsubscribe(struct bus *bus, const char *channel);
+void bus_status(const struct bus *bus, struct bus_status *out);
+const char *bus_state_name(enum bus_state state);
+
+/* Sends a command on the command connection (argv form, binary-safe); fn may
+ * be NULL. Returns 0 when queued, -1 when that connection is down. */
+int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc,
+                const char **argv, const size_t *argvlen);
+
+#endif

@@ -1,0 +1,38 @@
+/* config.h -- the gateway's options: one table drives the command line, the
+ * HERALD_<OPTION> environment variables, the defaults and --help. */
+#ifndef HERALD_CONFIG_H
+#define HERALD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config {
+    const char *host;
+    int port;               /* 0 disables the plain listener */
+    int tls_port;           /* used only when tls_cert and tls_key are given */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *redis_url;
+    const char *channel_prefix;
+    const char *jwt_alg;
+    const char *jwt_secret;
+    const char *jwt_key;
+    const char *jwt_issuer;
+    const char *jwt_audience;
+    long max_message_size;  /* bytes, inclusive */
+    long max_send_queue;    /* bytes queued to one client before it is closed 4009 */
+    long max_subscriptions; /* per connection */
+    const char *allowed_origins; /* comma-separated origins, or "*" */
+    const char *log_level;
+    int workers;            /* 0 = number of CPUs */
+    double drain_timeout;   /* seconds */
+    const char *gateway_id; /* defaults to <hostname>:<port> */
+    double stats_interval;  /* seconds between stats key refreshes */
+};
+
+/* Fills cfg from defaults, then HERALD_* variables, then argv. On a bad option
+ * prints a message (or the usage for --help) and returns the exit status the
+ * process should end with (2 for errors, 0 for --help); returns -1 to go on. */
+int config_load(struct config *cfg, int argc, char **argv);
+
+#endif

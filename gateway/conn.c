@@ -1,0 +1,651 @@
+/* conn.c -- a client connection from accept to free. */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "acl.h"
+#include "http_routes.h"
+#include "http_upgrade.h"
+#include "jwt_auth.h"
+#include "log.h"
+#include "protocol.h"
+#include "stats.h"
+#include "subs.h"
+#include "worker.h"
+#include "ws_codec.h"
+
+#define HANDSHAKE_TIMEOUT 10.0 /* seconds to send a complete request head */
+#define CLOSE_TIMEOUT 2.0      /* seconds to wait for the peer after our close frame */
+
+enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
+
+struct conn {
+    struct worker *w;
+    struct bufferevent *bev;
+    struct conn *prev, *next; /* the worker's list */
+    herald_user *user;        /* NULL: anonymous */
+    struct sub *subs;         /* this connection's subscriptions */
+    unsigned sub_count;
+    struct evbuffer *message; /* fragments of the open message, NULL when none */
+    struct ws_reader reader;
+    enum conn_state state;
+    bool tls;
+    bool upgraded;            /* counted in worker->conn_count */
+    bool peer_done;           /* nothing more to wait for from the peer once flushed */
+    double deadline;          /* handshake or close deadline, monotonic seconds */
+    char id[37];              /* uuid v4 */
+    char peer[INET6_ADDRSTRLEN];
+};
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void make_uuid(char out[37]) {
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1) memset(b, 0, sizeof b);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+static void peer_name(const struct sockaddr *addr, char out[INET6_ADDRSTRLEN]) {
+    out[0] = '\0';
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, out, INET6_ADDRSTRLEN);
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, out,
+                  INET6_ADDRSTRLEN);
+}
+
+int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
+                bool tls) {
+    (void)addr_len;
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (tls) {
+        SSL *ssl = SSL_new(w->ssl_ctx);
+        if (ssl)
+            c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    opts);
+        if (c->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        else if (ssl)
+            SSL_free(ssl);
+    } else {
+        c->bev = bufferevent_socket_new(w->base, fd, opts);
+    }
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        free(c);
+        return -1;
+    }
+    c->w = w;
+    c->tls = tls;
+    c->state = CONN_HANDSHAKE;
+    c->deadline = worker_now() + HANDSHAKE_TIMEOUT;
+    make_uuid(c->id);
+    peer_name(addr, c->peer);
+    ws_reader_init(&c->reader, (size_t)w->cfg->max_message_size, true);
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    w->socket_count++;
+
+    /* Input never holds more than one incomplete frame plus one read. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0,
+                             (size_t)w->cfg->max_message_size + WS_MAX_HEADER_LEN + 16384);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
+        conn_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+void conn_free(struct conn *c) {
+    struct worker *w = c->w;
+    subs_remove_all(w->subs, &c->subs);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->socket_count--;
+    if (c->upgraded) {
+        w->conn_count--;
+        log_debug("event=close conn=%s", c->id);
+    }
+    herald_user_free(c->user);
+    if (c->message) evbuffer_free(c->message);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+struct conn *conn_next(const struct conn *c) {
+    return c->next;
+}
+
+unsigned conn_subscription_count(const struct conn *c) {
+    return c->sub_count;
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+static bool over_queue_limit(struct conn *c, size_t adding) {
+    size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
+    return queued + adding > (size_t)c->w->cfg->max_send_queue;
+}
+
+static void slow_consumer(struct conn *c) {
+    c->w->stats.slow_consumer_closes++;
+    log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, c->peer,
+             evbuffer_get_length(bufferevent_get_output(c->bev)));
+    conn_close(c, WS_CLOSE_SLOW_CONSUMER, "send queue over its limit");
+}
+
+/* Queues one text message (copied) to an open connection. */
+static void send_text(struct conn *c, const char *text, size_t len) {
+    if (c->state != CONN_OPEN) return;
+    uint8_t header[WS_MAX_HEADER_LEN];
+    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
+    if (over_queue_limit(c, header_len + len)) {
+        slow_consumer(c);
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_add(out, header, header_len) != 0 || evbuffer_add(out, text, len) != 0) {
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return;
+    }
+    c->w->stats.messages_out++;
+    c->w->stats.bytes_out += header_len + len;
+}
+
+/* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
+static void send_built(struct conn *c, char *text, size_t len) {
+    if (!text) {
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return;
+    }
+    send_text(c, text, len);
+    free(text);
+}
+
+static void send_error(struct conn *c, enum proto_error err, const char *message,
+                       const json_t *id) {
+    size_t len;
+    char *text = proto_build_error(err, message, id, &len);
+    send_built(c, text, len);
+}
+
+int conn_send_frame(struct conn *c, struct shared_frame *frame) {
+    if (c->state != CONN_OPEN) return -1;
+    if (over_queue_limit(c, frame->len)) {
+        slow_consumer(c);
+        return -1;
+    }
+    if (shared_frame_append(frame, bufferevent_get_output(c->bev)) != 0) {
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return -1;
+    }
+    c->w->stats.messages_out++;
+    c->w->stats.bytes_out += frame->len;
+    return 0;
+}
+
+void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id) {
+    size_t len;
+    char *text = proto_build_channel_reply("subscribed", channel, id, &len);
+    send_built(c, text, len);
+}
+
+void conn_send_gap(struct conn *c) {
+    const char *names[512];
+    size_t count = 0;
+    if (c->state != CONN_OPEN || !c->subs) return;
+    for (struct sub *s = c->subs; s && count < sizeof names / sizeof names[0]; s = s->conn_next)
+        names[count++] = s->channel->name;
+    size_t len;
+    char *text = proto_build_gap(names, count, &len);
+    send_built(c, text, len);
+}
+
+/* Appends a close frame and moves to CLOSING. */
+static void queue_close(struct conn *c, uint16_t code, const char *reason, bool echo_empty) {
+    uint8_t frame[2 + 2 + WS_MAX_CONTROL_PAYLOAD];
+    size_t len;
+    if (echo_empty) {
+        len = ws_frame_header(frame, WS_OP_CLOSE, true, 0);
+    } else {
+        len = ws_close_frame(frame, code, reason);
+    }
+    bufferevent_write(c->bev, frame, len);
+    c->state = CONN_CLOSING;
+    c->deadline = worker_now() + CLOSE_TIMEOUT;
+    if (c->message) {
+        evbuffer_free(c->message);
+        c->message = NULL;
+    }
+}
+
+void conn_close(struct conn *c, uint16_t code, const char *reason) {
+    if (c->state == CONN_CLOSING) return;
+    if (c->state == CONN_HANDSHAKE) {
+        c->state = CONN_CLOSING;
+        c->peer_done = true;
+        c->deadline = worker_now() + CLOSE_TIMEOUT;
+        return;
+    }
+    log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
+    queue_close(c, code, reason, false);
+}
+
+/* An HTTP reply before the upgrade, then lingering close. */
+static void http_refuse(struct conn *c, int status, const char *message) {
+    char reply[512];
+    int n = http_build_error(reply, sizeof reply, status, message);
+    if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
+    c->w->stats.handshake_failures++;
+    log_debug("event=http_refused peer=%s status=%d", c->peer, status);
+    c->state = CONN_CLOSING;
+    c->deadline = worker_now() + CLOSE_TIMEOUT;
+}
+
+/* ---- protocol -------------------------------------------------------------- */
+
+static bool subscribed_to(const struct conn *c, const char *channel) {
+    for (const struct sub *s = c->subs; s; s = s->conn_next)
+        if (strcmp(s->channel->name, channel) == 0) return true;
+    return false;
+}
+
+static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
+    struct worker *w = c->w;
+    enum acl_result acl = acl_may_subscribe(w->rules, c->user, cmd->channel);
+    if (acl != ACL_ALLOW) {
+        send_error(c, proto_error_from_acl(acl), NULL, cmd->id);
+        return;
+    }
+    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions && !subscribed_to(c, cmd->channel)) {
+        send_error(c, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, cmd->id);
+        return;
+    }
+    switch (subs_add(w->subs, c, &c->subs, cmd->channel, cmd->id)) {
+    case SUBS_ADDED_CONFIRMED:
+        c->sub_count++;
+        conn_reply_subscribed(c, cmd->channel, cmd->id);
+        break;
+    case SUBS_ADDED_PENDING: c->sub_count++; break;
+    case SUBS_ALREADY: conn_reply_subscribed(c, cmd->channel, cmd->id); break;
+    case SUBS_NO_MEMORY: send_error(c, PROTO_ERR_INTERNAL, NULL, cmd->id); break;
+    }
+}
+
+static void handle_command(struct conn *c, const struct proto_command *cmd) {
+    size_t len;
+    char *text;
+    switch (cmd->type) {
+    case PROTO_CMD_SUBSCRIBE: handle_subscribe(c, cmd); return;
+    case PROTO_CMD_UNSUBSCRIBE:
+        if (subs_remove(c->w->subs, &c->subs, cmd->channel)) c->sub_count--;
+        text = proto_build_channel_reply("unsubscribed", cmd->channel, cmd->id, &len);
+        break;
+    case PROTO_CMD_PING: text = proto_build_pong(cmd->id, &len); break;
+    case PROTO_CMD_LIST_CHANNELS:
+        text = proto_build_channels(c->user, c->w->rules, cmd->id, &len);
+        break;
+    case PROTO_CMD_STATS:
+        if (!c->user || !c->user->admin) {
+            send_error(c, PROTO_ERR_FORBIDDEN, "Stats are for admins only", cmd->id);
+            return;
+        }
+        text = stats_reply(c->w, cmd->id, &len);
+        break;
+    default: return;
+    }
+    send_built(c, text, len);
+}
+
+static void handle_text(struct conn *c, const uint8_t *data, size_t len) {
+    c->w->stats.messages_in++;
+    if (len == 1 && data[0] == '2') { /* the minimal heartbeat some clients send */
+        send_text(c, "3", 1);
+        return;
+    }
+    struct proto_command cmd;
+    enum proto_error err = proto_parse_command((const char *)data, len, &cmd);
+    if (err != PROTO_OK)
+        send_error(c, err, NULL, cmd.id);
+    else
+        handle_command(c, &cmd);
+    proto_command_free(&cmd);
+}
+
+/* ---- WebSocket frames ------------------------------------------------------ */
+
+static void fail(struct conn *c, uint16_t code, const char *reason) {
+    log_debug("event=protocol_error conn=%s code=%u reason=\"%s\"", c->id, code, reason);
+    conn_close(c, code, reason);
+}
+
+/* Handles one decoded frame; returns false when reading must stop. */
+static bool handle_frame(struct conn *c, struct ws_frame *f) {
+    if (c->state == CONN_CLOSING) { /* after our close, only the peer's close matters */
+        if (f->opcode == WS_OP_CLOSE) {
+            c->peer_done = true;
+            return false;
+        }
+        return true;
+    }
+    switch (f->opcode) {
+    case WS_OP_TEXT:
+        if (f->fin) {
+            handle_text(c, f->payload, f->payload_len);
+        } else if (!(c->message = evbuffer_new()) ||
+                   evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
+            fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+            return false;
+        }
+        return true;
+    case WS_OP_CONTINUATION:
+        if (!c->message) { /* a continued binary message: already refused */
+            fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
+            return false;
+        }
+        if (evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
+            fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+            return false;
+        }
+        if (f->fin) {
+            size_t len = evbuffer_get_length(c->message);
+            const uint8_t *data = evbuffer_pullup(c->message, -1);
+            if (!data && len) {
+                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                return false;
+            }
+            handle_text(c, data, len);
+            if (c->message) evbuffer_free(c->message);
+            c->message = NULL;
+        }
+        return true;
+    case WS_OP_BINARY:
+        fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
+        return false;
+    case WS_OP_PING: {
+        uint8_t header[WS_MAX_HEADER_LEN];
+        size_t n = ws_frame_header(header, WS_OP_PONG, true, f->payload_len);
+        bufferevent_write(c->bev, header, n);
+        bufferevent_write(c->bev, f->payload, f->payload_len);
+        return true;
+    }
+    case WS_OP_PONG: return true;
+    case WS_OP_CLOSE:
+        /* Echo the peer's code, then close once it is flushed. */
+        c->peer_done = true;
+        queue_close(c, f->close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : f->close_code, NULL,
+                    f->close_code == WS_CLOSE_NO_STATUS);
+        return false;
+    }
+    return true;
+}
+
+static void read_frames(struct conn *c) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0) return;
+        if (c->state == CONN_CLOSING && c->peer_done) {
+            evbuffer_drain(in, len); /* data after a close is ignored */
+            return;
+        }
+        size_t need = 0, avail = len < WS_MAX_HEADER_LEN ? len : WS_MAX_HEADER_LEN;
+        struct ws_frame f;
+        uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
+        int n = ws_reader_next(&c->reader, buf, avail, &f, &need);
+        if (n == WS_PARTIAL && need > avail && need <= len) {
+            buf = evbuffer_pullup(in, (ev_ssize_t)need);
+            if (!buf) {
+                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                return;
+            }
+            n = ws_reader_next(&c->reader, buf, need, &f, &need);
+        }
+        if (n == WS_PARTIAL) return;
+        if (n == WS_INVALID) {
+            if (c->state == CONN_CLOSING) {
+                evbuffer_drain(in, len);
+                return;
+            }
+            evbuffer_drain(in, len);
+            fail(c, f.error_code, f.error_code == WS_CLOSE_TOO_BIG ? "message too big"
+                                  : f.error_code == WS_CLOSE_INVALID_PAYLOAD
+                                      ? "invalid UTF-8"
+                                      : "protocol error");
+            return;
+        }
+        c->w->stats.bytes_in += (size_t)n;
+        bool go_on = handle_frame(c, &f);
+        evbuffer_drain(in, (size_t)n);
+        if (!go_on) {
+            if (c->state == CONN_CLOSING && c->peer_done &&
+                evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+                conn_free(c); /* the close handshake is complete */
+                return;
+            }
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        }
+    }
+}
+
+/* ---- handshake ------------------------------------------------------------- */
+
+static bool origin_allowed(const struct worker *w, const struct http_request *req) {
+    if (!req->origin.ptr) return true; /* not a browser */
+    const char *scheme_end = memmem(req->origin.ptr, req->origin.len, "://", 3);
+    if (scheme_end && req->host.ptr) {
+        struct http_slice authority = {scheme_end + 3,
+                                       req->origin.len - (size_t)(scheme_end + 3 - req->origin.ptr)};
+        if (authority.len == req->host.len &&
+            strncasecmp(authority.ptr, req->host.ptr, authority.len) == 0)
+            return true;
+    }
+    const char *list = w->cfg->allowed_origins;
+    if (!list) return false;
+    while (*list) {
+        const char *end = strchr(list, ',');
+        size_t n = end ? (size_t)(end - list) : strlen(list);
+        while (n && *list == ' ') list++, n--;
+        while (n && list[n - 1] == ' ') n--;
+        if ((n == 1 && *list == '*') ||
+            (n == req->origin.len && strncasecmp(list, req->origin.ptr, n) == 0))
+            return true;
+        if (!end) break;
+        list = end + 1;
+    }
+    return false;
+}
+
+/* Finds the token by precedence: Authorization header, subprotocol, query.
+ * Returns 1 with the token copied into out, 0 when none, -1 when one was given
+ * but cannot be used (too long or badly encoded). *protocol is set when the
+ * token came as a subprotocol (to echo it). */
+static int find_token(const struct http_request *req, char *out, size_t out_size,
+                      struct http_slice *protocol) {
+    protocol->ptr = NULL;
+    if (req->authorization.ptr && req->authorization.len > 7 &&
+        strncasecmp(req->authorization.ptr, "Bearer ", 7) == 0) {
+        size_t n = req->authorization.len - 7;
+        if (n >= out_size) return -1;
+        memcpy(out, req->authorization.ptr + 7, n);
+        out[n] = '\0';
+        return 1;
+    }
+    struct http_slice tok;
+    if (req->ws_protocol.ptr && http_find_protocol(&req->ws_protocol, "token-", &tok) == 0) {
+        size_t n = tok.len - 6;
+        if (n >= out_size) return -1;
+        memcpy(out, tok.ptr + 6, n);
+        out[n] = '\0';
+        *protocol = tok;
+        return 1;
+    }
+    int n = http_query_param(&req->query, "token", out, out_size);
+    if (n >= 0) return 1;
+    return n == -1 ? 0 : -1;
+}
+
+static void send_connected(struct conn *c) {
+    size_t len;
+    char *text = proto_build_connected(c->id, c->user, c->w->rules, &len);
+    send_built(c, text, len);
+}
+
+static void upgrade(struct conn *c, const struct http_request *req, size_t head_len) {
+    struct worker *w = c->w;
+    enum http_upgrade_status status = http_check_upgrade(req, "/ws");
+    if (status != HTTP_UPGRADE_OK) {
+        http_refuse(c, (int)status, status == HTTP_UPGRADE_BAD_VERSION
+                                        ? "Unsupported WebSocket version"
+                                        : "Bad WebSocket upgrade request");
+        return;
+    }
+    if (!origin_allowed(w, req)) {
+        http_refuse(c, 403, "Origin not allowed");
+        return;
+    }
+    if (w->draining) {
+        http_refuse(c, 503, "Gateway draining");
+        return;
+    }
+    static char token[JWT_AUTH_MAX_TOKEN + 1];
+    struct http_slice protocol;
+    int has_token = find_token(req, token, sizeof token, &protocol);
+
+    char accept[29], reply[512];
+    int n = -1;
+    if (http_ws_accept(&req->ws_key, accept) == 0)
+        n = http_build_101(reply, sizeof reply, accept, protocol.ptr ? &protocol : NULL);
+    if (n < 0) {
+        http_refuse(c, 500, "Internal error");
+        return;
+    }
+    bufferevent_write(c->bev, reply, (size_t)n);
+    evbuffer_drain(bufferevent_get_input(c->bev), head_len);
+    c->state = CONN_OPEN;
+    c->upgraded = true;
+    w->conn_count++;
+    w->stats.connections_total++;
+
+    enum jwt_auth_result result = JWT_AUTH_OK;
+    if (has_token < 0)
+        result = JWT_AUTH_MALFORMED;
+    else if (has_token > 0)
+        result = jwt_auth_verify(&w->auth, token, time(NULL), &c->user);
+    if (result != JWT_AUTH_OK) {
+        w->stats.auth_failures++;
+        log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, c->peer,
+                 jwt_auth_result_name(result));
+        send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result), NULL);
+        conn_close(c, WS_CLOSE_UNAUTHORIZED, jwt_auth_reason(result));
+        return;
+    }
+    log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
+              c->user ? c->user->user_id : "-", c->tls);
+    send_connected(c);
+}
+
+static void read_handshake(struct conn *c) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t scan = len < HTTP_MAX_HEADER_BYTES ? len : HTTP_MAX_HEADER_BYTES;
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan);
+    struct http_request req;
+    int n = http_parse_request(buf, scan, &req);
+    if (n == HTTP_PARTIAL) {
+        if (len >= HTTP_MAX_HEADER_BYTES) http_refuse(c, 431, "Request header fields too large");
+        return;
+    }
+    if (n == HTTP_INVALID) {
+        http_refuse(c, 400, "Malformed HTTP request");
+        return;
+    }
+    if (!(req.path.len == 3 && memcmp(req.path.ptr, "/ws", 3) == 0)) {
+        struct http_response resp;
+        if (http_routes_serve(c->w, &req, &resp) == 0) {
+            bufferevent_write(c->bev, resp.head, resp.head_len);
+            if (resp.body_len) bufferevent_write(c->bev, resp.body, resp.body_len);
+            http_response_free(&resp);
+            c->state = CONN_CLOSING;
+            c->deadline = worker_now() + CLOSE_TIMEOUT;
+            return;
+        }
+    }
+    upgrade(c, &req, (size_t)n);
+    if (c->state == CONN_OPEN) read_frames(c); /* frames sent right behind the request */
+}
+
+/* ---- libevent callbacks ---------------------------------------------------- */
+
+static void read_cb(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    struct conn *c = arg;
+    if (c->state == CONN_HANDSHAKE)
+        read_handshake(c);
+    else if (c->upgraded)
+        read_frames(c);
+    else
+        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+}
+
+static void write_cb(struct bufferevent *bev, void *arg) {
+    struct conn *c = arg;
+    if (c->state != CONN_CLOSING) return;
+    if (c->peer_done) {
+        conn_free(c);
+        return;
+    }
+    /* Our last bytes are out: half-close so the peer sees EOF, and keep reading
+     * until it closes (a lingering close: unread input must not turn our final
+     * bytes into a reset). */
+    if (!c->tls) shutdown(bufferevent_getfd(bev), SHUT_WR);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg) {
+    (void)bev;
+    struct conn *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) conn_free(c);
+}
+
+void conn_sweep(struct worker *w, double now, time_t wall) {
+    struct conn *c = w->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state != CONN_OPEN) {
+            if (now >= c->deadline) conn_free(c);
+            continue;
+        }
+        if (c->user && c->user->exp && wall > c->user->exp + w->auth.leeway) {
+            log_info("event=token_expired conn=%s user=%s", c->id, c->user->user_id);
+            send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL, NULL);
+            conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+/* conn.h -- one client connection: HTTP upgrade, WebSocket read loop, the
+ * JSON protocol, its bounded send queue and its close handshake.
+ *
+ * Lifecycle: HANDSHAKE (reading the request head) -> OPEN -> CLOSING (our
+ * close frame queued; waiting for it to flush and for the peer's close or EOF,
+ * bounded by a timeout) -> freed. A connection is only ever freed from its own
+ * bufferevent callbacks or the worker's sweep, never while the subscription
+ * index is delivering to it, so fan-out can walk its lists safely. */
+#ifndef HERALD_CONN_H
+#define HERALD_CONN_H
+
+#include <event2/util.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shared_frame.h"
+
+struct worker;
+struct conn;
+
+/* Takes ownership of fd (an accepted socket); tls selects a server-side TLS
+ * bufferevent. Returns -1 (fd closed) when out of memory. */
+int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
+                bool tls);
+
+/* Queues a shared event frame. Returns 0 when queued, -1 when the connection
+ * is not open or was just closed as a slow consumer (4009). */
+int conn_send_frame(struct conn *c, struct shared_frame *frame);
+
+/* Sends "subscribed" for channel (echoing id when not NULL). */
+void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id);
+
+/* Sends a "gap" message listing every channel the connection is subscribed to
+ * (after a Redis outage); nothing when it has none. */
+void conn_send_gap(struct conn *c);
+
+/* Starts the close handshake with code and reason (the connection stays until
+ * it flushes, the peer answers, or the close timeout passes). */
+void conn_close(struct conn *c, uint16_t code, const char *reason);
+
+/* The worker's once-a-second sweep: token expiry, handshake and close
+ * timeouts. now is monotonic seconds, wall is time(NULL). */
+void conn_sweep(struct worker *w, double now, time_t wall);
+
+/* Frees the connection at once (worker shutdown). */
+void conn_free(struct conn *c);
+
+/* The next connection in the worker's list. */
+struct conn *conn_next(const struct conn *c);
+unsigned conn_subscription_count(const struct conn *c);
+
+#endif

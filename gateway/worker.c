@@ -1,0 +1,253 @@
+/* worker.c -- a worker process: accept, sweep, fan-out from Redis, drain. */
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "conn.h"
+#include "log.h"
+#include "protocol.h"
+#include "shared_frame.h"
+#include "stats.h"
+#include "subs.h"
+
+#define DRAIN_CHECK_INTERVAL_US 50000
+
+double worker_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int worker_listen_socket(const char *host, int port) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    int rc = getaddrinfo(host, port_text, &hints, &res);
+    if (rc != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+            bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- Redis events ---------------------------------------------------------- */
+
+static void drop_event(struct worker *w, const char *channel, const char *why, size_t len) {
+    static double last_log;
+    static unsigned suppressed;
+    w->stats.events_dropped++;
+    double now = worker_now();
+    if (now - last_log < 1.0) {
+        suppressed++;
+        return;
+    }
+    log_warn("event=event_dropped channel=%s reason=%s bytes=%zu suppressed=%u", channel, why, len,
+             suppressed);
+    last_log = now;
+    suppressed = 0;
+}
+
+static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
+    struct worker *w = arg;
+    w->stats.events_received++;
+    if (len > (size_t)w->cfg->max_message_size) {
+        drop_event(w, channel, "too_big", len);
+        return;
+    }
+    if (!subs_find(w->subs, channel)) return;
+    /* Validated, serialized and framed once; every recipient shares the bytes. */
+    size_t text_len;
+    enum proto_error err;
+    char *text = proto_build_event(channel, payload, len, &text_len, &err);
+    if (!text) {
+        drop_event(w, channel, err == PROTO_ERR_BAD_JSON ? "bad_json" : "no_memory", len);
+        return;
+    }
+    struct shared_frame *frame = shared_frame_text(text, text_len);
+    free(text);
+    if (!frame) {
+        drop_event(w, channel, "no_memory", len);
+        return;
+    }
+    w->stats.events_delivered += subs_publish(w->subs, channel, frame);
+    shared_frame_release(frame);
+}
+
+static void send_gaps(struct worker *w) {
+    for (struct conn *c = w->conns; c; c = conn_next(c)) conn_send_gap(c);
+}
+
+static void on_subscribed(void *arg, const char *channel) {
+    struct worker *w = arg;
+    subs_on_confirmed(w->subs, channel);
+    if (w->resync_pending > 0 && --w->resync_pending == 0) send_gaps(w);
+}
+
+static void on_unsubscribed(void *arg, const char *channel) {
+    struct worker *w = arg;
+    subs_on_unsubscribed(w->subs, channel);
+}
+
+static void on_up(void *arg, bool after_outage) {
+    struct worker *w = arg;
+    size_t resubscribed = subs_on_bus_up(w->subs);
+    if (after_outage) {
+        struct bus_status bs;
+        bus_status(w->bus, &bs);
+        log_info("event=resubscribe channels=%zu", resubscribed);
+        stats_publish_health(w, "redis_restored",
+                             json_pack("{s:f, s:I}", "outageSeconds", bs.last_outage_seconds,
+                                       "channels", (json_int_t)resubscribed));
+        w->resync_pending = (unsigned)resubscribed;
+        if (resubscribed == 0) send_gaps(w);
+    } else {
+        stats_publish_health(w, w->restarted ? "worker_restarted" : "worker_started", NULL);
+    }
+}
+
+static void on_down(void *arg) {
+    struct worker *w = arg;
+    w->resync_pending = 0;
+    subs_on_bus_down(w->subs);
+    stats_publish_health(w, "redis_lost", NULL); /* reaches Redis if only the subscriber died */
+}
+
+/* ---- accept, sweep, drain -------------------------------------------------- */
+
+static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
+                      int addr_len, void *arg) {
+    struct worker *w = arg;
+    bool tls = listener == w->tls_listener;
+    if (conn_accept(w, fd, addr, addr_len, tls) != 0)
+        log_error("event=accept_failed reason=no_memory");
+}
+
+static void accept_error_cb(struct evconnlistener *listener, void *arg) {
+    (void)listener, (void)arg;
+    log_error("event=accept_error error=\"%s\"", strerror(errno));
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    struct worker *w = arg;
+    conn_sweep(w, worker_now(), time(NULL));
+}
+
+static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    struct worker *w = arg;
+    if (!w->conns || worker_now() >= w->drain_deadline) event_base_loopbreak(w->base);
+}
+
+static void start_drain(struct worker *w) {
+    if (w->draining) return;
+    w->draining = true;
+    w->drain_deadline = worker_now() + w->cfg->drain_timeout;
+    log_info("event=drain_start connections=%u timeout=%.1f", w->conn_count, w->cfg->drain_timeout);
+    if (w->plain_listener) evconnlistener_disable(w->plain_listener);
+    if (w->tls_listener) evconnlistener_disable(w->tls_listener);
+    struct conn *c = w->conns, *next;
+    for (; c; c = next) {
+        next = conn_next(c);
+        conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    w->drain_check = event_new(w->base, -1, EV_PERSIST, drain_check_cb, w);
+    struct timeval tv = {0, DRAIN_CHECK_INTERVAL_US};
+    if (!w->drain_check || event_add(w->drain_check, &tv) != 0) event_base_loopbreak(w->base);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg) {
+    (void)what;
+    struct worker *w = arg;
+    log_info("event=signal signal=%d", (int)sig);
+    start_drain(w);
+}
+
+static struct evconnlistener *listen_on(struct worker *w, int port) {
+    int fd = worker_listen_socket(w->cfg->host, port);
+    if (fd < 0) {
+        log_error("event=listen_failed host=%s port=%d error=\"%s\"", w->cfg->host, port,
+                  strerror(errno));
+        return NULL;
+    }
+    struct evconnlistener *l =
+        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l) {
+        close(fd);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    return l;
+}
+
+int worker_run(struct worker *w) {
+    int status = 1;
+    char tag[32], probe_id[200];
+    snprintf(tag, sizeof tag, "worker=%d", w->index);
+    log_set_tag(tag);
+    w->started = worker_now();
+    w->started_wall = time(NULL);
+    w->base = event_base_new();
+    if (!w->base) return 1;
+    struct bus_callbacks callbacks = {on_message, on_subscribed, on_unsubscribed, on_up, on_down,
+                                      w};
+    snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
+    w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
+    w->subs = w->bus ? subs_new(w->bus) : NULL;
+    w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+    w->sigterm = evsignal_new(w->base, SIGTERM, signal_cb, w);
+    w->sigint = evsignal_new(w->base, SIGINT, signal_cb, w);
+    struct timeval one_second = {1, 0};
+    if (!w->subs || !w->tick || !w->sigterm || !w->sigint || event_add(w->tick, &one_second) ||
+        event_add(w->sigterm, NULL) || event_add(w->sigint, NULL) || stats_start(w) != 0)
+        goto out;
+    if (w->cfg->port && !(w->plain_listener = listen_on(w, w->cfg->port))) goto out;
+    if (w->ssl_ctx && !(w->tls_listener = listen_on(w, w->cfg->tls_port))) goto out;
+    log_info("event=worker_ready port=%d tls_port=%d", w->cfg->port,
+             w->ssl_ctx ? w->cfg->tls_port : 0);
+
+    event_base_dispatch(w->base);
+    status = w->conns ? 1 : 0; /* 0 only when every client was closed in time */
+    log_info("event=worker_exit status=%d remaining=%u", status, w->socket_count);
+
+out:
+    while (w->conns) conn_free(w->conns);
+    if (w->plain_listener) evconnlistener_free(w->plain_listener);
+    if (w->tls_listener) evconnlistener_free(w->tls_listener);
+    stats_stop(w);
+    subs_free(w->subs);
+    bus_free(w->bus);
+    if (w->tick) event_free(w->tick);
+    if (w->sigterm) event_free(w->sigterm);
+    if (w->sigint) event_free(w->sigint);
+    if (w->drain_check) event_free(w->drain_check);
+    event_base_free(w->base);
+    return status;
+}

@@ -1,0 +1,90 @@
+"""Who may subscribe to what: every row of the ACL table for anonymous, user u1,
+another user u2 and an admin, through a real gateway."""
+
+import pytest
+
+import harness
+from harness import assert_error, connect
+
+IDENTITIES = ["anonymous", "u1", "u2", "admin"]
+
+AUTHENTICATED = ["apps:created", "users:updated", "database:row_updated", "deployments:started",
+                 "storage:uploaded"]
+
+# channel -> {identity: expected outcome}; "ok" means subscribed, else the error code
+TABLE = {"announcements": {i: "ok" for i in IDENTITIES}}
+for _ch in AUTHENTICATED:
+    TABLE[_ch] = {"anonymous": "forbidden", "u1": "ok", "u2": "ok", "admin": "ok"}
+TABLE["user:u1"] = {"anonymous": "forbidden", "u1": "ok", "u2": "forbidden", "admin": "ok"}
+for _ch in ("system:health", "system:alerts"):
+    TABLE[_ch] = {"anonymous": "forbidden", "u1": "forbidden", "u2": "forbidden", "admin": "ok"}
+TABLE["foo:bar"] = {i: "unknown_channel" for i in IDENTITIES}
+
+CASES = [(ch, who, outcome) for ch, row in TABLE.items() for who, outcome in row.items()]
+
+
+@pytest.fixture(scope="module")
+def clients(gateway, tokens):
+    """One connection per identity, shared by the module (subscriptions are idempotent)."""
+    out = {}
+    try:
+        out["anonymous"] = connect(gateway.url)[0]
+        out["u1"] = connect(gateway.url, token=tokens["u1"])[0]
+        out["u2"] = connect(gateway.url, token=tokens["u2"])[0]
+        out["admin"] = connect(gateway.url, token=tokens["admin"])[0]
+        yield out
+    finally:
+        for c in out.values():
+            c.close()
+
+
+@pytest.mark.parametrize("channel,who,outcome", CASES,
+                         ids=["%s-%s" % (ch, who) for ch, who, _ in CASES])
+def test_acl_subscribe(clients, channel, who, outcome):
+    c = clients[who]
+    r = c.request({"type": "subscribe", "channel": channel, "id": "acl"})
+    if outcome == "ok":
+        assert r["type"] == "subscribed" and r["channel"] == channel and r.get("id") == "acl", r
+    else:
+        assert_error(r, outcome, req_id="acl")
+        if outcome == "forbidden":
+            assert r["message"] == "Not authorized to subscribe to this channel", r
+    # the connection survives either way
+    assert c.request({"type": "ping"})["type"] == "pong"
+
+
+@pytest.mark.parametrize("who,uid,admin", [("anonymous", None, False), ("u1", "u1", False),
+                                           ("u2", "u2", False), ("admin", "adm", True)])
+def test_list_channels_is_filtered_by_access(clients, who, uid, admin):
+    r = clients[who].request({"type": "list_channels"})
+    assert r["type"] == "channels", r
+    assert r["channels"] == harness.expected_channels(uid, admin=admin)
+
+
+def test_admin_may_subscribe_to_any_users_channel(clients):
+    for uid in ("u1", "u2", "someone-else"):
+        r = clients["admin"].request({"type": "subscribe", "channel": "user:" + uid})
+        assert r["type"] == "subscribed", r
+
+
+def test_user_channel_prefix_of_own_id_is_forbidden(gateway, tokens):
+    # u1 must not get user:u10 or user:u by a prefix match
+    c, _ = connect(gateway.url, token=tokens["u1"])
+    with c:
+        for ch in ("user:u10", "user:u", "user:U1"):
+            assert_error(c.request({"type": "subscribe", "channel": ch}), "forbidden")
+
+
+def test_any_name_in_authenticated_namespaces_is_allowed_for_users(clients):
+    for ch in ("apps:my-custom.event_1", "deployments:x", "storage:a:b"):
+        r = clients["u2"].request({"type": "subscribe", "channel": ch})
+        assert r["type"] == "subscribed", r
+
+
+def test_system_namespace_beyond_known_channels_is_admin_only(clients):
+    assert clients["admin"].request(
+        {"type": "subscribe", "channel": "system:metrics"})["type"] == "subscribed"
+    assert_error(clients["u1"].request({"type": "subscribe", "channel": "system:metrics"}),
+                 "forbidden")
+    assert_error(clients["anonymous"].request(
+        {"type": "subscribe", "channel": "system:whatever"}), "forbidden")

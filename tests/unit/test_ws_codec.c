@@ -1,0 +1,971 @@
+/* test_ws_codec.c -- the RFC 6455 codec on byte arrays: header rules,
+ * fragmentation, the message size limit, UTF-8, close frames, the encoder,
+ * and the promise that a prefix of the input never changes anything. */
+#include "testlib.h"
+#include "ws_codec.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define LIMIT 65536
+
+static const uint8_t test_mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* Writes a masked client frame the way a browser would: header from the
+ * encoder, mask bit and key added, payload masked. first_byte carries FIN,
+ * RSV and opcode verbatim so tests can build invalid frames too. */
+static size_t client_frame(uint8_t *out, uint8_t first_byte, const void *payload, size_t len) {
+    size_t header_len = ws_frame_header(out, WS_OP_TEXT, true, len);
+    out[0] = first_byte;
+    out[1] |= 0x80;
+    memcpy(out + header_len, test_mask_key, 4);
+    if (len > 0)
+        memcpy(out + header_len + 4, payload, len);
+    ws_mask(out + header_len + 4, len, test_mask_key, 0);
+    return header_len + 4 + len;
+}
+
+/* Decodes one frame with a fresh server reader; returns ws_reader_next's result. */
+static int decode_one(uint8_t *buf, size_t len, struct ws_frame *frame) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    return ws_reader_next(&r, buf, len, frame, NULL);
+}
+
+/* True when the decoded frame's payload is exactly bytes[0..len). */
+static bool payload_is(const struct ws_frame *f, const void *bytes, size_t len) {
+    return f->payload_len == len && (len == 0 || (f->payload && memcmp(f->payload, bytes, len) == 0));
+}
+
+static bool reader_eq(const struct ws_reader *a, const struct ws_reader *b) {
+    return a->max_message_size == b->max_message_size && a->message_opcode == b->message_opcode &&
+           a->message_len == b->message_len && a->utf8_state == b->utf8_state &&
+           a->require_mask == b->require_mask;
+}
+
+/* Expects the frame in buf to fail the connection with code. */
+static void expect_invalid(uint8_t *buf, size_t len, uint16_t code) {
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, len, &f), WS_INVALID);
+    CHECK_INT(f.error_code, code);
+}
+
+/* ---- header ------------------------------------------------------------ */
+
+static void test_masked_text_frame_decodes(void) {
+    uint8_t buf[64];
+    size_t n = client_frame(buf, 0x81, "Hello", 5);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(n, 2 + 4 + 5);
+    CHECK(f.fin);
+    CHECK_INT(f.opcode, WS_OP_TEXT);
+    CHECK_INT(f.payload_len, 5);
+    CHECK(f.payload == buf + 6);
+    CHECK(payload_is(&f, "Hello", 5));
+}
+
+static void test_rfc_example_masked_hello_decodes(void) {
+    /* RFC 6455 5.7: a single-frame masked text message "Hello". */
+    uint8_t buf[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, sizeof(buf), &f), (int)sizeof(buf));
+    CHECK(payload_is(&f, "Hello", 5));
+}
+
+static void test_16bit_length_frame_decodes(void) {
+    static uint8_t payload[300], buf[400];
+    memset(payload, 'a', sizeof(payload));
+    size_t n = client_frame(buf, 0x81, payload, sizeof(payload));
+    CHECK_INT(buf[1], 0x80 | 126);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.payload_len, 300);
+    CHECK(f.payload == buf + 8);
+    CHECK(payload_is(&f, payload, sizeof(payload)));
+}
+
+static void test_64bit_length_frame_decodes(void) {
+    static uint8_t payload[LIMIT], buf[LIMIT + 16];
+    memset(payload, 'b', sizeof(payload));
+    size_t n = client_frame(buf, 0x82, payload, sizeof(payload));
+    CHECK_INT(buf[1], 0x80 | 127);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.opcode, WS_OP_BINARY);
+    CHECK_INT(f.payload_len, LIMIT);
+    CHECK(f.payload == buf + 14);
+    CHECK(payload_is(&f, payload, sizeof(payload)));
+}
+
+static void test_64bit_length_with_top_bit_closes_1002(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, SIZE_MAX, true);
+    uint8_t buf[] = {0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4};
+    struct ws_frame f;
+    CHECK_INT(ws_reader_next(&r, buf, sizeof(buf), &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_PROTOCOL_ERROR);
+}
+
+static void test_non_minimal_length_accepted(void) {
+    /* "Hi" with its length in 16-bit form, then in 64-bit form. */
+    uint8_t buf16[] = {0x81, 0x80 | 126, 0, 2, 0, 0, 0, 0, 'H', 'i'};
+    uint8_t buf64[] = {0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 'H', 'i'};
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf16, sizeof(buf16), &f), (int)sizeof(buf16));
+    CHECK_INT(f.payload_len, 2);
+    CHECK(payload_is(&f, "Hi", 2));
+    CHECK_INT(decode_one(buf64, sizeof(buf64), &f), (int)sizeof(buf64));
+    CHECK_INT(f.payload_len, 2);
+    CHECK(payload_is(&f, "Hi", 2));
+}
+
+static void test_unmasked_frame_closes_1002(void) {
+    uint8_t buf[] = {0x81, 0x02, 'H', 'i'};
+    expect_invalid(buf, sizeof(buf), WS_CLOSE_PROTOCOL_ERROR);
+    /* Known from the second byte, before any payload. */
+    expect_invalid(buf, 2, WS_CLOSE_PROTOCOL_ERROR);
+}
+
+static void test_unmasked_frame_accepted_without_require_mask(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, false);
+    uint8_t buf[] = {0x81, 0x02, 'H', 'i'};
+    struct ws_frame f;
+    CHECK_INT(ws_reader_next(&r, buf, sizeof(buf), &f, NULL), 4);
+    CHECK(payload_is(&f, "Hi", 2));
+}
+
+static void test_rsv_bits_close_1002(void) {
+    static const uint8_t first_bytes[] = {0x81 | 0x40, 0x81 | 0x20, 0x81 | 0x10, 0x81 | 0x70};
+    for (size_t i = 0; i < sizeof(first_bytes); i++) {
+        uint8_t buf[16];
+        size_t n = client_frame(buf, first_bytes[i], "x", 1);
+        expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+        expect_invalid(buf, 1, WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+static void test_reserved_opcodes_close_1002(void) {
+    static const uint8_t opcodes[] = {3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF};
+    for (size_t i = 0; i < sizeof(opcodes); i++) {
+        uint8_t buf[16];
+        size_t n = client_frame(buf, (uint8_t)(0x80 | opcodes[i]), "x", 1);
+        expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+/* ---- control frames ------------------------------------------------------ */
+
+static void test_control_frame_over_125_closes_1002(void) {
+    static const uint8_t opcodes[] = {WS_OP_CLOSE, WS_OP_PING, WS_OP_PONG};
+    static uint8_t payload[126], buf[200];
+    memset(payload, 'p', sizeof(payload));
+    payload[0] = 0x03; /* a valid close code 1000 for the close case */
+    payload[1] = 0xE8;
+    for (size_t i = 0; i < sizeof(opcodes); i++) {
+        size_t n = client_frame(buf, (uint8_t)(0x80 | opcodes[i]), payload, 126);
+        expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+        expect_invalid(buf, 2, WS_CLOSE_PROTOCOL_ERROR);
+        /* The 16-bit length form is refused from its marker, whatever it holds. */
+        uint8_t small[] = {(uint8_t)(0x80 | opcodes[i]), 0x80 | 126, 0, 0, 1, 2, 3, 4};
+        expect_invalid(small, sizeof(small), WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+static void test_control_frame_of_125_accepted(void) {
+    uint8_t payload[125], buf[200];
+    memset(payload, 'p', sizeof(payload));
+    size_t n = client_frame(buf, 0x89, payload, sizeof(payload));
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.opcode, WS_OP_PING);
+    CHECK_INT(f.payload_len, 125);
+}
+
+static void test_fragmented_control_frame_closes_1002(void) {
+    static const uint8_t opcodes[] = {WS_OP_CLOSE, WS_OP_PING, WS_OP_PONG};
+    for (size_t i = 0; i < sizeof(opcodes); i++) {
+        uint8_t buf[16];
+        size_t n = client_frame(buf, opcodes[i], "", 0);
+        expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+static void test_pong_frame_decodes(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x8A, "ab", 2);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.opcode, WS_OP_PONG);
+    CHECK(payload_is(&f, "ab", 2));
+}
+
+/* ---- fragmentation --------------------------------------------------------- */
+
+static void test_fragmented_message_tracks_state_and_resets_on_fin(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t buf[64];
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, "abc", 3);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK(!f.fin);
+    CHECK_INT(f.opcode, WS_OP_TEXT);
+    CHECK_INT(r.message_opcode, WS_OP_TEXT);
+    CHECK_INT(r.message_len, 3);
+
+    n = client_frame(buf, 0x00, "defg", 4);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(f.opcode, WS_OP_CONTINUATION);
+    CHECK_INT(r.message_len, 7);
+
+    n = client_frame(buf, 0x80, "h", 1);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK(f.fin);
+    CHECK_INT(f.opcode, WS_OP_CONTINUATION);
+    CHECK(payload_is(&f, "h", 1));
+    CHECK_INT(r.message_opcode, 0);
+    CHECK_INT(r.message_len, 0);
+
+    /* The message is over: a continuation is now an error, a new text is not. */
+    struct ws_reader after = r;
+    n = client_frame(buf, 0x80, "x", 1);
+    CHECK_INT(ws_reader_next(&after, buf, n, &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_PROTOCOL_ERROR);
+    n = client_frame(buf, 0x81, "x", 1);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+}
+
+static void test_continuation_without_message_closes_1002(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x80, "x", 1);
+    expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+    n = client_frame(buf, 0x00, "x", 1);
+    expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+}
+
+static void test_new_message_while_fragmented_closes_1002(void) {
+    static const uint8_t first_bytes[] = {0x81, 0x01, 0x82, 0x02};
+    for (size_t i = 0; i < sizeof(first_bytes); i++) {
+        struct ws_reader r;
+        ws_reader_init(&r, LIMIT, true);
+        uint8_t buf[16];
+        struct ws_frame f;
+        size_t n = client_frame(buf, 0x01, "a", 1);
+        CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+        n = client_frame(buf, first_bytes[i], "b", 1);
+        CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), WS_INVALID);
+        CHECK_INT(f.error_code, WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+static void test_ping_between_fragments(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t buf[64];
+    struct ws_frame f;
+    /* "é" (C3 A9) split across the fragments, with a ping and a pong between. */
+    size_t n = client_frame(buf, 0x01, "a\xC3", 2);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    struct ws_reader before_ping = r;
+
+    n = client_frame(buf, 0x89, "ping", 4);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(f.opcode, WS_OP_PING);
+    CHECK(payload_is(&f, "ping", 4));
+    n = client_frame(buf, 0x8A, "", 0);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(f.opcode, WS_OP_PONG);
+    CHECK(reader_eq(&r, &before_ping));
+
+    n = client_frame(buf, 0x80, "\xA9z", 2);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK(f.fin);
+    CHECK_INT(r.message_opcode, 0);
+}
+
+static void test_close_between_fragments_decodes(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t buf[64];
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, "a", 1);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x88, "\x03\xE8", 2);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(f.close_code, WS_CLOSE_NORMAL);
+    CHECK_INT(r.message_opcode, WS_OP_TEXT);
+}
+
+/* ---- message size limit ---------------------------------------------------- */
+
+static void test_message_over_limit_closes_1009_from_header(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, 1000, true);
+    /* Only the header of a 1001-byte frame: no payload has arrived. */
+    uint8_t header[] = {0x81, 0x80 | 126, 0x03, 0xE9, 1, 2, 3, 4};
+    struct ws_frame f;
+    size_t need = 0;
+    CHECK_INT(ws_reader_next(&r, header, 4, &f, &need), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_TOO_BIG);
+    CHECK_INT(ws_reader_next(&r, header, sizeof(header), &f, &need), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_TOO_BIG);
+
+    /* A 64-bit length of 2^62 is refused the same way, never waited for. */
+    uint8_t huge[] = {0x82, 0x80 | 127, 0x40, 0, 0, 0, 0, 0, 0, 0};
+    CHECK_INT(ws_reader_next(&r, huge, sizeof(huge), &f, &need), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_TOO_BIG);
+}
+
+static void test_exact_limit_message_accepted(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, 1000, true);
+    static uint8_t payload[1000], buf[1100];
+    memset(payload, 'x', sizeof(payload));
+    size_t n = client_frame(buf, 0x81, payload, sizeof(payload));
+    struct ws_frame f;
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(f.payload_len, 1000);
+}
+
+static void test_fragmented_message_over_limit_closes_1009_from_header(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, 1000, true);
+    static uint8_t payload[600], buf[700];
+    memset(payload, 'x', sizeof(payload));
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, payload, 600);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    /* 600 + 401 > 1000, seen from the continuation's first four bytes. */
+    n = client_frame(buf, 0x80, payload, 401);
+    struct ws_reader before = r;
+    CHECK_INT(ws_reader_next(&r, buf, 4, &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_TOO_BIG);
+    CHECK(reader_eq(&r, &before));
+}
+
+static void test_fragmented_exact_limit_message_accepted(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, 1000, true);
+    static uint8_t payload[600], buf[700];
+    memset(payload, 'x', sizeof(payload));
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x02, payload, 600);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x00, payload, 0);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x80, payload, 400);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    CHECK_INT(r.message_len, 0);
+    /* The next message starts from zero again. */
+    n = client_frame(buf, 0x82, payload, 600);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+}
+
+static void test_control_frame_not_counted_against_limit(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, 10, true);
+    uint8_t payload[100], buf[200];
+    memset(payload, 'p', sizeof(payload));
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, payload, 10);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x89, payload, 100);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x80, payload, 0);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+}
+
+/* ---- UTF-8 in text messages --------------------------------------------------- */
+
+static void test_invalid_utf8_text_closes_1007(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x81, "a\xFF", 2);
+    expect_invalid(buf, n, WS_CLOSE_INVALID_PAYLOAD);
+}
+
+static void test_invalid_utf8_binary_frame_accepted(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x82, "a\xFF\xC0", 3);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.opcode, WS_OP_BINARY);
+}
+
+static void test_utf8_split_across_fragments_ok(void) {
+    /* U+1F600 (F0 9F 98 80) cut after every byte, over three fragments. */
+    static const char *const splits[][3] = {
+        {"\xF0", "\x9F", "\x98\x80"},
+        {"\xF0\x9F", "\x98", "\x80"},
+        {"\xF0\x9F\x98", "", "\x80"},
+        {"", "\xF0\x9F\x98\x80", ""},
+    };
+    for (size_t i = 0; i < sizeof(splits) / sizeof(splits[0]); i++) {
+        struct ws_reader r;
+        ws_reader_init(&r, LIMIT, true);
+        static const uint8_t first_bytes[3] = {0x01, 0x00, 0x80};
+        for (int j = 0; j < 3; j++) {
+            uint8_t buf[16];
+            struct ws_frame f;
+            size_t n = client_frame(buf, first_bytes[j], splits[i][j], strlen(splits[i][j]));
+            CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+        }
+        CHECK_INT(r.message_opcode, 0);
+        CHECK_INT(r.utf8_state, WS_UTF8_ACCEPT);
+    }
+}
+
+static void test_invalid_utf8_in_first_fragment_closes_1007_before_fin(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t buf[16];
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, "ok\xED\xA0", 4); /* a surrogate's start */
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
+}
+
+static void test_invalid_utf8_in_continuation_closes_1007(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t buf[16];
+    struct ws_frame f;
+    size_t n = client_frame(buf, 0x01, "\xE2\x82", 2);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x00, "A", 1); /* not a continuation byte */
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
+}
+
+static void test_truncated_utf8_at_fin_closes_1007(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x81, "ok\xE2\x82", 4);
+    expect_invalid(buf, n, WS_CLOSE_INVALID_PAYLOAD);
+
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    struct ws_frame f;
+    n = client_frame(buf, 0x01, "\xE2", 1);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+    n = client_frame(buf, 0x80, "\x82", 1);
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), WS_INVALID);
+    CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
+}
+
+/* ---- close frames --------------------------------------------------------- */
+
+static void test_close_frame_with_code_and_reason(void) {
+    uint8_t buf[64];
+    size_t n = client_frame(buf, 0x88, "\x0F\xA1g\xC3\xA9", 5); /* 4001, "gé" */
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.opcode, WS_OP_CLOSE);
+    CHECK_INT(f.close_code, 4001);
+    CHECK_INT(f.close_reason_len, 3);
+    CHECK(f.close_reason == f.payload + 2);
+    CHECK(f.close_reason && memcmp(f.close_reason, "g\xC3\xA9", 3) == 0);
+}
+
+static void test_close_frame_empty_reports_no_status(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x88, "", 0);
+    struct ws_frame f;
+    CHECK_INT(decode_one(buf, n, &f), (int)n);
+    CHECK_INT(f.close_code, WS_CLOSE_NO_STATUS);
+    CHECK_INT(f.close_reason_len, 0);
+}
+
+static void test_close_frame_length_1_closes_1002(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x88, "\x03", 1);
+    expect_invalid(buf, n, WS_CLOSE_PROTOCOL_ERROR);
+    /* Known from the length byte, before the payload arrives. */
+    expect_invalid(buf, 2, WS_CLOSE_PROTOCOL_ERROR);
+}
+
+static void test_close_frame_with_disallowed_code_closes_1002(void) {
+    static const uint16_t codes[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        uint8_t payload[2] = {(uint8_t)(codes[i] >> 8), (uint8_t)codes[i]};
+        uint8_t buf[16];
+        size_t n = client_frame(buf, 0x88, payload, 2);
+        struct ws_frame f;
+        CHECK_INT(decode_one(buf, n, &f), WS_INVALID);
+        if (f.error_code != WS_CLOSE_PROTOCOL_ERROR)
+            fprintf(stderr, "  close code %u\n", codes[i]);
+        CHECK_INT(f.error_code, WS_CLOSE_PROTOCOL_ERROR);
+    }
+}
+
+static void test_close_frame_reason_invalid_utf8_closes_1007(void) {
+    uint8_t buf[16];
+    size_t n = client_frame(buf, 0x88, "\x03\xE8\xC0\xAF", 4);
+    expect_invalid(buf, n, WS_CLOSE_INVALID_PAYLOAD);
+}
+
+static void test_close_code_validity_table(void) {
+    static const struct {
+        uint16_t code;
+        bool valid;
+    } cases[] = {
+        {0, false},    {999, false},  {1000, true},  {1001, true},  {1002, true},
+        {1003, true},  {1004, false}, {1005, false}, {1006, false}, {1007, true},
+        {1008, true},  {1009, true},  {1010, true},  {1011, true},  {1012, true},
+        {1013, true},  {1014, true},  {1015, false}, {1016, false}, {2000, false},
+        {2999, false}, {3000, true},  {3999, true},  {4000, true},  {4001, true},
+        {4999, true},  {5000, false}, {65535, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (ws_close_code_valid_from_peer(cases[i].code) != cases[i].valid)
+            fprintf(stderr, "  close code %u\n", cases[i].code);
+        CHECK(ws_close_code_valid_from_peer(cases[i].code) == cases[i].valid);
+    }
+}
+
+/* ---- incremental input ----------------------------------------------------- */
+
+static void test_partial_leaves_buffer_and_reader_untouched(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    uint8_t first[16];
+    struct ws_frame f;
+    size_t n = client_frame(first, 0x01, "\xC3", 1); /* leave UTF-8 state mid-character */
+    CHECK_INT(ws_reader_next(&r, first, n, &f, NULL), (int)n);
+
+    uint8_t buf[64], copy[64];
+    n = client_frame(buf, 0x80, "\xA9 done", 6);
+    memcpy(copy, buf, n);
+    struct ws_reader before = r;
+    for (size_t len = 0; len < n; len++) {
+        size_t need = 12345;
+        CHECK_INT(ws_reader_next(&r, buf, len, &f, &need), WS_PARTIAL);
+        CHECK_INT(need, len < 2 ? 0 : n);
+        CHECK(memcmp(buf, copy, n) == 0);
+        CHECK(reader_eq(&r, &before));
+    }
+    CHECK_INT(ws_reader_next(&r, buf, n, &f, NULL), (int)n);
+}
+
+static void test_need_reports_whole_frame_length_from_header(void) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    struct ws_frame f;
+    size_t need = 0;
+    uint8_t h16[] = {0x81, 0x80 | 126, 0x01, 0x2C}; /* 300 bytes */
+    CHECK_INT(ws_reader_next(&r, h16, 3, &f, &need), WS_PARTIAL);
+    CHECK_INT(need, 0);
+    CHECK_INT(ws_reader_next(&r, h16, 4, &f, &need), WS_PARTIAL);
+    CHECK_INT(need, 4 + 4 + 300);
+    uint8_t h64[] = {0x82, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0}; /* 65536 bytes */
+    CHECK_INT(ws_reader_next(&r, h64, sizeof(h64), &f, &need), WS_PARTIAL);
+    CHECK_INT(need, 10 + 4 + 65536);
+}
+
+struct decode_result {
+    int ret;
+    struct ws_frame frame;
+    size_t offset; /* where the frame started in the stream */
+};
+
+/* Decodes a stream frame after frame until it is used up or an error/partial
+ * result; returns the number of results stored. */
+static size_t decode_stream(uint8_t *buf, size_t len, struct decode_result *out, size_t max) {
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    size_t count = 0, off = 0;
+    while (count < max) {
+        out[count].offset = off;
+        int ret = ws_reader_next(&r, buf + off, len - off, &out[count].frame, NULL);
+        out[count++].ret = ret;
+        if (ret <= 0)
+            break;
+        off += (size_t)ret;
+    }
+    return count;
+}
+
+/* Builds a stream with 16-bit and 64-bit lengths, fragments with a ping
+ * between them, a split UTF-8 character, and a close. */
+static size_t build_stream(uint8_t *buf) {
+    static uint8_t big[70000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)('a' + i % 26);
+    size_t n = 0;
+    n += client_frame(buf + n, 0x81, "{\"type\":\"ping\"}", 15);
+    n += client_frame(buf + n, 0x81, big, 300);
+    n += client_frame(buf + n, 0x01, "caf\xC3", 4);
+    n += client_frame(buf + n, 0x89, "p", 1);
+    n += client_frame(buf + n, 0x00, "\xA9 ", 2);
+    n += client_frame(buf + n, 0x80, big, LIMIT - 6);
+    n += client_frame(buf + n, 0x82, big, LIMIT);
+    n += client_frame(buf + n, 0x8A, "", 0);
+    n += client_frame(buf + n, 0x88, "\x03\xE8" "bye", 5);
+    return n;
+}
+
+static void test_byte_at_a_time_matches_whole_feed(void) {
+    static uint8_t stream[2 * LIMIT + 1000], whole[sizeof(stream)], fed[sizeof(stream)];
+    size_t len = build_stream(stream);
+    memcpy(whole, stream, len);
+    struct decode_result expected[16];
+    size_t count = decode_stream(whole, len, expected, 16);
+    CHECK_INT(count, 10); /* nine frames, then PARTIAL on the empty rest */
+    CHECK_INT(expected[count - 1].ret, WS_PARTIAL);
+    CHECK_INT(expected[count - 1].offset, len);
+
+    /* Feed a growing prefix of the same buffer, as a connection would. */
+    memcpy(fed, stream, len);
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, true);
+    size_t off = 0, frame_index = 0, avail = 0, calls = 0;
+    int mismatches = 0;
+    while (avail <= len && frame_index < count - 1) {
+        struct ws_frame f;
+        int ret = ws_reader_next(&r, fed + off, avail - off, &f, NULL);
+        calls++;
+        const struct decode_result *want = &expected[frame_index];
+        if (avail - off < (size_t)want->ret) {
+            if (ret != WS_PARTIAL)
+                mismatches++;
+            avail++;
+            continue;
+        }
+        if (ret != want->ret || f.opcode != want->frame.opcode || f.fin != want->frame.fin ||
+            f.payload_len != want->frame.payload_len ||
+            f.payload - fed != want->frame.payload - whole ||
+            memcmp(f.payload, want->frame.payload, f.payload_len) != 0 ||
+            f.close_code != want->frame.close_code)
+            mismatches++;
+        off += (size_t)ret;
+        frame_index++;
+    }
+    CHECK_INT(mismatches, 0);
+    CHECK_INT(frame_index, count - 1);
+    CHECK_INT(calls, len + count - 1);
+    CHECK(memcmp(fed, whole, len) == 0);
+    CHECK_INT(expected[8].frame.close_code, WS_CLOSE_NORMAL);
+    CHECK_INT(expected[5].frame.payload_len, LIMIT - 6);
+}
+
+static void test_invalid_stream_prefixes_are_partial_or_same_error(void) {
+    /* Valid frames, then a text frame with a bad byte at its end. */
+    uint8_t stream[128];
+    size_t n = 0;
+    n += client_frame(stream + n, 0x89, "x", 1);
+    size_t bad_at = n;
+    n += client_frame(stream + n, 0x81, "abc\xF5", 4);
+    for (size_t len = 0; len <= n - bad_at; len++) {
+        uint8_t copy[128];
+        memcpy(copy, stream + bad_at, n - bad_at);
+        struct ws_frame f;
+        int ret = decode_one(copy, len, &f);
+        CHECK_INT(ret, len < n - bad_at ? WS_PARTIAL : WS_INVALID);
+        if (ret == WS_INVALID)
+            CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
+    }
+}
+
+/* ---- UTF-8 validator -------------------------------------------------------- */
+
+static void test_utf8_table(void) {
+    static const struct {
+        const char *name;
+        const char *bytes;
+        size_t len;
+        bool valid;
+    } cases[] = {
+        {"empty", "", 0, true},
+        {"ascii", "hello", 5, true},
+        {"nul byte", "a\0b", 3, true},
+        {"2-byte U+00E9", "\xC3\xA9", 2, true},
+        {"2-byte lowest U+0080", "\xC2\x80", 2, true},
+        {"2-byte highest U+07FF", "\xDF\xBF", 2, true},
+        {"3-byte U+20AC", "\xE2\x82\xAC", 3, true},
+        {"3-byte lowest U+0800", "\xE0\xA0\x80", 3, true},
+        {"3-byte U+D7FF before surrogates", "\xED\x9F\xBF", 3, true},
+        {"3-byte U+E000 after surrogates", "\xEE\x80\x80", 3, true},
+        {"3-byte U+FFFF", "\xEF\xBF\xBF", 3, true},
+        {"4-byte U+1F600", "\xF0\x9F\x98\x80", 4, true},
+        {"4-byte lowest U+10000", "\xF0\x90\x80\x80", 4, true},
+        {"4-byte U+10FFFF", "\xF4\x8F\xBF\xBF", 4, true},
+        {"overlong 2-byte C0 80", "\xC0\x80", 2, false},
+        {"overlong 2-byte C1 BF", "\xC1\xBF", 2, false},
+        {"overlong 3-byte E0 80 80", "\xE0\x80\x80", 3, false},
+        {"overlong 3-byte E0 9F BF", "\xE0\x9F\xBF", 3, false},
+        {"overlong 4-byte F0 80 80 80", "\xF0\x80\x80\x80", 4, false},
+        {"overlong 4-byte F0 8F BF BF", "\xF0\x8F\xBF\xBF", 4, false},
+        {"surrogate U+D800", "\xED\xA0\x80", 3, false},
+        {"surrogate U+DFFF", "\xED\xBF\xBF", 3, false},
+        {"U+110000", "\xF4\x90\x80\x80", 4, false},
+        {"F5 lead", "\xF5\x80\x80\x80", 4, false},
+        {"FF byte", "\xFF", 1, false},
+        {"FE byte", "\xFE", 1, false},
+        {"stray continuation", "a\x80", 2, false},
+        {"stray continuation after char", "\xC3\xA9\xA9", 3, false},
+        {"truncated 2-byte", "\xC3", 1, false},
+        {"truncated 3-byte", "a\xE2\x82", 3, false},
+        {"truncated 4-byte", "\xF0\x9F\x98", 3, false},
+        {"lead then ascii", "\xC3" "a", 2, false},
+        {"lead then lead", "\xE2\xE2\x82\xAC", 4, false},
+        {"5-byte form", "\xF8\x88\x80\x80\x80", 5, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const uint8_t *bytes = (const uint8_t *)cases[i].bytes;
+        bool valid = ws_utf8_valid(bytes, cases[i].len);
+        if (valid != cases[i].valid)
+            fprintf(stderr, "  utf8 case: %s\n", cases[i].name);
+        CHECK(valid == cases[i].valid);
+        /* Fed one byte at a time, the verdict is the same. */
+        uint32_t state = WS_UTF8_ACCEPT;
+        for (size_t j = 0; j < cases[i].len; j++)
+            state = ws_utf8_feed(state, bytes + j, 1);
+        CHECK((state == WS_UTF8_ACCEPT) == cases[i].valid);
+    }
+}
+
+static void test_utf8_reject_is_sticky(void) {
+    uint32_t state = ws_utf8_feed(WS_UTF8_ACCEPT, (const uint8_t *)"\xC0", 1);
+    CHECK_INT(state, WS_UTF8_REJECT);
+    CHECK_INT(ws_utf8_feed(state, (const uint8_t *)"abc", 3), WS_UTF8_REJECT);
+    CHECK_INT(ws_utf8_feed(state, (const uint8_t *)"", 0), WS_UTF8_REJECT);
+}
+
+static void test_utf8_mid_sequence_state_is_neither_accept_nor_reject(void) {
+    uint32_t state = ws_utf8_feed(WS_UTF8_ACCEPT, (const uint8_t *)"\xF0\x9F", 2);
+    CHECK(state != WS_UTF8_ACCEPT);
+    CHECK(state != WS_UTF8_REJECT);
+    CHECK_INT(ws_utf8_feed(state, (const uint8_t *)"\x98\x80", 2), WS_UTF8_ACCEPT);
+}
+
+/* Every code point through the validator against a reference encoder. */
+static void test_utf8_every_code_point(void) {
+    int failures = 0;
+    for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
+        uint8_t b[4];
+        size_t n;
+        if (cp < 0x80) {
+            b[0] = (uint8_t)cp;
+            n = 1;
+        } else if (cp < 0x800) {
+            b[0] = (uint8_t)(0xC0 | cp >> 6);
+            b[1] = (uint8_t)(0x80 | (cp & 0x3F));
+            n = 2;
+        } else if (cp < 0x10000) {
+            b[0] = (uint8_t)(0xE0 | cp >> 12);
+            b[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+            b[2] = (uint8_t)(0x80 | (cp & 0x3F));
+            n = 3;
+        } else {
+            b[0] = (uint8_t)(0xF0 | cp >> 18);
+            b[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+            b[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+            b[3] = (uint8_t)(0x80 | (cp & 0x3F));
+            n = 4;
+        }
+        bool surrogate = cp >= 0xD800 && cp <= 0xDFFF;
+        if (ws_utf8_valid(b, n) == surrogate)
+            failures++;
+    }
+    CHECK_INT(failures, 0);
+}
+
+/* ---- encoder -------------------------------------------------------------- */
+
+static void test_frame_header_forms(void) {
+    static const struct {
+        uint64_t len;
+        size_t header_len;
+        uint8_t second_byte;
+    } cases[] = {
+        {0, 2, 0},           {125, 2, 125},       {126, 4, 126},
+        {65535, 4, 126},     {65536, 10, 127},    {(uint64_t)1 << 40, 10, 127},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t out[WS_MAX_HEADER_LEN];
+        CHECK_INT(ws_frame_header(out, WS_OP_TEXT, true, cases[i].len), cases[i].header_len);
+        CHECK_INT(out[0], 0x81);
+        CHECK_INT(out[1], cases[i].second_byte); /* server frames are never masked */
+        uint64_t decoded = out[1];
+        if (cases[i].header_len > 2) {
+            decoded = 0;
+            for (size_t j = 2; j < cases[i].header_len; j++)
+                decoded = decoded << 8 | out[j];
+        }
+        CHECK(decoded == cases[i].len);
+    }
+    uint8_t out[WS_MAX_HEADER_LEN];
+    ws_frame_header(out, WS_OP_CONTINUATION, false, 1);
+    CHECK_INT(out[0], 0x00);
+    ws_frame_header(out, WS_OP_PONG, true, 1);
+    CHECK_INT(out[0], 0x8A);
+}
+
+static void test_encoder_round_trip(void) {
+    static const size_t lengths[] = {0, 1, 125, 126, 1000, 65535, 65536};
+    static uint8_t payload[65536], buf[65536 + 16];
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (uint8_t)(' ' + i % 90);
+    for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+        size_t len = lengths[i];
+        /* A client frame: our header with the mask bit, a key, masked in two
+         * pieces to exercise the offset. */
+        size_t header_len = ws_frame_header(buf, WS_OP_TEXT, true, len);
+        buf[1] |= 0x80;
+        memcpy(buf + header_len, test_mask_key, 4);
+        uint8_t *body = buf + header_len + 4;
+        memcpy(body, payload, len);
+        size_t half = len / 2 + (len & 1);
+        ws_mask(body, half, test_mask_key, 0);
+        ws_mask(body + half, len - half, test_mask_key, half);
+        if (len >= 4)
+            CHECK(memcmp(body, payload, 4) != 0);
+
+        struct ws_reader r;
+        ws_reader_init(&r, 65536, true);
+        struct ws_frame f;
+        CHECK_INT(ws_reader_next(&r, buf, header_len + 4 + len, &f, NULL),
+                  (int)(header_len + 4 + len));
+        CHECK_INT(f.payload_len, len);
+        CHECK(payload_is(&f, payload, len));
+    }
+}
+
+static void test_server_frame_decodes_with_client_reader(void) {
+    uint8_t buf[64];
+    size_t n = ws_frame_header(buf, WS_OP_TEXT, true, 5);
+    memcpy(buf + n, "hello", 5);
+    struct ws_reader r;
+    ws_reader_init(&r, LIMIT, false);
+    struct ws_frame f;
+    CHECK_INT(ws_reader_next(&r, buf, n + 5, &f, NULL), (int)n + 5);
+    CHECK(payload_is(&f, "hello", 5));
+}
+
+static void test_mask_is_its_own_inverse_at_any_offset(void) {
+    uint8_t data[11], orig[11];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = orig[i] = (uint8_t)i;
+    ws_mask(data, sizeof(data), test_mask_key, 3);
+    CHECK_INT(data[0], 0 ^ test_mask_key[3]);
+    CHECK_INT(data[1], 1 ^ test_mask_key[0]);
+    ws_mask(data, sizeof(data), test_mask_key, 3);
+    CHECK(memcmp(data, orig, sizeof(data)) == 0);
+}
+
+static void test_close_frame_encoding(void) {
+    uint8_t out[2 + WS_MAX_CONTROL_PAYLOAD];
+    size_t n = ws_close_frame(out, WS_CLOSE_TOO_BIG, "too big");
+    CHECK_INT(n, 2 + 2 + 7);
+    CHECK_INT(out[0], 0x88);
+    CHECK_INT(out[1], 9);
+    CHECK_INT(out[2] << 8 | out[3], 1009);
+    CHECK(memcmp(out + 4, "too big", 7) == 0);
+
+    n = ws_close_frame(out, WS_CLOSE_NORMAL, NULL);
+    CHECK_INT(n, 4);
+    CHECK_INT(out[1], 2);
+
+    n = ws_close_frame(out, WS_CLOSE_NO_STATUS, "ignored");
+    CHECK_INT(n, 2);
+    CHECK_INT(out[1], 0);
+}
+
+static void test_close_frame_reason_truncated_on_utf8_boundary(void) {
+    uint8_t out[2 + WS_MAX_CONTROL_PAYLOAD + 8];
+    char reason[200];
+    /* 122 ASCII bytes then "é": byte 123 would split the character. */
+    memset(reason, 'r', 122);
+    strcpy(reason + 122, "\xC3\xA9tail");
+    memset(out, 0xEE, sizeof(out));
+    size_t n = ws_close_frame(out, WS_CLOSE_POLICY, reason);
+    CHECK_INT(n, 2 + 2 + 122);
+    CHECK_INT(out[1], 124);
+    CHECK(ws_utf8_valid(out + 4, n - 4));
+    CHECK_INT(out[n], 0xEE);
+
+    /* 121 ASCII then "é" ends exactly at 123 bytes: kept whole. */
+    memset(reason, 'r', 121);
+    strcpy(reason + 121, "\xC3\xA9tail");
+    n = ws_close_frame(out, WS_CLOSE_POLICY, reason);
+    CHECK_INT(n, 2 + 125);
+    CHECK(memcmp(out + 4 + 121, "\xC3\xA9", 2) == 0);
+
+    /* A long reason of 4-byte characters is cut to 120 bytes, all whole. */
+    reason[0] = '\0';
+    for (int i = 0; i < 40; i++)
+        strcat(reason, "\xF0\x9F\x98\x80");
+    n = ws_close_frame(out, WS_CLOSE_POLICY, reason);
+    CHECK_INT(n, 2 + 2 + 120);
+    CHECK(ws_utf8_valid(out + 4, n - 4));
+
+    /* The encoded frame decodes as a valid close with the same code. */
+    uint8_t client[200];
+    size_t cn = client_frame(client, out[0], out + 2, n - 2);
+    struct ws_frame f;
+    CHECK_INT(decode_one(client, cn, &f), (int)cn);
+    CHECK_INT(f.close_code, WS_CLOSE_POLICY);
+    CHECK_INT(f.close_reason_len, 120);
+}
+
+int main(void) {
+    RUN(test_masked_text_frame_decodes);
+    RUN(test_rfc_example_masked_hello_decodes);
+    RUN(test_16bit_length_frame_decodes);
+    RUN(test_64bit_length_frame_decodes);
+    RUN(test_64bit_length_with_top_bit_closes_1002);
+    RUN(test_non_minimal_length_accepted);
+    RUN(test_unmasked_frame_closes_1002);
+    RUN(test_unmasked_frame_accepted_without_require_mask);
+    RUN(test_rsv_bits_close_1002);
+    RUN(test_reserved_opcodes_close_1002);
+
+    RUN(test_control_frame_over_125_closes_1002);
+    RUN(test_control_frame_of_125_accepted);
+    RUN(test_fragmented_control_frame_closes_1002);
+    RUN(test_pong_frame_decodes);
+
+    RUN(test_fragmented_message_tracks_state_and_resets_on_fin);
+    RUN(test_continuation_without_message_closes_1002);
+    RUN(test_new_message_while_fragmented_closes_1002);
+    RUN(test_ping_between_fragments);
+    RUN(test_close_between_fragments_decodes);
+
+    RUN(test_message_over_limit_closes_1009_from_header);
+    RUN(test_exact_limit_message_accepted);
+    RUN(test_fragmented_message_over_limit_closes_1009_from_header);
+    RUN(test_fragmented_exact_limit_message_accepted);
+    RUN(test_control_frame_not_counted_against_limit);
+
+    RUN(test_invalid_utf8_text_closes_1007);
+    RUN(test_invalid_utf8_binary_frame_accepted);
+    RUN(test_utf8_split_across_fragments_ok);
+    RUN(test_invalid_utf8_in_first_fragment_closes_1007_before_fin);
+    RUN(test_invalid_utf8_in_continuation_closes_1007);
+    RUN(test_truncated_utf8_at_fin_closes_1007);
+
+    RUN(test_close_frame_with_code_and_reason);
+    RUN(test_close_frame_empty_reports_no_status);
+    RUN(test_close_frame_length_1_closes_1002);
+    RUN(test_close_frame_with_disallowed_code_closes_1002);
+    RUN(test_close_frame_reason_invalid_utf8_closes_1007);
+    RUN(test_close_code_validity_table);
+
+    RUN(test_partial_leaves_buffer_and_reader_untouched);
+    RUN(test_need_reports_whole_frame_length_from_header);
+    RUN(test_byte_at_a_time_matches_whole_feed);
+    RUN(test_invalid_stream_prefixes_are_partial_or_same_error);
+
+    RUN(test_utf8_table);
+    RUN(test_utf8_reject_is_sticky);
+    RUN(test_utf8_mid_sequence_state_is_neither_accept_nor_reject);
+    RUN(test_utf8_every_code_point);
+
+    RUN(test_frame_header_forms);
+    RUN(test_encoder_round_trip);
+    RUN(test_server_frame_decodes_with_client_reader);
+    RUN(test_mask_is_its_own_inverse_at_any_offset);
+    RUN(test_close_frame_encoding);
+    RUN(test_close_frame_reason_truncated_on_utf8_boundary);
+    return TEST_SUMMARY();
+}
