@@ -39,6 +39,7 @@ BINS        := $(BUILD)/herald-gateway $(BUILD)/herald-token $(BUILD)/herald-pub
                $(BUILD)/herald-publisher
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
+.SECONDARY:
 .PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench clean format
 all: $(BINS)
 
@@ -65,6 +66,11 @@ $(BUILD)/herald-publisher: $(call obj,broker/publisher.c) $(PUB_LIB) $(COMMON_LI
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(PUB_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+# The subscription index is tested against fakes of the bus and connections.
+$(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 

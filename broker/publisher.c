@@ -199,6 +199,18 @@ static void timespec_add_ns(struct timespec *t, long long ns)
     t->tv_nsec = (long)(total % 1000000000LL);
 }
 
+/* Adds key = value (stolen) to *data; on failure drops both and leaves *data
+ * NULL, which emit() reports as out of memory. */
+static void add_field(json_t **data, const char *key, json_t *value)
+{
+    if (*data && json_object_set_new(*data, key, value) == 0)
+        return;
+    if (!*data)
+        json_decref(value);
+    json_decref(*data);
+    *data = NULL;
+}
+
 /* Adds timestamp and seq to data (stolen), publishes it, retries Redis
  * failures every second until they pass or a signal arrives. Returns 0, or -1
  * for an event the library refused (a bug here) or a stop request. */
@@ -289,19 +301,15 @@ static int apps_step(struct publisher *pub)
         int before = a->replicas;
         a->replicas = 1 + (int)random_below(pub, 5);
         json_t *data = app_json(a);
-        if (data)
-            json_object_set_new(data, "changes",
-                                json_pack("{s:{s:i, s:i}}", "replicas", "from", before, "to",
-                                          a->replicas));
+        add_field(&data, "changes",
+                  json_pack("{s:{s:i, s:i}}", "replicas", "from", before, "to", a->replicas));
         return emit(pub, "apps:updated", data);
     }
     if (r < 0.55) {
         a->version++;
         a->status = "running";
         json_t *data = app_json(a);
-        if (data)
-            json_object_set_new(data, "url",
-                                json_sprintf("https://%s.apps.example.com", a->name));
+        add_field(&data, "url", json_sprintf("https://%s.apps.example.com", a->name));
         return emit(pub, "apps:deployed", data);
     }
     if (r < 0.85 || pub->app_count <= 2) {
@@ -310,8 +318,7 @@ static int apps_step(struct publisher *pub)
             a->status = random_pick(pub, app_statuses, COUNT_OF(app_statuses));
         while (strcmp(a->status, previous) == 0);
         json_t *data = app_json(a);
-        if (data)
-            json_object_set_new(data, "previousStatus", json_string(previous));
+        add_field(&data, "previousStatus", json_string(previous));
         return emit(pub, "apps:status", data);
     }
     a->status = "deleted";
@@ -360,8 +367,7 @@ static int storage_step(struct publisher *pub)
                 f->size = random_size(pub, &file_types[i]);
         }
         json_t *data = file_json(f);
-        if (data)
-            json_object_set_new(data, "previousSize", json_integer(previous));
+        add_field(&data, "previousSize", json_integer(previous));
         return emit(pub, "storage:updated", data);
     }
     json_t *data = file_json(f);
@@ -416,8 +422,11 @@ static void deployment_plan(struct publisher *pub, struct deployment *d)
 
 static int deployment_start(struct publisher *pub)
 {
-    struct deployment *d = &pub->deployments[pub->deployment_count++];
+    /* Planned before it counts as running, so the budget excludes it. */
+    struct deployment *d = &pub->deployments[pub->deployment_count];
 
+    deployment_plan(pub, d);
+    pub->deployment_count++;
     random_uuid(pub, d->id);
     if (pub->app_count > 0) {
         const struct app *a = &pub->apps[random_below(pub, pub->app_count)];
@@ -431,7 +440,6 @@ static int deployment_start(struct publisher *pub)
     }
     d->environment = random_pick(pub, environments, COUNT_OF(environments));
     snprintf(d->commit, sizeof d->commit, "%07lx", random_below(pub, 0x10000000L));
-    deployment_plan(pub, d);
     d->step = 1;
     return emit(pub, "deployments:started",
                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "deploymentId", d->id,
@@ -471,10 +479,8 @@ static int deployment_advance(struct publisher *pub, int index)
                              d->app_id, "appName", d->app_name, "status", "completed",
                              "environment", d->environment, "durationMs",
                              (json_int_t)d->duration_ms);
-            if (data)
-                json_object_set_new(data, "url",
-                                    json_sprintf("https://%s.%s.example.com", d->app_name,
-                                                 d->environment));
+            add_field(&data, "url",
+                      json_sprintf("https://%s.%s.example.com", d->app_name, d->environment));
         }
     }
     d->step++;

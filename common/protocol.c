@@ -118,7 +118,7 @@ char *proto_finish(json_t *msg, const json_t *id, size_t *len) {
     proto_timestamp(ts);
     if (json_object_set_new(msg, "timestamp", json_string(ts)) == 0 &&
         (!id || json_object_set(msg, "id", (json_t *)id) == 0)) {
-        out = json_dumps(msg, JSON_COMPACT);
+        out = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10));
     }
     json_decref(msg);
     if (out) *len = strlen(out);

@@ -4,9 +4,11 @@
   the call).
 - RedisServer: a private redis-server on a free port, started with
   subprocess.Popen and stopped by its PID; usable as a context manager.
-- redis_server / redis_factory: pytest fixtures built on it. Import them into a
-  test module (``from harness_redis import redis_server``) to use them; the
-  server is stopped in the fixture's finalizer even when the test fails.
+- fresh_redis / redis_factory: pytest fixtures built on it (one server per
+  test; conftest.py's module-scoped ``redis_server`` is a different one).
+  Import them into a test module (``from harness_redis import fresh_redis``)
+  to use them; every server is stopped in the fixture's finalizer even when
+  the test fails.
 - Resp: a minimal RESP2 client over a plain socket (commands, replies, and
   pub/sub messages), so tests need no Python Redis package.
 - Subscriber: Resp in PSUBSCRIBE mode, collecting (channel, data) pairs.
@@ -245,7 +247,7 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server():
+def fresh_redis():
     """A fresh redis-server for one test, without a password."""
     server = RedisServer()
     try:

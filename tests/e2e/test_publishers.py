@@ -19,7 +19,7 @@ from harness_redis import (  # noqa: F401  (fixtures are used by name)
     free_port,
     herald_build,
     redis_factory,
-    redis_server,
+    fresh_redis,
 )
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -59,37 +59,37 @@ def assert_nothing_before_sentinel(server, sub, channel=b"herald:test:sentinel")
 
 # ---- herald-pub ----
 
-def test_pub_argument_publishes_exactly_that_payload(redis_server):
+def test_pub_argument_publishes_exactly_that_payload(fresh_redis):
     payload = '{"id":"a1","name":"my app","tags":["x y","ü"],"n":1.5}'
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "apps:created", payload)
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "apps:created", payload)
         assert r.returncode == 0, r.stderr
         assert r.stdout == b""  # silent on success without -v
         assert sub.next(5) == (b"herald:apps:created", payload.encode())
         assert sub.quiet()
 
 
-def test_pub_verbose_reports_receivers(redis_server):
-    with redis_server.subscriber(), redis_server.subscriber():
-        r = herald_pub("-v", "--redis", redis_server.url, "apps:created", "{}")
+def test_pub_verbose_reports_receivers(fresh_redis):
+    with fresh_redis.subscriber(), fresh_redis.subscriber():
+        r = herald_pub("-v", "--redis", fresh_redis.url, "apps:created", "{}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().strip() == "published to 2 receivers"
 
 
-def test_pub_stdin_stream_publishes_every_line_in_order(redis_server):
+def test_pub_stdin_stream_publishes_every_line_in_order(fresh_redis):
     lines = ['{"n":1}', '{"n":2,"s":"two"}', '[3]']
     stdin = ("\n".join([lines[0], "", lines[1], "   ", lines[2]]) + "\n").encode()
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "deployments:status", stdin=stdin)
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "deployments:status", stdin=stdin)
         assert r.returncode == 0, r.stderr
         got = sub.collect(3, timeout=5)
         assert got == [(b"herald:deployments:status", line.encode()) for line in lines]
         assert sub.quiet()
 
 
-def test_pub_dash_reads_stdin_and_accepts_crlf_and_no_final_newline(redis_server):
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "apps:updated", "-",
+def test_pub_dash_reads_stdin_and_accepts_crlf_and_no_final_newline(fresh_redis):
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "apps:updated", "-",
                        stdin=b'{"a":1}\r\n{"b":2}')
         assert r.returncode == 0, r.stderr
         assert sub.collect(2, timeout=5) == [(b"herald:apps:updated", b'{"a":1}'),
@@ -97,12 +97,12 @@ def test_pub_dash_reads_stdin_and_accepts_crlf_and_no_final_newline(redis_server
 
 
 @pytest.mark.parametrize("channel", ["bad channel", "apps/created", "", "apps:*", "x" * 129])
-def test_pub_bad_channel_exits_2_and_publishes_nothing(redis_server, channel):
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, channel, '{"id":1}')
+def test_pub_bad_channel_exits_2_and_publishes_nothing(fresh_redis, channel):
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, channel, '{"id":1}')
         assert r.returncode == 2
         assert b"invalid channel name" in r.stderr
-        assert_nothing_before_sentinel(redis_server, sub)
+        assert_nothing_before_sentinel(fresh_redis, sub)
 
 
 def test_pub_bad_channel_exits_2_even_with_redis_down_and_empty_stdin():
@@ -113,32 +113,32 @@ def test_pub_bad_channel_exits_2_even_with_redis_down_and_empty_stdin():
 
 @pytest.mark.parametrize("payload", ["{", "{'a':1}", '{"a":1} trailing', '{"a":1}{"b":2}',
                                      "undefined", "", "   "])
-def test_pub_bad_json_exits_2_and_publishes_nothing(redis_server, payload):
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "apps:created", payload)
+def test_pub_bad_json_exits_2_and_publishes_nothing(fresh_redis, payload):
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "apps:created", payload)
         assert r.returncode == 2
         assert b"invalid JSON data" in r.stderr
-        assert_nothing_before_sentinel(redis_server, sub)
+        assert_nothing_before_sentinel(fresh_redis, sub)
 
 
-def test_pub_stdin_stops_at_first_bad_line_naming_it(redis_server):
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "apps:created",
+def test_pub_stdin_stops_at_first_bad_line_naming_it(fresh_redis):
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "apps:created",
                        stdin=b'{"n":1}\n\n{"n":2\n{"n":3}\n')
         assert r.returncode == 2
         assert b"line 3: invalid JSON data" in r.stderr
         assert sub.next(5) == (b"herald:apps:created", b'{"n":1}')
-        assert_nothing_before_sentinel(redis_server, sub)
+        assert_nothing_before_sentinel(fresh_redis, sub)
 
 
-def test_pub_too_big_exits_2(redis_server):
+def test_pub_too_big_exits_2(fresh_redis):
     big = '"' + "x" * 65535 + '"'  # 65537 bytes
-    r = herald_pub("--redis", redis_server.url, "apps:created", big)
+    r = herald_pub("--redis", fresh_redis.url, "apps:created", big)
     assert r.returncode == 2
     assert b"too big" in r.stderr
     at_limit = '"' + "x" * 65534 + '"'  # 65536 bytes: accepted
-    with redis_server.subscriber() as sub:
-        r = herald_pub("--redis", redis_server.url, "apps:created", at_limit)
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, "apps:created", at_limit)
         assert r.returncode == 0, r.stderr
         assert sub.next(5) == (b"herald:apps:created", at_limit.encode())
 
@@ -164,14 +164,14 @@ def test_pub_bad_usage_exits_2(args):
     assert b"usage: herald-pub" in r.stderr
 
 
-def test_pub_prefix_option_and_environment_are_honoured(redis_server):
-    with redis_server.subscriber("*") as sub:
-        r = herald_pub("--redis", redis_server.url, "--prefix", "tenant7:", "apps:created",
+def test_pub_prefix_option_and_environment_are_honoured(fresh_redis):
+    with fresh_redis.subscriber("*") as sub:
+        r = herald_pub("--redis", fresh_redis.url, "--prefix", "tenant7:", "apps:created",
                        '{"a":1}')
         assert r.returncode == 0, r.stderr
         assert sub.next(5) == (b"tenant7:apps:created", b'{"a":1}')
 
-        env = clean_env(HERALD_REDIS=redis_server.url, HERALD_CHANNEL_PREFIX="envp:")
+        env = clean_env(HERALD_REDIS=fresh_redis.url, HERALD_CHANNEL_PREFIX="envp:")
         r = herald_pub("apps:created", '{"b":2}', env=env)
         assert r.returncode == 0, r.stderr
         assert sub.next(5) == (b"envp:apps:created", b'{"b":2}')
@@ -183,9 +183,9 @@ def test_pub_prefix_option_and_environment_are_honoured(redis_server):
 
 
 def test_pub_password_protected_redis(redis_factory):
-    server = redis_factory(password="p@ss w/rd")
+    server = redis_factory(password="pw")
     with server.subscriber() as sub:
-        url = "redis://:p%40ss%20w%2Frd@127.0.0.1:%d" % server.port
+        url = "redis://:pw@127.0.0.1:{}".format(server.port)
         r = herald_pub("--redis", url, "apps:created", '{"secure":true}')
         assert r.returncode == 0, r.stderr
         assert sub.next(5) == (b"herald:apps:created", b'{"secure":true}')
@@ -197,6 +197,15 @@ def test_pub_password_protected_redis(redis_factory):
     r = herald_pub("--redis", "redis://127.0.0.1:%d" % server.port, "apps:created", "{}")
     assert r.returncode == 1
     assert b"NOAUTH" in r.stderr
+
+
+def test_pub_percent_encoded_password(redis_factory):
+    server = redis_factory(password="p@ss w/rd")
+    with server.subscriber() as sub:
+        url = "redis://:p%40ss%20w%2Frd@127.0.0.1:{}".format(server.port)
+        r = herald_pub("--redis", url, "apps:created", '{"secure":2}')
+        assert r.returncode == 0, r.stderr
+        assert sub.next(5) == (b"herald:apps:created", b'{"secure":2}')
 
 
 def test_pub_acl_user_and_database(redis_factory):
@@ -257,34 +266,34 @@ def check_deployments_consistent(events):
     return by_id
 
 
-def test_publisher_deployments_are_consistent_within_the_count(redis_server):
-    events = publish_stream(redis_server, "--kind", "deployments", "--seed", "42", count=12)
+def test_publisher_deployments_are_consistent_within_the_count(fresh_redis):
+    events = publish_stream(fresh_redis, "--kind", "deployments", "--seed", "42", count=12)
     check_common_fields(events)
     check_deployments_consistent(events)
 
 
 @pytest.mark.parametrize("seed,count", [(1, 3), (2, 4), (3, 7), (4, 11), (5, 25), (6, 40)])
-def test_publisher_completes_every_deployment_for_any_count(redis_server, seed, count):
-    events = publish_stream(redis_server, "--kind", "deployments", "--seed", str(seed),
+def test_publisher_completes_every_deployment_for_any_count(fresh_redis, seed, count):
+    events = publish_stream(fresh_redis, "--kind", "deployments", "--seed", str(seed),
                             count=count)
     check_deployments_consistent(events)
 
 
-def test_publisher_deployments_count_too_small_is_bad_usage(redis_server):
-    r = herald_publisher("--redis", redis_server.url, "--kind", "deployments", "--count", "2")
+def test_publisher_deployments_count_too_small_is_bad_usage(fresh_redis):
+    r = herald_publisher("--redis", fresh_redis.url, "--kind", "deployments", "--count", "2")
     assert r.returncode == 2
     assert b"too small" in r.stderr
 
 
-def test_publisher_same_seed_gives_same_stream(redis_server):
-    a = publish_stream(redis_server, "--kind", "all", "--seed", "9", count=20)
-    b = publish_stream(redis_server, "--kind", "all", "--seed", "9", count=20)
+def test_publisher_same_seed_gives_same_stream(fresh_redis):
+    a = publish_stream(fresh_redis, "--kind", "all", "--seed", "9", count=20)
+    b = publish_stream(fresh_redis, "--kind", "all", "--seed", "9", count=20)
     strip = [(ch, {k: v for k, v in e.items() if k != "timestamp"}) for ch, e in a]
     assert strip == [(ch, {k: v for k, v in e.items() if k != "timestamp"}) for ch, e in b]
 
 
-def test_publisher_apps_events_follow_app_lifecycle(redis_server):
-    events = publish_stream(redis_server, "--kind", "apps", "--seed", "3", count=40)
+def test_publisher_apps_events_follow_app_lifecycle(fresh_redis):
+    events = publish_stream(fresh_redis, "--kind", "apps", "--seed", "3", count=40)
     check_common_fields(events)
     live = {}
     for channel, e in events:
@@ -302,8 +311,8 @@ def test_publisher_apps_events_follow_app_lifecycle(redis_server):
                 del live[e["id"]]
 
 
-def test_publisher_storage_events_carry_file_fields(redis_server):
-    events = publish_stream(redis_server, "--kind", "storage", "--seed", "5", count=30)
+def test_publisher_storage_events_carry_file_fields(fresh_redis):
+    events = publish_stream(fresh_redis, "--kind", "storage", "--seed", "5", count=30)
     check_common_fields(events)
     uploaded = set()
     for channel, e in events:
@@ -320,18 +329,18 @@ def test_publisher_storage_events_carry_file_fields(redis_server):
                 uploaded.discard(e["fileId"])
 
 
-def test_publisher_all_mixes_kinds_and_still_completes_deployments(redis_server):
-    events = publish_stream(redis_server, "--kind", "all", "--seed", "11", count=60)
+def test_publisher_all_mixes_kinds_and_still_completes_deployments(fresh_redis):
+    events = publish_stream(fresh_redis, "--kind", "all", "--seed", "11", count=60)
     check_common_fields(events)
     namespaces = {ch.split(":")[1] for ch, _ in events}
     assert namespaces == {"apps", "deployments", "storage"}
     check_deployments_consistent([(ch, e) for ch, e in events if ":deployments:" in ch])
 
 
-def test_publisher_honours_prefix_and_rate(redis_server):
-    with redis_server.subscriber("*") as sub:
+def test_publisher_honours_prefix_and_rate(fresh_redis):
+    with fresh_redis.subscriber("*") as sub:
         start = time.monotonic()
-        r = herald_publisher("--redis", redis_server.url, "--prefix", "p1:", "--kind", "apps",
+        r = herald_publisher("--redis", fresh_redis.url, "--prefix", "p1:", "--kind", "apps",
                              "--count", "5", "--rate", "20")
         elapsed = time.monotonic() - start
         assert r.returncode == 0, r.stderr
@@ -340,10 +349,10 @@ def test_publisher_honours_prefix_and_rate(redis_server):
     assert elapsed >= 0.19  # four 50 ms gaps
 
 
-def test_publisher_sigterm_and_sigint_exit_0(redis_server):
+def test_publisher_sigterm_and_sigint_exit_0(fresh_redis):
     for signo in (signal.SIGTERM, signal.SIGINT):
-        with redis_server.subscriber() as sub:
-            proc = subprocess.Popen([binary("herald-publisher"), "--redis", redis_server.url,
+        with fresh_redis.subscriber() as sub:
+            proc = subprocess.Popen([binary("herald-publisher"), "--redis", fresh_redis.url,
                                      "--kind", "all", "--rate", "50"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     env=clean_env())

@@ -1,0 +1,291 @@
+"""Cross-gateway fan-out: two gateway processes (different ports and gateway
+ids) on one redis-server; events published into Redis by herald-pub, raw
+redis-cli PUBLISH, a raw RESP socket and the C library reach every subscribed
+client on both gateways, and nobody else.
+
+"Nothing arrived" is proven twice: nothing within a bounded wait, then a
+sentinel event on a channel the client does hold arrives as its very next
+message (so an earlier stray event would have been seen first).
+"""
+
+import asyncio
+import json
+
+import pytest
+
+import harness
+from harness_cluster import (Client, Cluster, build_lib_publisher, herald_pub, lib_publish,
+                             poll, publish_burst, redis_cli_publish, run, tok)
+
+
+@pytest.fixture(scope="module")
+def fan(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("fanout"))
+    try:
+        r = c.redis()
+        a = c.gateway(r, gateway_id="fan-a", name="gw-a")
+        b = c.gateway(r, gateway_id="fan-b", name="gw-b")
+        yield c, r, a, b
+    finally:
+        problems = c.stop_all()
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+def check_event(msg, channel, data):
+    assert msg.get("type") == "event", msg
+    assert msg.get("channel") == channel, msg
+    assert msg.get("data") == data, "data differs from the published payload: %r" % msg
+    harness.assert_timestamp(msg.get("timestamp"))
+
+
+async def numsub(redis, channel):
+    def q():
+        with redis.client() as c:
+            return c.command("PUBSUB", "NUMSUB", "herald:" + channel)[1]
+    return await asyncio.get_running_loop().run_in_executor(None, q)
+
+
+async def in_thread(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def sentinel_is_next(redis, clients, channel):
+    """Publishes a sentinel on channel (every client given is subscribed to it)
+    and asserts it is the very next message each of them gets."""
+    if isinstance(clients, Client):
+        clients = [clients]
+    payload = {"sentinel": channel}
+    await in_thread(redis.publish, channel, json.dumps(payload))
+    for c in clients:
+        m = await c.recv(5)
+        check_event(m, channel, payload)
+
+
+@pytest.fixture(scope="module")
+def lib_publisher(tmp_path_factory):
+    return build_lib_publisher(tmp_path_factory.mktemp("libpub"))
+
+
+@pytest.mark.parametrize("how", ["herald-pub", "redis-cli", "raw-resp", "library"])
+def test_event_reaches_subscribers_on_both_gateways(fan, how, request):
+    _, redis, a, b = fan
+    exe = request.getfixturevalue("lib_publisher") if how == "library" else None
+    payload = {"id": "app-%s" % how, "name": "my-app", "n": 42, "nested": {"ok": True}}
+    text = json.dumps(payload)
+
+    def publish():
+        if how == "herald-pub":
+            herald_pub(redis.url, "apps:created", text)
+            return None
+        if how == "redis-cli":
+            return redis_cli_publish(redis.port, "apps:created", text)
+        if how == "raw-resp":
+            return redis.publish("apps:created", text)
+        return lib_publish(exe, redis.url, "apps:created", text)
+
+    async def main(clients):
+        specs = [(a.url, "u1", "a-u1"), (a.url, "admin", "a-admin"),
+                 (b.url, "u2", "b-u2"), (b.url, "u1", "b-u1")]
+        subs = await asyncio.gather(*(Client.open(u, tok(t), name=n) for u, t, n in specs))
+        clients.extend(subs)
+        for c in subs:
+            await c.subscribe("apps:created")
+        receivers = await in_thread(publish)
+        if receivers is not None:
+            # one Redis subscriber per gateway worker holds the channel
+            assert receivers == 2, "PUBLISH reached %r Redis subscribers, expected 2" % receivers
+        for c in subs:
+            check_event(await c.event("apps:created"), "apps:created", payload)
+        for c in subs:
+            await c.nothing(0.2)
+
+    run(main)
+
+
+def test_clients_on_other_channels_or_without_subscriptions_receive_nothing(fan):
+    _, redis, a, b = fan
+
+    async def main(clients):
+        sub_a = await Client.open(a.url, tok("u1"), "a-sub"); clients.append(sub_a)
+        sub_b = await Client.open(b.url, tok("u2"), "b-sub"); clients.append(sub_b)
+        other_a = await Client.open(a.url, tok("u2"), "a-other"); clients.append(other_a)
+        other_b = await Client.open(b.url, tok("admin"), "b-other"); clients.append(other_b)
+        idle_a = await Client.open(a.url, tok("u1"), "a-idle"); clients.append(idle_a)
+        idle_b = await Client.open(b.url, None, "b-anon-idle"); clients.append(idle_b)
+        anon_a = await Client.open(a.url, None, "a-anon-ann"); clients.append(anon_a)
+        for c in (sub_a, sub_b):
+            await c.subscribe("apps:created")
+        for c in (other_a, other_b):
+            await c.subscribe("apps:updated")
+        await anon_a.subscribe("announcements")
+
+        for i in range(5):
+            await in_thread(redis.publish, "apps:created", json.dumps({"i": i}))
+        for c in (sub_a, sub_b):
+            for i in range(5):
+                check_event(await c.event(), "apps:created", {"i": i})
+        for c in (other_a, other_b, idle_a, idle_b, anon_a):
+            await c.nothing(0.3)
+        await sentinel_is_next(redis, [other_a, other_b], "apps:updated")
+        await sentinel_is_next(redis, anon_a, "announcements")
+        # the idle clients must not get the sentinels either
+        for c in (idle_a, idle_b, sub_a, sub_b):
+            await c.nothing(0.2)
+
+    run(main)
+
+
+def test_unsubscribed_client_stops_receiving_and_last_leaver_releases_redis_channel(fan):
+    _, redis, a, b = fan
+
+    async def main(clients):
+        a1 = await Client.open(a.url, tok("u1"), "a1"); clients.append(a1)
+        a2 = await Client.open(a.url, tok("u2"), "a2"); clients.append(a2)
+        b1 = await Client.open(b.url, tok("u1"), "b1"); clients.append(b1)
+        for c in (a1, a2, b1):
+            await c.subscribe("apps:deleted")
+        await in_thread(redis.publish, "apps:deleted", '{"n":1}')
+        for c in (a1, a2, b1):
+            check_event(await c.event(), "apps:deleted", {"n": 1})
+
+        await a1.unsubscribe("apps:deleted")
+        await b1.unsubscribe("apps:deleted")  # the last subscriber on gateway b
+        await in_thread(redis.publish, "apps:deleted", '{"n":2}')
+        check_event(await a2.event(), "apps:deleted", {"n": 2})
+        await a1.nothing(0.4)
+        await b1.nothing(0.1)
+        # still connected and served: a sentinel on another channel comes next
+        for c in (a1, b1):
+            await c.subscribe("apps:status")
+        await sentinel_is_next(redis, [a1, b1], "apps:status")
+        # gateway b had no local subscriber left, so it released the Redis channel
+        await poll(lambda: numsub(redis, "apps:deleted"), lambda n: n == 1, 3,
+                   what="PUBSUB NUMSUB herald:apps:deleted == 1 (only gateway a)")
+
+    run(main)
+
+
+def test_user_channel_events_reach_only_that_user_and_a_subscribed_admin(fan):
+    _, redis, a, b = fan
+
+    async def main(clients):
+        u1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(u1)
+        u1b = await Client.open(b.url, tok("u1"), "u1@b"); clients.append(u1b)
+        u2 = await Client.open(b.url, tok("u2"), "u2@b"); clients.append(u2)
+        adm = await Client.open(b.url, tok("admin"), "admin@b"); clients.append(adm)
+        adm_idle = await Client.open(a.url, tok("admin"), "admin-idle@a"); clients.append(adm_idle)
+        await u1.subscribe("user:u1")
+        await u1b.subscribe("user:u1")
+        await u2.subscribe("user:u2")
+        await adm.subscribe("user:u1")
+        denied = await u2.request({"type": "subscribe", "channel": "user:u1"})
+        harness.assert_error(denied, "forbidden")
+
+        payload = {"notification": "for u1 only"}
+        await in_thread(redis.publish, "user:u1", json.dumps(payload))
+        for c in (u1, u1b, adm):
+            check_event(await c.event(), "user:u1", payload)
+        await u2.nothing(0.4)
+        await adm_idle.nothing(0.1)
+        await sentinel_is_next(redis, u2, "user:u2")
+        for c in (u1, u1b, adm):
+            await c.nothing(0.2)
+
+    run(main)
+
+
+def test_burst_of_10000_events_arrives_complete_and_in_order_at_every_subscriber(fan):
+    _, redis, a, b = fan
+    n = 10000
+
+    async def main(clients):
+        specs = [(a.url, "u1", "a-u1"), (a.url, "u2", "a-u2"), (a.url, "admin", "a-admin"),
+                 (b.url, "u1", "b-u1"), (b.url, "u2", "b-u2"), (b.url, None, "b-anon")]
+        subs = await asyncio.gather(*(Client.open(u, tok(t) if t else None, name=nm)
+                                      for u, t, nm in specs))
+        clients.extend(subs)
+        for c in subs:
+            await c.subscribe("apps:status" if c.name != "b-anon" else "announcements")
+
+        async def collect(c):
+            seqs = []
+            while len(seqs) < n:
+                m = await c.recv(15)
+                assert m.get("type") == "event", "%s: after %d events got %r" % (
+                    c.name, len(seqs), m)
+                seqs.append(m["data"]["seq"])
+            return seqs
+
+        readers = [asyncio.ensure_future(collect(c)) for c in subs]
+        payloads = [json.dumps({"seq": i}, separators=(",", ":")) for i in range(n)]
+        try:
+            # published from a thread so the readers keep draining meanwhile
+            counts = await in_thread(publish_burst, redis.port, "apps:status", payloads)
+            ann = await in_thread(publish_burst, redis.port, "announcements", payloads)
+            assert counts == [2] * n, "some PUBLISH reached != 2 gateways: %r" % (
+                sorted(set(counts)),)
+            assert ann == [1] * n
+            results = await asyncio.wait_for(asyncio.gather(*readers), 60)
+        finally:
+            for t in readers:
+                t.cancel()
+        for c, seqs in zip(subs, results):
+            if seqs != list(range(n)):
+                missing = sorted(set(range(n)) - set(seqs))
+                first_bad = next(i for i, s in enumerate(seqs) if s != i)
+                pytest.fail("%s: events out of order or missing: first wrong index %d "
+                            "(got %r), %d missing (first %r)" % (
+                                c.name, first_bad, seqs[first_bad:first_bad + 5],
+                                len(missing), missing[:5]))
+        for c in subs:
+            await c.nothing(0.2)
+
+    run(main)
+
+
+def test_invalid_payloads_are_dropped_counted_and_serving_continues(fan):
+    _, redis, a, b = fan
+    limit = 65536  # default --max-message-size; inclusive
+    body_at_limit = json.dumps({"pad": "x" * (limit - len('{"pad": ""}'))})
+    assert len(body_at_limit) == limit
+    invalid = [
+        "this is not json",
+        '{"unterminated": ',
+        "",
+        '{"a":1} trailing',
+        json.dumps({"pad": "y" * limit}),  # valid JSON, over the size limit
+        body_at_limit + " ",  # limit + 1 bytes
+    ]
+
+    async def dropped(c):
+        return (await c.stats())["worker"]["eventsDropped"]
+
+    async def main(clients):
+        adm = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm)
+        u1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(u1)
+        await adm.subscribe("apps:updated")
+        await u1.subscribe("apps:updated")
+        before = await dropped(adm)
+        for p in invalid:
+            await in_thread(redis.publish, "apps:updated", p)
+        await in_thread(redis.publish, "apps:updated", '{"valid":true}')
+        for c in (adm, u1):
+            m = await c.recv(5)
+            check_event(m, "apps:updated", {"valid": True})
+        # a payload of exactly the limit is accepted
+        await in_thread(redis.publish, "apps:updated", body_at_limit)
+        for c in (adm, u1):
+            m = await c.recv(5)
+            check_event(m, "apps:updated", json.loads(body_at_limit))
+        after = await dropped(adm)
+        assert after - before == len(invalid), (
+            "eventsDropped went %d -> %d after %d invalid payloads" % (before, after,
+                                                                      len(invalid)))
+        st = await adm.stats()
+        assert st["worker"]["connections"] >= 2
+        for c in (adm, u1):
+            await c.nothing(0.2)
+
+    run(main)
+    assert a.alive() and b.alive()

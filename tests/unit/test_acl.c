@@ -1,0 +1,125 @@
+/* test_acl.c -- channel names and the subscribe ACL, as tables. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "acl.h"
+#include "testlib.h"
+
+static herald_user u1 = {.user_id = "u1", .role = "user"};
+static herald_user u2 = {.user_id = "u2"};
+static herald_user admin = {.user_id = "root", .role = "admin", .admin = true};
+
+enum who { ANON, U1, U2, ADMIN };
+static const herald_user *user_of(enum who w) {
+    return w == ANON ? NULL : w == U1 ? &u1 : w == U2 ? &u2 : &admin;
+}
+
+static const struct {
+    const char *channel;
+    enum acl_result expect[4]; /* anonymous, u1, u2, admin */
+} acl_table[] = {
+    {"announcements", {ACL_ALLOW, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"apps:created", {ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"users:updated", {ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"database:row_updated", {ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"deployments:started", {ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"storage:uploaded", {ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW, ACL_ALLOW}},
+    {"user:u1", {ACL_FORBIDDEN, ACL_ALLOW, ACL_FORBIDDEN, ACL_ALLOW}},
+    {"user:u2", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW, ACL_ALLOW}},
+    {"user:u", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
+    {"user:u1x", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
+    {"system:health", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
+    {"system:alerts", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
+    {"foo:bar", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"apps", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"apps:", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"appsx:created", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"announcements:x", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"apps created", {ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME}},
+    {"", {ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME}},
+};
+
+static void test_acl_table_for_every_kind_of_user(void) {
+    for (size_t i = 0; i < sizeof acl_table / sizeof acl_table[0]; i++) {
+        for (int w = ANON; w <= ADMIN; w++) {
+            enum acl_result got = acl_may_subscribe(acl_default_rules(), user_of(w), acl_table[i].channel);
+            if (got != acl_table[i].expect[w])
+                fprintf(stderr, "  channel %s user %d: got %d want %d\n", acl_table[i].channel, w, got,
+                        acl_table[i].expect[w]);
+            CHECK_INT(got, acl_table[i].expect[w]);
+        }
+    }
+}
+
+static void test_channel_name_charset_and_length(void) {
+    char name[200];
+    memset(name, 'a', sizeof name);
+    CHECK(acl_channel_name_valid("apps:created", 12));
+    CHECK(acl_channel_name_valid("A-Z_a.z:0-9", 11));
+    CHECK(acl_channel_name_valid(name, 128));
+    CHECK(!acl_channel_name_valid(name, 129));
+    CHECK(!acl_channel_name_valid("", 0));
+    const char *bad[] = {"a b", "a/b", "a*b", "a\"b", "a\\b", "caf\xc3\xa9", "a\nb", "a\x00b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(!acl_channel_name_valid(bad[i], i == 7 ? 3 : strlen(bad[i])));
+}
+
+static void test_too_long_channel_is_invalid_even_in_known_namespace(void) {
+    char name[140] = "apps:";
+    memset(name + 5, 'x', 130);
+    name[135] = '\0';
+    CHECK_INT(acl_may_subscribe(acl_default_rules(), &u1, name), ACL_INVALID_NAME);
+}
+
+struct collected {
+    char names[32][140];
+    int count;
+};
+
+static int collect(const char *channel, void *arg) {
+    struct collected *c = arg;
+    if (c->count < 32) snprintf(c->names[c->count++], 140, "%s", channel);
+    return 0;
+}
+
+static void test_authorized_channels_filtered_by_access(void) {
+    struct collected anon = {0}, user = {0}, adm = {0};
+    CHECK_INT(acl_each_authorized(acl_default_rules(), NULL, collect, &anon), 1);
+    CHECK_STR(anon.names[0], "announcements");
+    CHECK_INT(acl_each_authorized(acl_default_rules(), &u1, collect, &user), 21);
+    CHECK_STR(user.names[8], "user:u1");
+    CHECK_STR(user.names[20], "announcements");
+    for (int i = 0; i < user.count; i++) CHECK(strncmp(user.names[i], "system:", 7) != 0);
+    CHECK_INT(acl_each_authorized(acl_default_rules(), &admin, collect, &adm), 24);
+    CHECK_STR(adm.names[8], "user:root");
+    CHECK_STR(adm.names[20], "system:health");
+}
+
+static int stop_at_second(const char *channel, void *arg) {
+    (void)channel;
+    return ++*(int *)arg == 2 ? -7 : 0;
+}
+
+static void test_callback_error_stops_the_walk(void) {
+    int calls = 0;
+    CHECK_INT(acl_each_authorized(acl_default_rules(), &u1, stop_at_second, &calls), -7);
+    CHECK_INT(calls, 2);
+}
+
+static void test_user_id_outside_charset_gets_no_own_channel(void) {
+    herald_user odd = {.user_id = "a b"};
+    struct collected got = {0};
+    acl_each_authorized(acl_default_rules(), &odd, collect, &got);
+    CHECK_INT(got.count, 20);
+    for (int i = 0; i < got.count; i++) CHECK(strncmp(got.names[i], "user:", 5) != 0);
+}
+
+int main(void) {
+    RUN(test_acl_table_for_every_kind_of_user);
+    RUN(test_channel_name_charset_and_length);
+    RUN(test_too_long_channel_is_invalid_even_in_known_namespace);
+    RUN(test_authorized_channels_filtered_by_access);
+    RUN(test_callback_error_stops_the_walk);
+    RUN(test_user_id_outside_charset_gets_no_own_channel);
+    return TEST_SUMMARY();
+}

@@ -1,0 +1,206 @@
+/* test_protocol.c -- client command parsing and server message building. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "protocol.h"
+#include "testlib.h"
+
+static const struct {
+    const char *input;
+    enum proto_error expect;
+    const char *code;
+} parse_table[] = {
+    {"{\"type\":\"ping\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"list_channels\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"stats\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"subscribe\",\"channel\":\"apps:created\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"unsubscribe\",\"channel\":\"apps:created\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"ping\"", PROTO_ERR_BAD_JSON, "bad_json"},
+    {"", PROTO_ERR_BAD_JSON, "bad_json"},
+    {"nonsense", PROTO_ERR_BAD_JSON, "bad_json"},
+    {"{\"type\":\"ping\"} x", PROTO_ERR_BAD_JSON, "bad_json"},
+    {"[1]", PROTO_ERR_INVALID_MESSAGE, "invalid_message"},
+    {"\"ping\"", PROTO_ERR_INVALID_MESSAGE, "invalid_message"},
+    {"3", PROTO_ERR_INVALID_MESSAGE, "invalid_message"},
+    {"null", PROTO_ERR_INVALID_MESSAGE, "invalid_message"},
+    {"{}", PROTO_ERR_MISSING_FIELD, "missing_field"},
+    {"{\"type\":1}", PROTO_ERR_INVALID_FIELD, "invalid_field"},
+    {"{\"type\":\"dance\"}", PROTO_ERR_UNKNOWN_TYPE, "unknown_type"},
+    {"{\"type\":\"subscribe\"}", PROTO_ERR_MISSING_FIELD, "missing_field"},
+    {"{\"type\":\"subscribe\",\"channel\":5}", PROTO_ERR_INVALID_FIELD, "invalid_field"},
+    {"{\"type\":\"subscribe\",\"channel\":\"a b\"}", PROTO_ERR_INVALID_CHANNEL, "invalid_channel"},
+    {"{\"type\":\"subscribe\",\"channel\":\"\"}", PROTO_ERR_INVALID_CHANNEL, "invalid_channel"},
+    {"{\"type\":\"subscribe\",\"channel\":\"a\\u0000b\"}", PROTO_ERR_BAD_JSON, "bad_json"},
+    {"{\"type\":\"ping\",\"id\":{}}", PROTO_ERR_INVALID_FIELD, "invalid_field"},
+    {"{\"type\":\"ping\",\"id\":true}", PROTO_ERR_INVALID_FIELD, "invalid_field"},
+    {"{\"type\":\"ping\",\"id\":\"r1\"}", PROTO_OK, "ok"},
+    {"{\"type\":\"ping\",\"id\":7.5}", PROTO_OK, "ok"},
+};
+
+static void test_parse_table_gives_each_error_code(void) {
+    for (size_t i = 0; i < sizeof parse_table / sizeof parse_table[0]; i++) {
+        struct proto_command cmd;
+        enum proto_error got =
+            proto_parse_command(parse_table[i].input, strlen(parse_table[i].input), &cmd);
+        if (got != parse_table[i].expect) fprintf(stderr, "  input: %s\n", parse_table[i].input);
+        CHECK_INT(got, parse_table[i].expect);
+        CHECK_STR(proto_error_code(got), parse_table[i].code);
+        CHECK(strlen(proto_error_message(got)) > 0);
+        proto_command_free(&cmd);
+    }
+}
+
+static void test_channel_too_long_is_invalid_channel(void) {
+    char buf[300];
+    char name[130];
+    memset(name, 'x', 129);
+    memcpy(name, "apps:", 5);
+    name[129] = '\0';
+    snprintf(buf, sizeof buf, "{\"type\":\"subscribe\",\"channel\":\"%s\"}", name);
+    struct proto_command cmd;
+    CHECK_INT(proto_parse_command(buf, strlen(buf), &cmd), PROTO_ERR_INVALID_CHANNEL);
+    proto_command_free(&cmd);
+}
+
+static void test_id_kept_on_error_for_echo(void) {
+    const char *in = "{\"type\":\"dance\",\"id\":\"req-9\"}";
+    struct proto_command cmd;
+    CHECK_INT(proto_parse_command(in, strlen(in), &cmd), PROTO_ERR_UNKNOWN_TYPE);
+    CHECK(cmd.id != NULL);
+    size_t len;
+    char *text = proto_build_error(PROTO_ERR_UNKNOWN_TYPE, NULL, cmd.id, &len);
+    CHECK(text && strstr(text, "\"id\":\"req-9\"") != NULL);
+    CHECK(text && strstr(text, "\"code\":\"unknown_type\"") != NULL);
+    CHECK_INT(len, strlen(text));
+    free(text);
+    proto_command_free(&cmd);
+}
+
+static void test_subscribe_fields_parsed(void) {
+    const char *in = "{\"type\":\"subscribe\",\"channel\":\"user:u1\",\"id\":42}";
+    struct proto_command cmd;
+    CHECK_INT(proto_parse_command(in, strlen(in), &cmd), PROTO_OK);
+    CHECK_INT(cmd.type, PROTO_CMD_SUBSCRIBE);
+    CHECK_STR(cmd.channel, "user:u1");
+    CHECK(json_integer_value(cmd.id) == 42);
+    proto_command_free(&cmd);
+}
+
+static bool is_timestamp(const char *t) {
+    if (strlen(t) != 24) return false;
+    const char *shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    for (int i = 0; i < 24; i++) {
+        if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i]) return false;
+    }
+    return true;
+}
+
+static void test_timestamp_is_iso8601_utc_with_millis(void) {
+    char ts[PROTO_TIMESTAMP_LEN + 1];
+    proto_timestamp(ts);
+    CHECK(is_timestamp(ts));
+}
+
+static void test_connected_message_for_user_and_anonymous(void) {
+    herald_user u = {.user_id = "u1", .email = "a@b.c", .role = "admin", .admin = true};
+    size_t len;
+    char *text = proto_build_connected("id-1", &u, acl_default_rules(), &len);
+    json_t *msg = json_loads(text, 0, NULL);
+    CHECK(msg != NULL);
+    CHECK_STR(json_string_value(json_object_get(msg, "type")), "connected");
+    CHECK_STR(json_string_value(json_object_get(msg, "connectionId")), "id-1");
+    json_t *user = json_object_get(msg, "user");
+    CHECK_STR(json_string_value(json_object_get(user, "userId")), "u1");
+    CHECK_STR(json_string_value(json_object_get(user, "email")), "a@b.c");
+    CHECK_STR(json_string_value(json_object_get(user, "role")), "admin");
+    CHECK_INT(json_array_size(json_object_get(msg, "authorizedChannels")), 24);
+    CHECK(is_timestamp(json_string_value(json_object_get(msg, "timestamp"))));
+    json_decref(msg);
+    free(text);
+
+    text = proto_build_connected("id-2", NULL, acl_default_rules(), &len);
+    msg = json_loads(text, 0, NULL);
+    CHECK(json_is_null(json_object_get(msg, "user")));
+    json_t *channels = json_object_get(msg, "authorizedChannels");
+    CHECK_INT(json_array_size(channels), 1);
+    CHECK_STR(json_string_value(json_array_get(channels, 0)), "announcements");
+    json_decref(msg);
+    free(text);
+}
+
+static void test_event_embeds_payload_without_reencoding(void) {
+    const char *data = "{\"id\":\"a1\", \"n\":[1,2,3]}";
+    size_t len;
+    enum proto_error err;
+    char *text = proto_build_event("apps:created", data, strlen(data), &len, &err);
+    CHECK_INT(err, PROTO_OK);
+    CHECK(text && strncmp(text, "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":\"a1\", \"n\":[1,2,3]},\"timestamp\":\"", 85) == 0);
+    CHECK_INT(len, strlen(text));
+    json_t *msg = json_loads(text, 0, NULL);
+    CHECK(msg != NULL);
+    CHECK(is_timestamp(json_string_value(json_object_get(msg, "timestamp"))));
+    json_decref(msg);
+    free(text);
+}
+
+static void test_event_accepts_any_json_value(void) {
+    const char *values[] = {"42", "\"text\"", "[1,2]", "null", "true"};
+    for (size_t i = 0; i < 5; i++) {
+        size_t len;
+        enum proto_error err;
+        char *text = proto_build_event("announcements", values[i], strlen(values[i]), &len, &err);
+        CHECK(text != NULL);
+        json_t *msg = text ? json_loads(text, 0, NULL) : NULL;
+        CHECK(msg != NULL);
+        json_decref(msg);
+        free(text);
+    }
+}
+
+static void test_event_with_invalid_payload_is_refused(void) {
+    const char *bad[] = {"", "{", "not json", "{\"a\":1} trailing", "\xff\xfe"};
+    for (size_t i = 0; i < 5; i++) {
+        size_t len = 0;
+        enum proto_error err = PROTO_OK;
+        char *text = proto_build_event("apps:created", bad[i], strlen(bad[i]), &len, &err);
+        CHECK(text == NULL);
+        CHECK_INT(err, PROTO_ERR_BAD_JSON);
+    }
+}
+
+static void test_gap_lists_channels(void) {
+    const char *names[] = {"apps:created", "user:u1"};
+    size_t len;
+    char *text = proto_build_gap(names, 2, &len);
+    json_t *msg = json_loads(text, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(msg, "type")), "gap");
+    CHECK_INT(json_array_size(json_object_get(msg, "channels")), 2);
+    CHECK_STR(json_string_value(json_array_get(json_object_get(msg, "channels"), 1)), "user:u1");
+    json_decref(msg);
+    free(text);
+}
+
+static void test_every_error_has_a_distinct_code(void) {
+    for (int a = 1; a < PROTO_ERR_COUNT; a++)
+        for (int b = a + 1; b < PROTO_ERR_COUNT; b++)
+            CHECK(strcmp(proto_error_code(a), proto_error_code(b)) != 0);
+    CHECK_STR(proto_error_message(PROTO_ERR_FORBIDDEN), "Not authorized to subscribe to this channel");
+    CHECK_INT(proto_error_from_acl(ACL_FORBIDDEN), PROTO_ERR_FORBIDDEN);
+    CHECK_INT(proto_error_from_acl(ACL_UNKNOWN_CHANNEL), PROTO_ERR_UNKNOWN_CHANNEL);
+    CHECK_INT(proto_error_from_acl(ACL_INVALID_NAME), PROTO_ERR_INVALID_CHANNEL);
+}
+
+int main(void) {
+    RUN(test_parse_table_gives_each_error_code);
+    RUN(test_channel_too_long_is_invalid_channel);
+    RUN(test_id_kept_on_error_for_echo);
+    RUN(test_subscribe_fields_parsed);
+    RUN(test_timestamp_is_iso8601_utc_with_millis);
+    RUN(test_connected_message_for_user_and_anonymous);
+    RUN(test_event_embeds_payload_without_reencoding);
+    RUN(test_event_accepts_any_json_value);
+    RUN(test_event_with_invalid_payload_is_refused);
+    RUN(test_gap_lists_channels);
+    RUN(test_every_error_has_a_distinct_code);
+    return TEST_SUMMARY();
+}
