@@ -5,7 +5,9 @@
  * a round trip. Redis failures get one reconnect and one retry inside the
  * call; if that fails too the context is dropped and the next call starts with
  * a fresh connection. A retry after a lost reply can deliver an event twice:
- * delivery is at least once, never silently zero. */
+ * delivery is at least once, never silently zero. Like hiredis, the library
+ * leaves SIGPIPE alone: a program should ignore it, or a write to a Redis
+ * that closed the connection kills the process. */
 #include "herald_pub.h"
 
 #include <ctype.h>

@@ -8,6 +8,7 @@
  * event was published, 1 on a Redis failure, 2 on bad usage, a bad URL, a bad
  * channel name or bad JSON (for stdin input the message names the line). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,8 @@ int main(int argc, char **argv)
     }
     redis_url_free(&parsed);
 
+    /* A write to a Redis that went away must fail with EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
     herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
     if (!p) {
         fprintf(stderr, "herald-pub: %s\n", err);

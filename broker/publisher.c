@@ -546,6 +546,10 @@ static int install_signal_handlers(void)
     /* No SA_RESTART: the pacing sleep must wake up to notice the request. */
     if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
         return -1;
+    /* A write to a Redis that went away must fail with EPIPE, not kill us. */
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0)
+        return -1;
     return 0;
 }
 

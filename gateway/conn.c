@@ -247,10 +247,10 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state == CONN_CLOSING) return;
-    if (c->state == CONN_HANDSHAKE) {
+    if (c->state == CONN_HANDSHAKE) { /* nothing to say yet: the next sweep frees it */
         c->state = CONN_CLOSING;
         c->peer_done = true;
-        c->deadline = worker_now() + CLOSE_TIMEOUT;
+        c->deadline = worker_now();
         return;
     }
     log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");

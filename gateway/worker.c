@@ -163,6 +163,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct worker *w = arg;
+    conn_sweep(w, worker_now(), time(NULL)); /* frees connections whose close is done or late */
     if (!w->conns || worker_now() >= w->drain_deadline) event_base_loopbreak(w->base);
 }
 

@@ -375,3 +375,32 @@ def test_publisher_redis_down_exits_1_and_bad_kind_exits_2():
     assert r.returncode == 2
     r = herald_publisher("--kind", "apps", "--rate", "0")
     assert r.returncode == 2
+
+
+def test_publisher_survives_a_redis_restart_without_losing_its_sequence(redis_factory):
+    first = redis_factory()
+    port = first.port
+    sub = first.subscriber()
+    proc = subprocess.Popen([binary("herald-publisher"), "--redis", first.url, "--kind",
+                             "deployments", "--rate", "40", "--seed", "8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
+    try:
+        before = sub.collect(3, timeout=5)
+        assert len(before) == 3
+        sub.close()
+        first.stop()
+        time.sleep(0.5)  # the publisher fails, logs and retries every second
+        second = redis_factory(port=port)
+        with second.subscriber() as sub2:
+            after = sub2.collect(3, timeout=10)
+        assert len(after) == 3
+        seqs = [json.loads(d)["seq"] for _, d in before + after]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert b"cannot connect to Redis" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sub.close()
