@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "acl.h"
+#include "protocol.h"
 #include "redis_url.h"
 
 #define HERALD_PUB_DEFAULT_MAX_SIZE 65536
@@ -228,7 +229,7 @@ static enum herald_pub_status validate(herald_pub *p, const char *channel, const
     /* json_loadb refuses trailing garbage after the value (no
      * JSON_DISABLE_EOF_CHECK) and invalid UTF-8. */
     json_error_t jerr;
-    json_t *value = json_loadb(json, *json_len, JSON_DECODE_ANY, &jerr);
+    json_t *value = json_loadb(json, *json_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
     if (!value) {
         set_error(p->error, sizeof p->error, "invalid JSON data at byte %d: %s",
                   jerr.position, jerr.text);

@@ -1,7 +1,7 @@
 /* publisher.c -- herald-publisher: services that push realistic event streams.
  *
  *     herald-publisher [--redis URL] [--prefix P] --kind apps|deployments|storage|all
- *                      [--rate EVENTS_PER_SEC] [--count N] [--seed N] [-v]
+ *                      [--rate EVENTS_PER_SEC] [--count N] [--seed N] [--wait-redis S] [-v]
  *
  * Each kind is a small simulation with state, so the stream is consistent: an
  * app is created before it is updated or deleted, a file is uploaded before it
@@ -14,8 +14,9 @@
  *
  * Events are paced on an absolute monotonic schedule. A Redis failure is
  * logged and the same event retried every second, so a restart of Redis
- * delays the stream without breaking a deployment's sequence. SIGINT and
- * SIGTERM end the process with status 0. */
+ * delays the stream without breaking a deployment's sequence; at start the
+ * connection is retried for --wait-redis seconds, then the exit status is 1.
+ * SIGINT and SIGTERM end the process with status 0. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -553,12 +554,48 @@ static int install_signal_handlers(void)
     return 0;
 }
 
+/* Connects, retrying every second for up to wait_seconds: a service started
+ * next to Redis (docker-compose) may come up first. NULL when it never
+ * succeeded, a signal asked to stop, or the settings are bad (*bad_settings:
+ * the URL is checked before, so that is the prefix); the reasons are logged. */
+static herald_pub *connect_waiting(const char *url, const char *prefix, long long wait_seconds,
+                                   bool *bad_settings)
+{
+    struct timespec give_up, retry_at;
+    char err[512];
+
+    *bad_settings = false;
+    clock_gettime(CLOCK_MONOTONIC, &give_up);
+    give_up.tv_sec += (time_t)(wait_seconds < 1000000000LL ? wait_seconds : 1000000000LL);
+    for (;;) {
+        herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
+        if (p)
+            return p;
+        if (strncmp(err, "invalid", 7) == 0) {
+            fprintf(stderr, "herald-publisher: %s\n", err);
+            *bad_settings = true;
+            return NULL;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &retry_at);
+        bool again = retry_at.tv_sec < give_up.tv_sec ||
+                     (retry_at.tv_sec == give_up.tv_sec && retry_at.tv_nsec < give_up.tv_nsec);
+        retry_at.tv_sec += 1;
+        if (retry_at.tv_sec > give_up.tv_sec ||
+            (retry_at.tv_sec == give_up.tv_sec && retry_at.tv_nsec > give_up.tv_nsec))
+            retry_at = give_up;
+        fprintf(stderr, "herald-publisher: %s%s\n", err, again ? "; retrying in 1 s" : "");
+        if (!again || !sleep_until(&retry_at))
+            return NULL;
+    }
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: herald-publisher [--redis URL] [--prefix P] --kind "
             "apps|deployments|storage|all\n"
-            "                        [--rate EVENTS_PER_SEC] [--count N] [--seed N] [-v]\n"
+            "                        [--rate EVENTS_PER_SEC] [--count N] [--seed N]\n"
+            "                        [--wait-redis SECONDS] [-v]\n"
             "\n"
             "Publishes a consistent stream of simulated app, deployment and storage events.\n"
             "\n"
@@ -570,6 +607,7 @@ static void usage(FILE *out)
             "  --count N       stop after N events (default: run until SIGINT/SIGTERM);\n"
             "                  every deployment started within N also ends within N\n"
             "  --seed N        seed for a reproducible stream\n"
+            "  --wait-redis S  at start, retry connecting for up to S seconds (default 10)\n"
             "  -v, --verbose   print each event as \"CHANNEL JSON\"\n");
 }
 
@@ -609,12 +647,14 @@ int main(int argc, char **argv)
         {"kind", required_argument, NULL, 'k'},  {"rate", required_argument, NULL, 'R'},
         {"count", required_argument, NULL, 'c'}, {"seed", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},     {"help", no_argument, NULL, 'h'},
+        {"wait-redis", required_argument, NULL, 'w'},
         {NULL, 0, NULL, 0},
     };
     struct publisher pub;
     const char *url = getenv("HERALD_REDIS");
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
     const char *kind_arg = NULL;
+    long long wait_seconds = 10;
     double rate = 2.0;
     long long seed = (long long)time(NULL) ^ ((long long)getpid() << 16);
     int opt;
@@ -659,6 +699,12 @@ int main(int argc, char **argv)
                 return EXIT_BAD_USAGE;
             }
             break;
+        case 'w':
+            if (parse_long_long(optarg, 0, &wait_seconds) < 0) {
+                fprintf(stderr, "herald-publisher: --wait-redis wants seconds >= 0\n");
+                return EXIT_BAD_USAGE;
+            }
+            break;
         case 'v':
             pub.verbose = true;
             break;
@@ -699,11 +745,13 @@ int main(int argc, char **argv)
         return EXIT_FAILURE_REDIS;
     }
 
-    pub.pub = herald_pub_connect(url, prefix, err, sizeof err);
+    bool bad_settings;
+    pub.pub = connect_waiting(url, prefix, wait_seconds, &bad_settings);
     if (!pub.pub) {
-        fprintf(stderr, "herald-publisher: %s\n", err);
         redis_url_free(&parsed);
-        return strncmp(err, "invalid", 7) == 0 ? EXIT_BAD_USAGE : EXIT_FAILURE_REDIS;
+        if (bad_settings)
+            return EXIT_BAD_USAGE;
+        return stop_requested ? EXIT_DONE : EXIT_FAILURE_REDIS;
     }
     fprintf(stderr, "herald-publisher: publishing %s events at %g/s to %s:%d (prefix \"%s\")\n",
             kind_arg, rate, parsed.host, parsed.port, prefix);

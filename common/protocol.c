@@ -191,7 +191,7 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     static const char mid[] = "\",\"data\":";
     static const char tail_head[] = ",\"timestamp\":\"";
     json_error_t jerr;
-    json_t *parsed = json_loadb(data, data_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    json_t *parsed = json_loadb(data, data_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
     if (!parsed) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;

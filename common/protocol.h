@@ -14,6 +14,11 @@
 
 #define PROTO_TIMESTAMP_LEN 24 /* 2025-11-25T12:00:00.000Z */
 
+/* How an event payload is checked (gateways and publishers alike): any one JSON
+ * value, NUL escapes allowed, integers of any size (parsed as reals only for
+ * the check: the payload's bytes are forwarded unchanged). */
+#define PROTO_PAYLOAD_JSON_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
+
 enum proto_error {
     PROTO_OK = 0,
     PROTO_ERR_BAD_JSON,        /* not JSON at all */

@@ -153,6 +153,7 @@ static void link_ready(struct link *l) {
     } else {
         l->attempts = 0;
         log_debug("event=redis_command_connected");
+        if (bus->cb.on_command_up) bus->cb.on_command_up(bus->cb.arg);
     }
 }
 

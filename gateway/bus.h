@@ -31,6 +31,8 @@ struct bus_callbacks {
     /* The subscriber is connected (after a start or an outage) / was lost. */
     void (*on_up)(void *arg, bool after_outage);
     void (*on_down)(void *arg);
+    /* The command connection is (again) ready for bus_command. */
+    void (*on_command_up)(void *arg);
     void *arg;
 };
 

@@ -617,7 +617,10 @@ static void read_cb(struct bufferevent *bev, void *arg) {
 
 static void write_cb(struct bufferevent *bev, void *arg) {
     struct conn *c = arg;
-    if (c->state != CONN_CLOSING) return;
+    /* libevent also reports an output buffer that was empty all along, and a
+     * deferred report may arrive after more bytes were queued: act only on a
+     * buffer that is really drained. */
+    if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
     if (c->peer_done) {
         conn_free(c);
         return;

@@ -181,17 +181,27 @@ static void refresh(struct worker *w) {
     free(text);
 }
 
-static void publish(struct worker *w, const char *channel, json_t *msg) {
-    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-    json_decref(msg);
-    if (!text) return;
+#define HEALTH_BACKLOG_MAX 32
+
+/* Publishes msg (consumed) on channel; returns 0, or -1 when Redis is not
+ * reachable (msg is kept in *backlog when one is given). */
+static int publish(struct worker *w, const char *channel, json_t *msg, json_t *backlog) {
+    char *text = msg ? json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     char full[256];
-    key_name(w, full, sizeof full, channel);
-    const char *argv[] = {"PUBLISH", full, text};
-    size_t lens[] = {7, strlen(full), strlen(text)};
-    if (bus_command(w->bus, NULL, NULL, 3, argv, lens) != 0)
-        log_debug("event=system_publish_skipped channel=%s reason=redis_down", channel);
-    free(text);
+    int rc = -1;
+    if (text) {
+        key_name(w, full, sizeof full, channel);
+        const char *argv[] = {"PUBLISH", full, text};
+        size_t lens[] = {7, strlen(full), strlen(text)};
+        rc = bus_command(w->bus, NULL, NULL, 3, argv, lens);
+        free(text);
+    }
+    if (rc != 0 && backlog && msg) {
+        if (json_array_size(backlog) >= HEALTH_BACKLOG_MAX) json_array_remove(backlog, 0);
+        json_array_append(backlog, msg);
+    }
+    json_decref(msg);
+    return rc;
 }
 
 void stats_publish_health(struct worker *w, const char *event, json_t *extra) {
@@ -202,7 +212,17 @@ void stats_publish_health(struct worker *w, const char *event, json_t *extra) {
                             w->host, "timestamp", ts);
     if (msg && extra) json_object_update(msg, extra);
     json_decref(extra);
-    publish(w, "system:health", msg);
+    if (!w->health_backlog) w->health_backlog = json_array();
+    stats_flush_health(w); /* keep the order */
+    publish(w, "system:health", msg, w->health_backlog);
+}
+
+void stats_flush_health(struct worker *w) {
+    while (json_array_size(w->health_backlog) > 0) {
+        json_t *msg = json_incref(json_array_get(w->health_backlog, 0));
+        if (publish(w, "system:health", msg, NULL) != 0) return;
+        json_array_remove(w->health_backlog, 0);
+    }
 }
 
 static void stats_tick(evutil_socket_t fd, short what, void *arg) {
@@ -212,7 +232,7 @@ static void stats_tick(evutil_socket_t fd, short what, void *arg) {
     double now = worker_now();
     if (now - w->metrics_published >= METRICS_PERIOD) {
         w->metrics_published = now;
-        publish(w, "system:metrics", stats_worker_json(w));
+        publish(w, "system:metrics", stats_worker_json(w), NULL);
     }
 }
 
@@ -230,4 +250,6 @@ void stats_stop(struct worker *w) {
     w->stats_timer = NULL;
     json_decref(w->cluster);
     w->cluster = NULL;
+    json_decref(w->health_backlog);
+    w->health_backlog = NULL;
 }

@@ -21,7 +21,12 @@ int stats_start(struct worker *w);
 void stats_stop(struct worker *w);
 
 /* Publishes {"event":event, ...this worker's identity..., extra fields} on
- * system:health (extra may be NULL; it is consumed). */
+ * system:health (extra may be NULL; it is consumed). While the command
+ * connection is down the message waits in a small backlog (the oldest are
+ * dropped past HEALTH_BACKLOG_MAX) with its original timestamp. */
 void stats_publish_health(struct worker *w, const char *event, json_t *extra);
+
+/* Publishes the health backlog (the command connection is back). */
+void stats_flush_health(struct worker *w);
 
 #endif

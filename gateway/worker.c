@@ -100,14 +100,19 @@ static void on_message(void *arg, const char *channel, const char *payload, size
     shared_frame_release(frame);
 }
 
-static void send_gaps(struct worker *w) {
+/* The resubscribe after an outage is confirmed: tell clients and admins. */
+static void finish_resync(struct worker *w) {
     for (struct conn *c = w->conns; c; c = conn_next(c)) conn_send_gap(c);
+    if (w->restored) {
+        stats_publish_health(w, "redis_restored", w->restored);
+        w->restored = NULL;
+    }
 }
 
 static void on_subscribed(void *arg, const char *channel) {
     struct worker *w = arg;
     subs_on_confirmed(w->subs, channel);
-    if (w->resync_pending > 0 && --w->resync_pending == 0) send_gaps(w);
+    if (w->resync_pending > 0 && --w->resync_pending == 0) finish_resync(w);
 }
 
 static void on_unsubscribed(void *arg, const char *channel) {
@@ -122,11 +127,11 @@ static void on_up(void *arg, bool after_outage) {
         struct bus_status bs;
         bus_status(w->bus, &bs);
         log_info("event=resubscribe channels=%zu", resubscribed);
-        stats_publish_health(w, "redis_restored",
-                             json_pack("{s:f, s:I}", "outageSeconds", bs.last_outage_seconds,
-                                       "channels", (json_int_t)resubscribed));
+        json_decref(w->restored);
+        w->restored = json_pack("{s:f, s:I}", "outageSeconds", bs.last_outage_seconds, "channels",
+                                (json_int_t)resubscribed);
         w->resync_pending = (unsigned)resubscribed;
-        if (resubscribed == 0) send_gaps(w);
+        if (resubscribed == 0) finish_resync(w);
     } else {
         stats_publish_health(w, w->restarted ? "worker_restarted" : "worker_started", NULL);
     }
@@ -136,7 +141,12 @@ static void on_down(void *arg) {
     struct worker *w = arg;
     w->resync_pending = 0;
     subs_on_bus_down(w->subs);
-    stats_publish_health(w, "redis_lost", NULL); /* reaches Redis if only the subscriber died */
+    /* Published at once if only the subscriber died, else when Redis is back. */
+    stats_publish_health(w, "redis_lost", NULL);
+}
+
+static void on_command_up(void *arg) {
+    stats_flush_health(arg);
 }
 
 /* ---- accept, sweep, drain -------------------------------------------------- */
@@ -217,8 +227,8 @@ int worker_run(struct worker *w) {
     w->started_wall = time(NULL);
     w->base = event_base_new();
     if (!w->base) return 1;
-    struct bus_callbacks callbacks = {on_message, on_subscribed, on_unsubscribed, on_up, on_down,
-                                      w};
+    struct bus_callbacks callbacks = {on_message, on_subscribed, on_unsubscribed, on_up,
+                                      on_down,    on_command_up,  w};
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
     w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
     w->subs = w->bus ? subs_new(w->bus) : NULL;
@@ -243,6 +253,7 @@ out:
     if (w->plain_listener) evconnlistener_free(w->plain_listener);
     if (w->tls_listener) evconnlistener_free(w->tls_listener);
     stats_stop(w);
+    json_decref(w->restored);
     subs_free(w->subs);
     bus_free(w->bus);
     if (w->tick) event_free(w->tick);

@@ -60,6 +60,8 @@ struct worker {
     time_t started_wall;
     struct event *stats_timer;
     json_t *cluster;         /* last read of every live worker's stats (array), or NULL */
+    json_t *health_backlog;  /* system:health messages waiting for Redis (array, bounded) */
+    json_t *restored;        /* the redis_restored details, sent with the gaps */
     double metrics_published; /* monotonic seconds of the last system:metrics */
     unsigned resync_pending; /* resubscribes to confirm before clients get "gap" */
     bool restarted;          /* this worker replaces one that died */

@@ -38,12 +38,18 @@ PREFIX = "herald:"
 class Redis:
     """redis-server on a fixed port; kill9() and restart() keep the port."""
 
-    def __init__(self, tmpdir, port=None):
+    def __init__(self, tmpdir, port=None, password=None):
         self.tmpdir = str(tmpdir)
         self.port = port or harness.free_port()
-        self.url = "redis://127.0.0.1:%d" % self.port
+        self.password = password
+        if password is None:
+            self.url = "redis://127.0.0.1:%d" % self.port
+        else:
+            self.url = "redis://:%s@127.0.0.1:%d" % (password, self.port)
         self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                      "--save", "", "--appendonly", "no", "--dir", self.tmpdir]
+        if password is not None:
+            self.argv += ["--requirepass", password]
         self.log_path = os.path.join(self.tmpdir, "redis-%d.log" % self.port)
         self.proc = None
         self.start()
@@ -56,7 +62,7 @@ class Redis:
             if not self.proc.alive():
                 raise AssertionError("redis-server exited on start:\n" + self.proc.tail())
             try:
-                with Resp(self.port, timeout=1) as r:
+                with Resp(self.port, timeout=1, password=self.password) as r:
                     if r.command("PING") == "PONG":
                         return
             except (OSError, ConnectionError, Exception):
@@ -78,12 +84,12 @@ class Redis:
             self.proc.stop()
 
     def client(self):
-        return Resp(self.port)
+        return Resp(self.port, password=self.password)
 
-    def publish(self, channel, data):
-        """PUBLISH herald:<channel> data over a raw RESP socket; returns receivers."""
-        with Resp(self.port) as r:
-            return r.command("PUBLISH", PREFIX + channel, data)
+    def publish(self, channel, data, prefix=PREFIX):
+        """PUBLISH <prefix><channel> data over a raw RESP socket; returns receivers."""
+        with self.client() as r:
+            return r.command("PUBLISH", prefix + channel, data)
 
 
 class GatewayProc(harness.Proc):
@@ -175,13 +181,14 @@ class Cluster:
         self.gateways = []
         self.redises = []
 
-    def redis(self):
-        r = Redis(self.tmpdir)
+    def redis(self, password=None):
+        r = Redis(self.tmpdir, password=password)
         self.redises.append(r)
         return r
 
-    def gateway(self, redis, **kw):
-        gw = GatewayProc(self.tmpdir, redis.url, **kw)
+    def gateway(self, redis, url=None, **kw):
+        """A gateway on redis (url overrides redis.url, e.g. to add a db number)."""
+        gw = GatewayProc(self.tmpdir, url or redis.url, **kw)
         self.gateways.append(gw)
         return gw
 
@@ -469,3 +476,63 @@ def lib_publish(exe, redis_url, channel, data):
                          timeout=10)
     assert out.returncode == 0, "library publisher failed (%d): %s" % (out.returncode, out.stderr)
     return int(out.stdout.strip())
+
+
+async def in_thread(fn, *args):
+    """Runs a blocking call in a thread so websocket readers keep draining."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def in_thread_publish(redis, channel, data):
+    """PUBLISHes data (a JSON-able object) on herald:<channel> from a thread."""
+    return await in_thread(redis.publish, channel, json.dumps(data))
+
+
+def _socket_inodes(pid):
+    out = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def local_addrs_to(pid, port):
+    """"127.0.0.1:<local port>" of every TCP socket of process pid connected to
+    127.0.0.1:port (from /proc, so it needs no ss/lsof)."""
+    inodes = _socket_inodes(pid)
+    out = set()
+    with open("/proc/%d/net/tcp" % pid) as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            rip, rport = remote.split(":")
+            if inode in inodes and int(rport, 16) == port and rip == "0100007F":
+                out.add("127.0.0.1:%d" % int(local.split(":")[1], 16))
+    return out
+
+
+def redis_clients(redis):
+    """CLIENT LIST as a list of dicts."""
+    with redis.client() as r:
+        text = r.command("CLIENT", "LIST").decode()
+    out = []
+    for line in text.splitlines():
+        out.append(dict(kv.split("=", 1) for kv in line.split() if "=" in kv))
+    return out
+
+
+def kill_subscriber_connections_of(redis, pid):
+    """CLIENT KILLs the pub/sub connection(s) of process pid only; returns how many."""
+    addrs = local_addrs_to(pid, redis.port)
+    ids = [c["id"] for c in redis_clients(redis)
+           if c.get("addr") in addrs and (int(c.get("sub", 0)) > 0 or int(c.get("psub", 0)) > 0)]
+    with redis.client() as r:
+        for i in ids:
+            r.command("CLIENT", "KILL", "ID", i)
+    return len(ids)

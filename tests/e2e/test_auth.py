@@ -155,9 +155,21 @@ def test_bad_token_in_query_gets_unauthorized_and_4001(gateway, name):
         expect_unauthorized(c)
 
 
-def test_empty_bearer_token_is_unauthorized(gateway):
-    with WSClient(gateway.url, headers=[("Authorization", "Bearer ")]) as c:
-        expect_unauthorized(c)
+def test_unauthorized_reply_is_delivered_every_time(gateway):
+    # 101, the error message and the 4001 close must all reach the client before
+    # the server ends the TCP connection, on every attempt
+    failures = []
+    for i in range(30):
+        with harness.RawWS(gateway.port) as c:
+            r = c.request(headers={"Authorization": "Bearer garbage"})
+            if r.status != 101:
+                failures.append((i, r))
+                continue
+            err = c.read_json()
+            code, _, _ = c.read_until_close()
+            if err.get("code") != "unauthorized" or code != 4001:
+                failures.append((i, err, code))
+    assert not failures, failures
 
 
 def test_token_expiring_while_connected_gets_token_expired_and_4001(gateway):

@@ -14,8 +14,9 @@ import json
 import pytest
 
 import harness
-from harness_cluster import (Client, Cluster, build_lib_publisher, herald_pub, lib_publish,
-                             poll, publish_burst, redis_cli_publish, run, tok)
+from harness_cluster import (Client, Cluster, build_lib_publisher, cluster,  # noqa: F401
+                             herald_pub, in_thread, lib_publish, poll, publish_burst,
+                             redis_cli_publish, run, tok)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +47,6 @@ async def numsub(redis, channel):
     return await asyncio.get_running_loop().run_in_executor(None, q)
 
 
-async def in_thread(fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
 async def sentinel_is_next(redis, clients, channel):
     """Publishes a sentinel on channel (every client given is subscribed to it)
     and asserts it is the very next message each of them gets."""
@@ -71,8 +68,9 @@ def lib_publisher(tmp_path_factory):
 def test_event_reaches_subscribers_on_both_gateways(fan, how, request):
     _, redis, a, b = fan
     exe = request.getfixturevalue("lib_publisher") if how == "library" else None
-    payload = {"id": "app-%s" % how, "name": "my-app", "n": 42, "nested": {"ok": True}}
-    text = json.dumps(payload)
+    payload = {"id": "app-%s" % how, "name": "my-app \u00e9\u2713", "n": 42,
+               "nested": {"ok": True, "list": [1, 2.5, None]}}
+    text = json.dumps(payload, ensure_ascii=False)
 
     def publish():
         if how == "herald-pub":
@@ -225,7 +223,10 @@ def test_burst_of_10000_events_arrives_complete_and_in_order_at_every_subscriber
             ann = await in_thread(publish_burst, redis.port, "announcements", payloads)
             assert counts == [2] * n, "some PUBLISH reached != 2 gateways: %r" % (
                 sorted(set(counts)),)
-            assert ann == [1] * n
+            assert ann == [1] * n, (
+                "herald:announcements reached %r Redis subscribers; only gateway b has a local "
+                "subscriber (did gateway a keep it after its last client closed?)"
+                % (sorted(set(ann)),))
             results = await asyncio.wait_for(asyncio.gather(*readers), 60)
         finally:
             for t in readers:
@@ -256,6 +257,8 @@ def test_invalid_payloads_are_dropped_counted_and_serving_continues(fan):
         '{"a":1} trailing',
         json.dumps({"pad": "y" * limit}),  # valid JSON, over the size limit
         body_at_limit + " ",  # limit + 1 bytes
+        b'{"a":"\xff\xfe"}',  # not UTF-8, so not JSON text
+        b'{"a":1}\x00{"b":2}',  # a NUL byte after a valid prefix
     ]
 
     async def dropped(c):
@@ -289,3 +292,83 @@ def test_invalid_payloads_are_dropped_counted_and_serving_continues(fan):
 
     run(main)
     assert a.alive() and b.alive()
+
+
+def test_any_json_value_is_delivered_unchanged_as_data(fan):
+    """DESIGN: only payloads that are not valid JSON are dropped, so every JSON
+    value (scalars, arrays, big integers, unicode, escapes) is delivered."""
+    _, redis, a, b = fan
+    payloads = [
+        "[1,2,3]", '"just a string"', "42", "-0.5e-3", "true", "null", "{}",
+        ' {"spaced" : [ 1 , 2 ] } ',
+        '{"u":"caf\u00e9 \u2713 \U0001F600","esc":"\\"q\\" \\\\ \\n \\u2028 \\u00e9"}',
+        '{"i64":9223372036854775807,"neg":-9223372036854775808}',
+        '{"deep":' + "[" * 64 + "]" * 64 + "}",
+    ]
+
+    async def main(clients):
+        ca = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(ca)
+        cb = await Client.open(b.url, tok("u2"), "u2@b"); clients.append(cb)
+        for c in (ca, cb):
+            await c.subscribe("database:row_updated")
+        missing = []
+        for p in payloads:
+            await in_thread(redis.publish, "database:row_updated", p.encode())
+            await in_thread(redis.publish, "database:row_updated", '{"marker":1}')
+            for c in (ca, cb):
+                m = await c.recv(5)
+                if m.get("data") == {"marker": 1}:
+                    missing.append((c.name, p))
+                    continue
+                check_event(m, "database:row_updated", json.loads(p))
+                check_event(await c.recv(5), "database:row_updated", {"marker": 1})
+        assert not missing, "valid JSON payloads not delivered: %r" % missing
+
+    run(main)
+
+
+def test_integer_beyond_64_bits_is_valid_json_and_delivered(fan):
+    """18446744073709551615 (a uint64 id) is valid JSON (RFC 8259 grammar) and
+    the gateway forwards the payload bytes verbatim, so it must not drop it."""
+    _, redis, a, b = fan
+    payload = '{"u64":18446744073709551615,"big":123456789012345678901234567890}'
+
+    async def main(clients):
+        ca = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(ca)
+        await ca.subscribe("database:table_created")
+        await in_thread(redis.publish, "database:table_created", payload)
+        await in_thread(redis.publish, "database:table_created", '{"marker":1}')
+        m = await ca.recv(5)
+        assert m.get("data") != {"marker": 1}, "valid JSON payload %s was dropped" % payload
+        check_event(m, "database:table_created", json.loads(payload))
+
+    run(main)
+
+
+def test_password_protected_redis_with_db_and_custom_channel_prefix(cluster):
+    """--redis with password and db number; --channel-prefix changes the Redis
+    channel names, so two prefixes on one Redis are separate namespaces."""
+    redis = cluster.redis(password="pw-s3cret")
+    a = cluster.gateway(redis, url=redis.url + "/3", gateway_id="pfx-a", name="gw-a",
+                        extra=["--channel-prefix", "acme:"])
+    b = cluster.gateway(redis, gateway_id="pfx-b", name="gw-b")
+
+    async def main(clients):
+        ca = await Client.open(a.url, tok("admin"), "admin@acme"); clients.append(ca)
+        cb = await Client.open(b.url, tok("u1"), "u1@herald"); clients.append(cb)
+        for c in (ca, cb):
+            await c.subscribe("apps:created")
+        n = await in_thread(redis.publish, "apps:created", '{"to":"acme"}', "acme:")
+        assert n == 1, n
+        check_event(await ca.event(), "apps:created", {"to": "acme"})
+        n = await in_thread(redis.publish, "apps:created", '{"to":"herald"}', "herald:")
+        assert n == 1, n
+        check_event(await cb.event(), "apps:created", {"to": "herald"})
+        await ca.nothing(0.3)
+        await cb.nothing(0.1)
+        st = await poll(ca.stats, lambda s: "pfx-a" in [w["gatewayId"]
+                                                         for w in s["cluster"]["workers"]],
+                        5, what="pfx-a in its own cluster view")
+        assert st["worker"]["redis"]["state"] == "up", st["worker"]
+
+    run(main)

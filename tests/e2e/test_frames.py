@@ -256,3 +256,13 @@ def test_client_closing_tcp_abruptly_does_not_hurt_gateway(gw):
         c.handshake()
         c.send(text(PING))
         assert c.read_json()["type"] == "pong"
+
+
+def test_default_limit_accepts_65536_and_refuses_65537(gateway):
+    # the module's default gateway runs without --max-message-size (65536, inclusive)
+    with RawWS(gateway.port) as c:
+        c.handshake()
+        c.send(text(PING + b" " * (65536 - len(PING))))
+        assert c.read_json()["type"] == "pong"
+        c.send(text(PING + b" " * (65537 - len(PING))))
+        assert_closed_with(c, 1009)

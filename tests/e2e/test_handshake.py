@@ -112,6 +112,22 @@ def test_handshake_split_across_many_writes_is_accepted(gateway):
         assert r.header("sec-websocket-accept") == harness.accept_for(key)
 
 
+@pytest.mark.parametrize("status,headers,path", [
+    (403, {"Origin": "http://evil.example"}, "/ws"),
+    (400, {"Upgrade": None}, "/ws"),
+    (404, {}, "/elsewhere"),
+], ids=["403", "400", "404"])
+def test_refusal_reply_is_delivered_every_time(gateway, status, headers, path):
+    got = []
+    for _ in range(30):
+        with RawWS(gateway.port) as c:
+            try:
+                got.append(c.request(path=path, headers=headers).status)
+            except EOFError as e:
+                got.append(str(e))
+    assert got == [status] * 30, got
+
+
 def test_no_origin_is_accepted(gateway):
     with RawWS(gateway.port) as c:
         assert c.request(headers={"Origin": None}).status == 101

@@ -366,15 +366,42 @@ def test_publisher_sigterm_and_sigint_exit_0(fresh_redis):
                     proc.wait()
 
 
-def test_publisher_redis_down_exits_1_and_bad_kind_exits_2():
+def test_publisher_redis_down_exits_1_after_waiting():
+    start = time.monotonic()
     r = herald_publisher("--redis", "redis://127.0.0.1:%d" % free_port(), "--kind", "apps",
-                         "--count", "1")
+                         "--count", "1", "--wait-redis", "2")
+    elapsed = time.monotonic() - start
     assert r.returncode == 1
-    assert b"cannot connect to Redis" in r.stderr
-    r = herald_publisher("--kind", "weather")
-    assert r.returncode == 2
-    r = herald_publisher("--kind", "apps", "--rate", "0")
-    assert r.returncode == 2
+    assert r.stderr.count(b"cannot connect to Redis") >= 2  # retried
+    assert 1.5 < elapsed < 6
+
+
+def test_publisher_waits_for_redis_that_starts_late(redis_factory):
+    port = free_port()
+    proc = subprocess.Popen([binary("herald-publisher"), "--redis",
+                             "redis://127.0.0.1:%d" % port, "--kind", "storage", "--count", "2",
+                             "--rate", "100", "--wait-redis", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
+    try:
+        time.sleep(1.2)
+        server = redis_factory(port=port)
+        # It may publish before the subscriber is in: only the exit status counts here.
+        assert proc.wait(timeout=10) == 0
+        assert b"retrying in 1 s" in proc.stderr.read()
+        assert server.proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("args", [["--kind", "weather"], ["--kind", "apps", "--rate", "0"],
+                                  ["--kind", "apps", "--count", "-1"], ["--rate", "2"],
+                                  ["--kind", "apps", "--prefix", "has space"],
+                                  ["--kind", "apps", "--redis", "http://x"]])
+def test_publisher_bad_usage_exits_2(args):
+    r = herald_publisher(*args, "--wait-redis", "0")
+    assert r.returncode == 2, r.stderr
 
 
 def test_publisher_survives_a_redis_restart_without_losing_its_sequence(redis_factory):
