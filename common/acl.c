@@ -1,6 +1,9 @@
 /* acl.c -- channel-name rules and the subscribe ACL as pure functions. */
 #include "acl.h"
 
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct acl_rule default_rules[] = {
@@ -101,4 +104,88 @@ int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
         calls++;
     }
     return calls;
+}
+
+static const char *const access_names[] = {"public", "authenticated", "owner", "admin"};
+
+void acl_rules_free(struct acl_rules *rules) {
+    if (!rules) return;
+    for (size_t i = 0; i < rules->count; i++) free((char *)rules->rules[i].pattern);
+    for (size_t i = 0; i < rules->known_count; i++) free((char *)rules->known[i]);
+    free((void *)rules->rules);
+    free((void *)rules->known);
+    free(rules);
+}
+
+static int load_rule(json_t *item, struct acl_rule *rule, char *err, size_t err_size) {
+    const char *channel = json_string_value(json_object_get(item, "channel"));
+    const char *ns = json_string_value(json_object_get(item, "namespace"));
+    const char *access = json_string_value(json_object_get(item, "access"));
+    if (!json_is_object(item) || (!channel == !ns) || !access) {
+        snprintf(err, err_size, "each rule needs \"channel\" or \"namespace\", and \"access\"");
+        return -1;
+    }
+    const char *pattern = channel ? channel : ns;
+    if (!acl_channel_name_valid(pattern, strlen(pattern)) || (ns && strchr(ns, ':'))) {
+        snprintf(err, err_size, "bad channel or namespace name '%s'", pattern);
+        return -1;
+    }
+    size_t a = 0;
+    while (a < 4 && strcmp(access, access_names[a]) != 0) a++;
+    if (a == 4) {
+        snprintf(err, err_size, "unknown access '%s' (public, authenticated, owner, admin)", access);
+        return -1;
+    }
+    rule->pattern = strdup(pattern);
+    rule->is_namespace = ns != NULL;
+    rule->access = (enum acl_access)a;
+    if (!rule->pattern) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+struct acl_rules *acl_rules_load(const char *path, char *err, size_t err_size) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(err, err_size, "%s: %s (line %d)", path, jerr.text, jerr.line);
+        return NULL;
+    }
+    json_t *rules_json = json_object_get(root, "rules"), *known_json = json_object_get(root, "known");
+    struct acl_rules *rules = calloc(1, sizeof *rules);
+    if (!json_is_array(rules_json) || (known_json && !json_is_array(known_json))) {
+        snprintf(err, err_size, "%s: needs an array \"rules\" (and \"known\" as an array)", path);
+        goto fail;
+    }
+    size_t n = json_array_size(rules_json), k = json_array_size(known_json);
+    struct acl_rule *list = calloc(n ? n : 1, sizeof *list);
+    const char **known = calloc(k ? k : 1, sizeof *known);
+    if (!rules || !list || !known) {
+        free(list);
+        free(known);
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    rules->rules = list;
+    rules->known = known;
+    for (size_t i = 0; i < n; i++, rules->count++) {
+        if (load_rule(json_array_get(rules_json, i), &list[i], err, err_size) != 0) goto fail;
+    }
+    for (size_t i = 0; i < k; i++) {
+        const char *name = json_string_value(json_array_get(known_json, i));
+        if (!name || !acl_channel_name_valid(name, strlen(name))) {
+            snprintf(err, err_size, "%s: \"known\" holds a bad channel name", path);
+            goto fail;
+        }
+        if (!(known[i] = strdup(name))) goto fail;
+        rules->known_count++;
+    }
+    json_decref(root);
+    return rules;
+fail:
+    json_decref(root);
+    acl_rules_free(rules);
+    return NULL;
 }

@@ -40,6 +40,15 @@ struct acl_rules {
 /* The default rules of DESIGN.md (static storage). */
 const struct acl_rules *acl_default_rules(void);
 
+/* Loads rules from a JSON file:
+ *   {"rules":[{"channel":"announcements","access":"public"},
+ *             {"namespace":"apps","access":"authenticated"}, ...],
+ *    "known":["apps:created","user:","announcements"]}
+ * access is public, authenticated, owner or admin. Returns new rules (free with
+ * acl_rules_free), or NULL with a reason in err. */
+struct acl_rules *acl_rules_load(const char *path, char *err, size_t err_size);
+void acl_rules_free(struct acl_rules *rules);
+
 enum acl_result {
     ACL_ALLOW = 0,
     ACL_FORBIDDEN,       /* a known channel this user may not use */

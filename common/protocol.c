@@ -191,7 +191,11 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     static const char mid[] = "\",\"data\":";
     static const char tail_head[] = ",\"timestamp\":\"";
     json_error_t jerr;
-    json_t *parsed = json_loadb(data, data_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
+    /* JSON text never holds a raw NUL byte, but jansson 2.14 skips one that
+     * follows a number ("1\0", akheron/jansson#331); it would reach clients as is. */
+    json_t *parsed = memchr(data, '\0', data_len)
+                         ? NULL
+                         : json_loadb(data, data_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
     if (!parsed) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;

@@ -46,6 +46,24 @@ static const struct option_spec options[] = {
     {"gateway-id", OPT_STRING, FIELD(gateway_id), NULL, "name in stats (default host:port)"},
     {"stats-interval", OPT_DOUBLE, FIELD(stats_interval), "2",
      "seconds between cluster stats refreshes"},
+    {"jwt-secret-file", OPT_STRING, FIELD(jwt_secret_file), NULL,
+     "file holding the HMAC secret (re-read on SIGHUP)"},
+    {"acl-file", OPT_STRING, FIELD(acl_file), NULL, "channel rules, JSON (re-read on SIGHUP)"},
+    {"ping-interval", OPT_DOUBLE, FIELD(ping_interval), "25", "seconds between server pings"},
+    {"idle-timeout", OPT_DOUBLE, FIELD(idle_timeout), "60",
+     "close a client silent this many seconds (1001)"},
+    {"write-timeout", OPT_DOUBLE, FIELD(write_timeout), "10",
+     "drop a client whose output makes no progress this many seconds"},
+    {"handshake-timeout", OPT_DOUBLE, FIELD(handshake_timeout), "10",
+     "seconds to complete TLS and the HTTP upgrade"},
+    {"rate-limit", OPT_DOUBLE, FIELD(rate_limit), "50", "client messages per second"},
+    {"rate-burst", OPT_LONG, FIELD(rate_burst), "100",
+     "burst of client messages; more refusals than this in 10 s closes 4008"},
+    {"max-connections-per-ip", OPT_LONG, FIELD(max_connections_per_ip), "1000",
+     "per client address, across workers (HTTP 429)"},
+    {"max-connections", OPT_LONG, FIELD(max_connections), "100000", "per worker (HTTP 503)"},
+    {"trusted-proxies", OPT_STRING, FIELD(trusted_proxies), NULL,
+     "comma-separated IPs/CIDRs whose X-Forwarded-For is honoured"},
 };
 
 #define OPTION_COUNT (sizeof options / sizeof options[0])
@@ -166,5 +184,14 @@ int config_load(struct config *cfg, int argc, char **argv) {
         return 2;
     }
     if (cfg->stats_interval <= 0) cfg->stats_interval = 2;
+    if (cfg->jwt_secret && cfg->jwt_secret_file) {
+        fprintf(stderr, "herald-gateway: give --jwt-secret or --jwt-secret-file, not both\n");
+        return 2;
+    }
+    if (cfg->ping_interval <= 0 || cfg->idle_timeout <= 0 || cfg->write_timeout <= 0 ||
+        cfg->handshake_timeout <= 0 || cfg->rate_limit <= 0) {
+        fprintf(stderr, "herald-gateway: timeouts, intervals and --rate-limit must be > 0\n");
+        return 2;
+    }
     return -1;
 }

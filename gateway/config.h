@@ -28,6 +28,17 @@ struct config {
     double drain_timeout;   /* seconds */
     const char *gateway_id; /* defaults to <hostname>:<port> */
     double stats_interval;  /* seconds between stats key refreshes */
+    const char *jwt_secret_file; /* the secret, re-read on SIGHUP */
+    const char *acl_file;   /* channel rules (JSON), re-read on SIGHUP */
+    double ping_interval;   /* seconds between server pings */
+    double idle_timeout;    /* seconds without any frame from the client */
+    double write_timeout;   /* seconds of queued output making no progress */
+    double handshake_timeout; /* seconds to finish the TLS + HTTP upgrade */
+    double rate_limit;      /* client messages per second (token bucket refill) */
+    long rate_burst;        /* bucket size; also refusals in 10 s before close 4008 */
+    long max_connections_per_ip; /* across the gateway's workers */
+    long max_connections;   /* per worker */
+    const char *trusted_proxies; /* peers whose X-Forwarded-For is honoured */
 };
 
 /* Fills cfg from defaults, then HERALD_* variables, then argv. On a bad option

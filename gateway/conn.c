@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -16,16 +17,18 @@
 #include "acl.h"
 #include "http_routes.h"
 #include "http_upgrade.h"
+#include "iplimit.h"
 #include "jwt_auth.h"
 #include "log.h"
+#include "netaddr.h"
 #include "protocol.h"
 #include "stats.h"
 #include "subs.h"
 #include "worker.h"
 #include "ws_codec.h"
 
-#define HANDSHAKE_TIMEOUT 10.0 /* seconds to send a complete request head */
-#define CLOSE_TIMEOUT 2.0      /* seconds to wait for the peer after our close frame */
+#define CLOSE_TIMEOUT 2.0  /* seconds to wait for the peer after our close frame */
+#define RATE_WINDOW 10.0   /* seconds over which refused messages are counted */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
 
@@ -33,21 +36,34 @@ struct conn {
     struct worker *w;
     struct bufferevent *bev;
     struct conn *prev, *next; /* the worker's list */
+    struct wheel_node timer;  /* next check: handshake, ping, idle, write, close, token */
     herald_user *user;        /* NULL: anonymous */
     struct sub *subs;         /* this connection's subscriptions */
     unsigned sub_count;
     struct evbuffer *message; /* fragments of the open message, NULL when none */
+    struct evbuffer_cb_entry *output_watch;
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
     bool upgraded;            /* counted in worker->conn_count */
     bool peer_done;           /* nothing more to wait for from the peer once flushed */
+    bool ip_counted;          /* holds a slot in the per-address limit */
+    uint32_t ip_bucket;
+    unsigned refusals;        /* rate-limited messages since refusals_since */
     double deadline;          /* handshake or close deadline, monotonic seconds */
+    double last_activity;     /* last bytes from the peer */
+    double last_ping;         /* last ping we sent */
+    double write_progress;    /* last time queued output moved (or started) */
+    double tokens, tokens_at; /* rate-limit bucket */
+    double refusals_since;
     char id[37];              /* uuid v4 */
-    char peer[INET6_ADDRSTRLEN];
+    char peer[NETADDR_MAX_TEXT]; /* client address (after trusted X-Forwarded-For) */
 };
 
+#define CONN_OF(node) ((struct conn *)((char *)(node)-offsetof(struct conn, timer)))
+
 static void read_cb(struct bufferevent *bev, void *arg);
+static void schedule_open(struct conn *c, double now);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -68,6 +84,14 @@ static void peer_name(const struct sockaddr *addr, char out[INET6_ADDRSTRLEN]) {
     else if (addr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, out,
                   INET6_ADDRSTRLEN);
+}
+
+/* Notes when queued output moves, for the write timeout. */
+static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
+    (void)buf;
+    struct conn *c = arg;
+    if (info->n_deleted > 0 || (info->n_added > 0 && info->orig_size == 0))
+        c->write_progress = worker_now();
 }
 
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
@@ -99,7 +123,9 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     c->w = w;
     c->tls = tls;
     c->state = CONN_HANDSHAKE;
-    c->deadline = worker_now() + HANDSHAKE_TIMEOUT;
+    c->last_activity = c->write_progress = worker_now();
+    c->deadline = c->last_activity + w->cfg->handshake_timeout;
+    wheel_schedule(&w->wheel, &c->timer, (uint64_t)ceil(c->deadline));
     make_uuid(c->id);
     peer_name(addr, c->peer);
     ws_reader_init(&c->reader, (size_t)w->cfg->max_message_size, true);
@@ -112,7 +138,8 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     bufferevent_setwatermark(c->bev, EV_READ, 0,
                              (size_t)w->cfg->max_message_size + WS_MAX_HEADER_LEN + 16384);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
+    c->output_watch = evbuffer_add_cb(bufferevent_get_output(c->bev), output_cb, c);
+    if (!c->output_watch || bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
         conn_free(c);
         return -1;
     }
@@ -121,7 +148,10 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
 
 void conn_free(struct conn *c) {
     struct worker *w = c->w;
+    wheel_cancel(&c->timer);
     subs_remove_all(w->subs, &c->subs);
+    if (c->ip_counted) iplimit_release(w->iplimit, w->index, c->ip_bucket);
+    if (c->output_watch) evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->output_watch);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -136,6 +166,10 @@ void conn_free(struct conn *c) {
     if (c->message) evbuffer_free(c->message);
     bufferevent_free(c->bev);
     free(c);
+}
+
+bool conn_is_open(const struct conn *c) {
+    return c->state == CONN_OPEN;
 }
 
 struct conn *conn_next(const struct conn *c) {
@@ -227,6 +261,12 @@ void conn_send_gap(struct conn *c) {
     send_built(c, text, len);
 }
 
+static void enter_closing(struct conn *c, double deadline) {
+    c->state = CONN_CLOSING;
+    c->deadline = deadline;
+    wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(deadline));
+}
+
 /* Appends a close frame and moves to CLOSING. */
 static void queue_close(struct conn *c, uint16_t code, const char *reason, bool echo_empty) {
     uint8_t frame[2 + 2 + WS_MAX_CONTROL_PAYLOAD];
@@ -237,8 +277,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
         len = ws_close_frame(frame, code, reason);
     }
     bufferevent_write(c->bev, frame, len);
-    c->state = CONN_CLOSING;
-    c->deadline = worker_now() + CLOSE_TIMEOUT;
+    enter_closing(c, worker_now() + CLOSE_TIMEOUT);
     if (c->message) {
         evbuffer_free(c->message);
         c->message = NULL;
@@ -248,9 +287,8 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state == CONN_CLOSING) return;
     if (c->state == CONN_HANDSHAKE) { /* nothing to say yet: the next sweep frees it */
-        c->state = CONN_CLOSING;
         c->peer_done = true;
-        c->deadline = worker_now();
+        enter_closing(c, worker_now());
         return;
     }
     log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
@@ -264,8 +302,7 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
     c->w->stats.handshake_failures++;
     log_debug("event=http_refused peer=%s status=%d", c->peer, status);
-    c->state = CONN_CLOSING;
-    c->deadline = worker_now() + CLOSE_TIMEOUT;
+    enter_closing(c, worker_now() + CLOSE_TIMEOUT);
 }
 
 /* ---- protocol -------------------------------------------------------------- */
@@ -323,8 +360,45 @@ static void handle_command(struct conn *c, const struct proto_command *cmd) {
     send_built(c, text, len);
 }
 
+/* Takes a token from the connection's bucket; false when it is empty. */
+static bool rate_allow(struct conn *c, double now) {
+    const struct config *cfg = c->w->cfg;
+    c->tokens += (now - c->tokens_at) * cfg->rate_limit;
+    if (c->tokens > (double)cfg->rate_burst) c->tokens = (double)cfg->rate_burst;
+    c->tokens_at = now;
+    if (c->tokens < 1.0) return false;
+    c->tokens -= 1.0;
+    return true;
+}
+
+/* A message over the rate: refused with an error, or the connection closed
+ * 4008 when it keeps sending regardless. */
+static void refuse_over_rate(struct conn *c, const uint8_t *data, size_t len, double now) {
+    struct worker *w = c->w;
+    w->stats.rate_limited++;
+    if (now - c->refusals_since > RATE_WINDOW) {
+        c->refusals = 0;
+        c->refusals_since = now;
+    }
+    if (++c->refusals > (unsigned)w->cfg->rate_burst) {
+        w->stats.rate_limit_closes++;
+        log_info("event=rate_limit_close conn=%s peer=%s", c->id, c->peer);
+        conn_close(c, WS_CLOSE_RATE_LIMITED, "rate limit exceeded");
+        return;
+    }
+    struct proto_command cmd;
+    proto_parse_command((const char *)data, len, &cmd); /* only for the id to echo */
+    send_error(c, PROTO_ERR_RATE_LIMITED, NULL, cmd.id);
+    proto_command_free(&cmd);
+}
+
 static void handle_text(struct conn *c, const uint8_t *data, size_t len) {
     c->w->stats.messages_in++;
+    double now = worker_now();
+    if (!rate_allow(c, now)) {
+        refuse_over_rate(c, data, len, now);
+        return;
+    }
     if (len == 1 && data[0] == '2') { /* the minimal heartbeat some clients send */
         send_text(c, "3", 1);
         return;
@@ -535,6 +609,21 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
         http_refuse(c, 503, "Gateway draining");
         return;
     }
+    if (w->conn_count >= (unsigned long)w->cfg->max_connections) {
+        http_refuse(c, 503, "Gateway full");
+        return;
+    }
+    char client[NETADDR_MAX_TEXT];
+    netaddr_client_ip(c->peer, req->forwarded_for.ptr, req->forwarded_for.len, w->trusted,
+                      w->trusted_count, client);
+    memcpy(c->peer, client, sizeof c->peer);
+    c->ip_bucket = iplimit_bucket(c->peer);
+    if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
+        log_info("event=ip_limit peer=%s", c->peer);
+        http_refuse(c, 429, "Too many connections from this address");
+        return;
+    }
+    c->ip_counted = true;
     static char token[JWT_AUTH_MAX_TOKEN + 1];
     struct http_slice protocol;
     int has_token = find_token(req, token, sizeof token, &protocol);
@@ -553,6 +642,8 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     c->upgraded = true;
     w->conn_count++;
     w->stats.connections_total++;
+    c->last_ping = c->tokens_at = worker_now();
+    c->tokens = (double)w->cfg->rate_burst;
 
     enum jwt_auth_result result = JWT_AUTH_OK;
     if (has_token < 0)
@@ -561,6 +652,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
         result = jwt_auth_verify(&w->auth, token, time(NULL), &c->user);
     if (result != JWT_AUTH_OK) {
         w->stats.auth_failures++;
+        w->stats.auth_failures_by_reason[-result]++;
         log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, c->peer,
                  jwt_auth_result_name(result));
         send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result), NULL);
@@ -570,6 +662,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
               c->user ? c->user->user_id : "-", c->tls);
     send_connected(c);
+    schedule_open(c, worker_now());
 }
 
 static void read_handshake(struct conn *c) {
@@ -593,8 +686,7 @@ static void read_handshake(struct conn *c) {
             bufferevent_write(c->bev, resp.head, resp.head_len);
             if (resp.body_len) bufferevent_write(c->bev, resp.body, resp.body_len);
             http_response_free(&resp);
-            c->state = CONN_CLOSING;
-            c->deadline = worker_now() + CLOSE_TIMEOUT;
+            enter_closing(c, worker_now() + CLOSE_TIMEOUT);
             return;
         }
     }
@@ -607,6 +699,7 @@ static void read_handshake(struct conn *c) {
 static void read_cb(struct bufferevent *bev, void *arg) {
     (void)bev;
     struct conn *c = arg;
+    c->last_activity = worker_now();
     if (c->state == CONN_HANDSHAKE)
         read_handshake(c);
     else if (c->upgraded)
@@ -637,18 +730,73 @@ static void event_cb(struct bufferevent *bev, short what, void *arg) {
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) conn_free(c);
 }
 
-void conn_sweep(struct worker *w, double now, time_t wall) {
-    struct conn *c = w->conns, *next;
-    for (; c; c = next) {
-        next = c->next;
-        if (c->state != CONN_OPEN) {
-            if (now >= c->deadline) conn_free(c);
-            continue;
-        }
-        if (c->user && c->user->exp && wall > c->user->exp + w->auth.leeway) {
-            log_info("event=token_expired conn=%s user=%s", c->id, c->user->user_id);
-            send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL, NULL);
-            conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
-        }
+/* ---- timers ---------------------------------------------------------------- */
+
+/* When an open connection next needs attention: a ping due, the idle or write
+ * deadline, or its token's expiry. */
+static void schedule_open(struct conn *c, double now) {
+    const struct config *cfg = c->w->cfg;
+    double next = c->last_ping + cfg->ping_interval;
+    double idle_at = c->last_activity + cfg->idle_timeout;
+    if (idle_at < next) next = idle_at;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        double stall_at = c->write_progress + cfg->write_timeout;
+        if (stall_at < next) next = stall_at;
     }
+    if (c->user && c->user->exp) {
+        double expires_at = now + (double)(c->user->exp + c->w->auth.leeway - time(NULL)) + 1;
+        if (expires_at < next) next = expires_at;
+    }
+    wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(next));
+}
+
+static void send_ping(struct conn *c) {
+    uint8_t header[WS_MAX_HEADER_LEN];
+    size_t n = ws_frame_header(header, WS_OP_PING, true, 0);
+    bufferevent_write(c->bev, header, n);
+}
+
+static void check_open(struct conn *c, double now) {
+    struct worker *w = c->w;
+    const struct config *cfg = w->cfg;
+    if (c->user && c->user->exp && time(NULL) > c->user->exp + w->auth.leeway) {
+        log_info("event=token_expired conn=%s user=%s", c->id, c->user->user_id);
+        send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL, NULL);
+        conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
+        return;
+    }
+    if (now - c->last_activity >= cfg->idle_timeout) {
+        w->stats.idle_closes++;
+        log_debug("event=idle_close conn=%s", c->id);
+        conn_close(c, WS_CLOSE_GOING_AWAY, "idle timeout");
+        return;
+    }
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 &&
+        now - c->write_progress >= cfg->write_timeout) {
+        w->stats.write_timeouts++;
+        log_info("event=write_timeout conn=%s peer=%s", c->id, c->peer);
+        conn_free(c); /* nothing can reach this peer: no close frame */
+        return;
+    }
+    if (now - c->last_ping >= cfg->ping_interval) {
+        send_ping(c);
+        c->last_ping = now;
+    }
+    schedule_open(c, now);
+}
+
+static void on_timer(struct wheel_node *node, void *arg) {
+    struct conn *c = CONN_OF(node);
+    double now = *(double *)arg;
+    if (c->state == CONN_OPEN) {
+        check_open(c, now);
+    } else if (now >= c->deadline) {
+        conn_free(c); /* handshake not finished, or the close handshake took too long */
+    } else {
+        wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(c->deadline));
+    }
+}
+
+void conn_tick(struct worker *w, double now) {
+    wheel_advance(&w->wheel, (uint64_t)floor(now), on_timer, &now);
 }

@@ -39,12 +39,16 @@ void conn_send_gap(struct conn *c);
  * it flushes, the peer answers, or the close timeout passes). */
 void conn_close(struct conn *c, uint16_t code, const char *reason);
 
-/* The worker's once-a-second sweep: token expiry, handshake and close
- * timeouts. now is monotonic seconds, wall is time(NULL). */
-void conn_sweep(struct worker *w, double now, time_t wall);
+/* The worker's once-a-second sweep over the timing wheel: pings, idle and
+ * write timeouts, token expiry, handshake and close deadlines. now is
+ * monotonic seconds. */
+void conn_tick(struct worker *w, double now);
 
 /* Frees the connection at once (worker shutdown). */
 void conn_free(struct conn *c);
+
+/* True once upgraded and until its close starts. */
+bool conn_is_open(const struct conn *c);
 
 /* The next connection in the worker's list. */
 struct conn *conn_next(const struct conn *c);

@@ -1,10 +1,11 @@
-/* http_routes.c -- health endpoints. */
+/* http_routes.c -- health and metrics endpoints. */
 #include "http_routes.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus.h"
+#include "stats.h"
 #include "worker.h"
 
 static bool path_is(const struct http_request *req, const char *path) {
@@ -32,6 +33,16 @@ int http_routes_serve(struct worker *w, const struct http_request *req, struct h
             respond(resp, 503, "text/plain; charset=utf-8", "redis unavailable\n");
         else
             respond(resp, 200, "text/plain; charset=utf-8", "ready\n");
+        return 0;
+    }
+    if (path_is(req, "/metrics")) {
+        size_t len;
+        resp->owned = stats_metrics_text(w, &len);
+        if (!resp->owned) {
+            respond(resp, 503, "text/plain; charset=utf-8", "out of memory\n");
+            return 0;
+        }
+        respond(resp, 200, "text/plain; version=0.0.4; charset=utf-8", resp->owned);
         return 0;
     }
     return -1;

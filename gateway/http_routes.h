@@ -1,5 +1,5 @@
 /* http_routes.h -- the plain HTTP endpoints served on the gateway's ports
- * besides the WebSocket upgrade: /healthz, /readyz. */
+ * besides the WebSocket upgrade: /healthz, /readyz, /metrics. */
 #ifndef HERALD_HTTP_ROUTES_H
 #define HERALD_HTTP_ROUTES_H
 

@@ -7,13 +7,16 @@
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "acl.h"
 #include "config.h"
+#include "iplimit.h"
 #include "jwt_auth.h"
 #include "log.h"
+#include "netaddr.h"
 #include "redis_url.h"
 #include "worker.h"
 #include "workers.h"
@@ -69,9 +72,14 @@ int main(int argc, char **argv) {
     char err[256];
     tmpl.cfg = &cfg;
     tmpl.rules = acl_default_rules();
-    if (jwt_auth_init(&tmpl.auth, cfg.jwt_alg, cfg.jwt_secret, cfg.jwt_key, cfg.jwt_issuer,
-                      cfg.jwt_audience, err, sizeof err) != 0) {
+    if (worker_load_config(&cfg, &tmpl.auth, &tmpl.owned_rules, err, sizeof err) != 0) {
         fprintf(stderr, "herald-gateway: %s\n", err);
+        return 2;
+    }
+    if (tmpl.owned_rules) tmpl.rules = tmpl.owned_rules;
+    if (netaddr_parse_list(cfg.trusted_proxies, &tmpl.trusted, &tmpl.trusted_count, err,
+                           sizeof err) != 0) {
+        fprintf(stderr, "herald-gateway: --trusted-proxies: %s\n", err);
         return 2;
     }
     if (redis_url_parse(cfg.redis_url, &tmpl.redis, err, sizeof err) != 0) {
@@ -95,6 +103,11 @@ int main(int argc, char **argv) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         workers = cpus > 0 ? (int)cpus : 1;
     }
+    if (!(tmpl.iplimit = iplimit_create(workers))) {
+        fprintf(stderr, "herald-gateway: cannot map the connection counters: %s\n",
+                strerror(errno));
+        return 1;
+    }
     if (cfg.allowed_origins && strchr(cfg.allowed_origins, '*'))
         log_warn("event=config_warning msg=\"--allowed-origins * accepts every browser origin\"");
     signal(SIGPIPE, SIG_IGN);
@@ -102,6 +115,8 @@ int main(int argc, char **argv) {
              workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0, tmpl.redis.host, tmpl.redis.port);
     rc = workers_supervise(&tmpl, workers);
     jwt_auth_free(&tmpl.auth);
+    acl_rules_free(tmpl.owned_rules);
+    free(tmpl.trusted);
     redis_url_free(&tmpl.redis);
     SSL_CTX_free(tmpl.ssl_ctx);
     return rc;

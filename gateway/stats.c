@@ -9,6 +9,7 @@
  * figures on system:metrics. */
 #include "stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,6 +48,101 @@ json_t *stats_worker_json(struct worker *w) {
                      (json_int_t)s->slow_consumer_closes, "authFailures",
                      (json_int_t)s->auth_failures, "connectionsTotal",
                      (json_int_t)s->connections_total, "redis", redis);
+}
+
+/* Upper bounds (seconds) of the delivery-latency histogram; the last is +Inf. */
+static const double latency_bounds[STATS_LATENCY_BUCKETS - 1] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,
+};
+
+void stats_observe_latency(struct worker *w, double seconds) {
+    size_t i = 0;
+    while (i < STATS_LATENCY_BUCKETS - 1 && seconds > latency_bounds[i]) i++;
+    w->stats.latency_buckets[i]++;
+    w->stats.latency_count++;
+    w->stats.latency_sum += seconds;
+}
+
+char *stats_metrics_text(struct worker *w, size_t *len) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    if (!out) return NULL;
+    const struct worker_stats *s = &w->stats;
+    struct bus_status bs;
+    bus_status(w->bus, &bs);
+    char labels[256];
+    snprintf(labels, sizeof labels, "gateway=\"%s\",worker=\"%d\"", w->gateway_id, w->index);
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"herald_connections", "gauge", "Open WebSocket connections"},
+        {"herald_subscriptions", "gauge", "Channel subscriptions of open connections"},
+        {"herald_channels", "gauge", "Channels with local subscribers"},
+        {"herald_messages_in_total", "counter", "Client messages received"},
+        {"herald_messages_out_total", "counter", "Messages queued to clients, events included"},
+        {"herald_bytes_in_total", "counter", "WebSocket bytes received"},
+        {"herald_bytes_out_total", "counter", "WebSocket bytes queued"},
+        {"herald_events_received_total", "counter", "Events received from Redis"},
+        {"herald_events_delivered_total", "counter", "Event frames queued to clients"},
+        {"herald_events_dropped_total", "counter", "Invalid or oversized events dropped"},
+        {"herald_slow_consumer_closes_total", "counter", "Connections closed 4009"},
+        {"herald_rate_limited_total", "counter", "Client messages refused by the rate limit"},
+        {"herald_rate_limit_closes_total", "counter", "Connections closed 4008"},
+        {"herald_idle_closes_total", "counter", "Connections closed for idleness"},
+        {"herald_write_timeouts_total", "counter", "Connections dropped for stalled writes"},
+        {"herald_handshake_failures_total", "counter", "Upgrades refused with an HTTP error"},
+        {"herald_redis_reconnects_total", "counter", "Redis subscriber reconnects after outages"},
+        {"herald_redis_up", "gauge", "1 while the Redis subscriber is up"},
+    };
+    const double values[] = {
+        w->conn_count, (double)subs_subscription_count(w->subs),
+        (double)subs_channel_count(w->subs), (double)s->messages_in, (double)s->messages_out,
+        (double)s->bytes_in, (double)s->bytes_out, (double)s->events_received,
+        (double)s->events_delivered, (double)s->events_dropped, (double)s->slow_consumer_closes,
+        (double)s->rate_limited, (double)s->rate_limit_closes, (double)s->idle_closes,
+        (double)s->write_timeouts, (double)s->handshake_failures, (double)bs.reconnects,
+        bs.state == BUS_UP ? 1 : 0,
+    };
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", families[i].name,
+                families[i].help, families[i].name, families[i].type, families[i].name, labels,
+                values[i]);
+
+    fprintf(out, "# HELP herald_auth_failures_total Tokens refused, by reason\n"
+                 "# TYPE herald_auth_failures_total counter\n");
+    for (int r = 1; r <= -JWT_AUTH_NO_MEMORY; r++)
+        fprintf(out, "herald_auth_failures_total{%s,reason=\"%s\"} %llu\n", labels,
+                jwt_auth_result_name((enum jwt_auth_result) - r),
+                (unsigned long long)s->auth_failures_by_reason[r]);
+
+    fprintf(out, "# HELP herald_delivery_latency_seconds From an event's arrival from Redis "
+                 "until it is queued to every local subscriber\n"
+                 "# TYPE herald_delivery_latency_seconds histogram\n");
+    unsigned long long cumulative = 0;
+    for (size_t i = 0; i < STATS_LATENCY_BUCKETS; i++) {
+        cumulative += s->latency_buckets[i];
+        if (i < STATS_LATENCY_BUCKETS - 1)
+            fprintf(out, "herald_delivery_latency_seconds_bucket{%s,le=\"%g\"} %llu\n", labels,
+                    latency_bounds[i], cumulative);
+        else
+            fprintf(out, "herald_delivery_latency_seconds_bucket{%s,le=\"+Inf\"} %llu\n", labels,
+                    cumulative);
+    }
+    fprintf(out, "herald_delivery_latency_seconds_sum{%s} %.9f\n", labels, s->latency_sum);
+    fprintf(out, "herald_delivery_latency_seconds_count{%s} %llu\n", labels,
+                 (unsigned long long)s->latency_count);
+    fprintf(out, "# HELP herald_redis_probe_lag_seconds Last publish-to-receive lag of the probe\n"
+                 "# TYPE herald_redis_probe_lag_seconds gauge\n"
+                 "herald_redis_probe_lag_seconds{%s} %.6f\n",
+            labels, bs.probe_lag_ms < 0 ? 0 : bs.probe_lag_ms / 1000.0);
+    if (fclose(out) != 0) {
+        free(text);
+        return NULL;
+    }
+    *len = size;
+    return text;
 }
 
 static const char *const totalled[] = {

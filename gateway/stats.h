@@ -16,6 +16,14 @@ json_t *stats_worker_json(struct worker *w);
 /* The complete "stats" reply (malloc'd text, caller frees), or NULL. */
 char *stats_reply(struct worker *w, const json_t *id, size_t *len);
 
+/* Records one event's delivery latency (Redis arrival to queued for every
+ * local subscriber) in the histogram. */
+void stats_observe_latency(struct worker *w, double seconds);
+
+/* The Prometheus text exposition of this worker's figures (malloc'd, caller
+ * frees), or NULL. */
+char *stats_metrics_text(struct worker *w, size_t *len);
+
 /* Starts the periodic stats-key refresh and cluster read (needs w->bus). */
 int stats_start(struct worker *w);
 void stats_stop(struct worker *w);

@@ -2,9 +2,11 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <math.h>
 #include <event2/buffer.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 
 #include "bus.h"
 #include "conn.h"
+#include "iplimit.h"
 #include "log.h"
 #include "protocol.h"
 #include "shared_frame.h"
@@ -76,6 +79,7 @@ static void drop_event(struct worker *w, const char *channel, const char *why, s
 
 static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
     struct worker *w = arg;
+    double arrived = worker_now();
     w->stats.events_received++;
     if (len > (size_t)w->cfg->max_message_size) {
         drop_event(w, channel, "too_big", len);
@@ -98,6 +102,7 @@ static void on_message(void *arg, const char *channel, const char *payload, size
     }
     w->stats.events_delivered += subs_publish(w->subs, channel, frame);
     shared_frame_release(frame);
+    stats_observe_latency(w, worker_now() - arrived);
 }
 
 /* The resubscribe after an outage is confirmed: tell clients and admins. */
@@ -166,29 +171,38 @@ static void accept_error_cb(struct evconnlistener *listener, void *arg) {
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
-    struct worker *w = arg;
-    conn_sweep(w, worker_now(), time(NULL));
+    conn_tick(arg, worker_now());
 }
 
+/* One drain step: close the next batch of clients with 1001, so that the
+ * reconnects spread over the first half of the drain window instead of
+ * hitting the other gateways in one burst. */
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct worker *w = arg;
-    conn_sweep(w, worker_now(), time(NULL)); /* frees connections whose close is done or late */
-    if (!w->conns || worker_now() >= w->drain_deadline) event_base_loopbreak(w->base);
+    unsigned closed = 0;
+    for (struct conn *c = w->conns, *next; c && closed < w->drain_batch; c = next) {
+        next = conn_next(c);
+        if (conn_is_open(c)) {
+            conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+            closed++;
+        }
+    }
+    double now = worker_now();
+    conn_tick(w, now); /* frees connections whose close is done or late */
+    if (!w->conns || now >= w->drain_deadline) event_base_loopbreak(w->base);
 }
 
 static void start_drain(struct worker *w) {
     if (w->draining) return;
-    w->draining = true;
+    w->draining = true; /* /readyz answers 503 and new upgrades 503 from now on */
     w->drain_deadline = worker_now() + w->cfg->drain_timeout;
-    log_info("event=drain_start connections=%u timeout=%.1f", w->conn_count, w->cfg->drain_timeout);
-    if (w->plain_listener) evconnlistener_disable(w->plain_listener);
-    if (w->tls_listener) evconnlistener_disable(w->tls_listener);
-    struct conn *c = w->conns, *next;
-    for (; c; c = next) {
-        next = conn_next(c);
-        conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
-    }
+    double steps = floor(w->cfg->drain_timeout / 2 / (DRAIN_CHECK_INTERVAL_US / 1e6));
+    if (steps < 1) steps = 1;
+    w->drain_batch = (unsigned)ceil(w->conn_count / steps);
+    if (w->drain_batch == 0) w->drain_batch = 1;
+    log_info("event=drain_start connections=%u timeout=%.1f batch=%u", w->conn_count,
+             w->cfg->drain_timeout, w->drain_batch);
     w->drain_check = event_new(w->base, -1, EV_PERSIST, drain_check_cb, w);
     struct timeval tv = {0, DRAIN_CHECK_INTERVAL_US};
     if (!w->drain_check || event_add(w->drain_check, &tv) != 0) event_base_loopbreak(w->base);
@@ -199,6 +213,69 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg) {
     struct worker *w = arg;
     log_info("event=signal signal=%d", (int)sig);
     start_drain(w);
+}
+
+/* ---- configuration reload (SIGHUP) ----------------------------------------- */
+
+static int read_secret_file(const char *path, char *out, size_t size, char *err,
+                            size_t err_size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_size, "cannot read --jwt-secret-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(out, 1, size - 1, f);
+    bool too_long = n == size - 1 && fgetc(f) != EOF;
+    fclose(f);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r')) out[--n] = '\0';
+    if (too_long || n == 0) {
+        snprintf(err, err_size, "--jwt-secret-file %s is %s", path, n == 0 ? "empty" : "too long");
+        return -1;
+    }
+    return 0;
+}
+
+int worker_load_config(const struct config *cfg, struct jwt_auth *auth, struct acl_rules **rules,
+                       char *err, size_t err_size) {
+    char secret[4096];
+    const char *use_secret = cfg->jwt_secret;
+    *rules = NULL;
+    if (cfg->jwt_secret_file) {
+        if (read_secret_file(cfg->jwt_secret_file, secret, sizeof secret, err, err_size) != 0)
+            return -1;
+        use_secret = secret;
+    }
+    int rc = jwt_auth_init(auth, cfg->jwt_alg, use_secret, cfg->jwt_key, cfg->jwt_issuer,
+                           cfg->jwt_audience, err, err_size);
+    OPENSSL_cleanse(secret, sizeof secret);
+    if (rc != 0) return -1;
+    if (cfg->acl_file && !(*rules = acl_rules_load(cfg->acl_file, err, err_size))) {
+        jwt_auth_free(auth);
+        return -1;
+    }
+    return 0;
+}
+
+static void reload(struct worker *w) {
+    struct jwt_auth auth;
+    struct acl_rules *rules;
+    char err[512];
+    if (worker_load_config(w->cfg, &auth, &rules, err, sizeof err) != 0) {
+        log_error("event=reload_failed reason=\"%s\"", err);
+        return;
+    }
+    jwt_auth_free(&w->auth);
+    w->auth = auth;
+    acl_rules_free(w->owned_rules);
+    w->owned_rules = rules;
+    w->rules = rules ? rules : acl_default_rules();
+    log_info("event=reloaded");
+}
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg) {
+    (void)sig, (void)what;
+    reload(arg);
 }
 
 static struct evconnlistener *listen_on(struct worker *w, int port) {
@@ -232,12 +309,17 @@ int worker_run(struct worker *w) {
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
     w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
     w->subs = w->bus ? subs_new(w->bus) : NULL;
+    wheel_init(&w->wheel, (uint64_t)floor(w->started));
+    if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
+        reload(w); /* the files may have changed since the supervisor read them */
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sigint = evsignal_new(w->base, SIGINT, signal_cb, w);
+    w->sighup = evsignal_new(w->base, SIGHUP, sighup_cb, w);
     struct timeval one_second = {1, 0};
-    if (!w->subs || !w->tick || !w->sigterm || !w->sigint || event_add(w->tick, &one_second) ||
-        event_add(w->sigterm, NULL) || event_add(w->sigint, NULL) || stats_start(w) != 0)
+    if (!w->subs || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
+        event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
+        event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || stats_start(w) != 0)
         goto out;
     if (w->cfg->port && !(w->plain_listener = listen_on(w, w->cfg->port))) goto out;
     if (w->ssl_ctx && !(w->tls_listener = listen_on(w, w->cfg->tls_port))) goto out;
@@ -260,6 +342,7 @@ out:
     if (w->sigterm) event_free(w->sigterm);
     if (w->sigint) event_free(w->sigint);
     if (w->drain_check) event_free(w->drain_check);
+    if (w->sighup) event_free(w->sighup);
     event_base_free(w->base);
     return status;
 }

@@ -15,11 +15,16 @@
 #include "acl.h"
 #include "config.h"
 #include "jwt_auth.h"
+#include "netaddr.h"
 #include "redis_url.h"
+#include "wheel.h"
 
 struct conn;
 struct subs;
 struct bus;
+struct iplimit;
+
+#define STATS_LATENCY_BUCKETS 14
 
 /* Per-worker counters; reported by stats and written to Redis. */
 struct worker_stats {
@@ -33,7 +38,15 @@ struct worker_stats {
     uint64_t events_dropped;      /* invalid or oversized payloads */
     uint64_t slow_consumer_closes;
     uint64_t auth_failures;
+    uint64_t auth_failures_by_reason[16]; /* indexed by -jwt_auth_result */
     uint64_t handshake_failures;
+    uint64_t rate_limited;        /* client messages refused by the rate limit */
+    uint64_t rate_limit_closes;   /* connections closed 4008 */
+    uint64_t idle_closes;
+    uint64_t write_timeouts;
+    uint64_t latency_buckets[STATS_LATENCY_BUCKETS]; /* delivery latency histogram */
+    uint64_t latency_count;
+    double latency_sum;           /* seconds */
 };
 
 struct worker {
@@ -45,6 +58,11 @@ struct worker {
     SSL_CTX *ssl_ctx;        /* NULL without TLS */
     struct jwt_auth auth;
     const struct acl_rules *rules;
+    struct acl_rules *owned_rules; /* rules loaded from --acl-file (else NULL) */
+    struct iplimit *iplimit;       /* shared with the other workers */
+    struct netaddr_cidr *trusted;  /* --trusted-proxies */
+    size_t trusted_count;
+    struct wheel wheel;            /* connection timers */
     struct redis_url redis;
     struct subs *subs;
     struct bus *bus;
@@ -54,6 +72,8 @@ struct worker {
     struct event *tick;      /* the once-a-second sweep */
     struct event *sigterm, *sigint;
     struct event *drain_check;
+    struct event *sighup;
+    unsigned drain_batch;    /* connections to close per drain step */
     bool draining;
     double drain_deadline;   /* monotonic seconds */
     double started;          /* monotonic seconds at start */
@@ -78,6 +98,12 @@ int worker_run(struct worker *w);
 
 /* Monotonic time in seconds. */
 double worker_now(void);
+
+/* Loads the reloadable settings (JWT secret or key, channel rules) from cfg
+ * and its files into *auth and *rules (NULL rules: the defaults). Returns 0, or
+ * -1 with a reason in err and nothing allocated. */
+int worker_load_config(const struct config *cfg, struct jwt_auth *auth, struct acl_rules **rules,
+                       char *err, size_t err_size);
 
 /* Opens a listening socket (SO_REUSEADDR, SO_REUSEPORT, non-blocking) on
  * host:port; returns the fd or -1 with errno set. */

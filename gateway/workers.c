@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "iplimit.h"
 #include "log.h"
 
 #define RESTART_MIN_LIFETIME 2.0 /* a worker that dies younger than this backs off */
@@ -72,6 +73,11 @@ int workers_supervise(const struct worker *tmpl, int count) {
         struct timespec wait = {0, 200 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &wait);
         double now = worker_now();
+        if (sig == SIGHUP && !stopping) {
+            log_info("event=reload_requested");
+            for (int i = 0; i < count; i++)
+                if (slots[i].pid > 0) kill(slots[i].pid, SIGHUP);
+        }
         if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
             stopping = true;
             deadline = now + tmpl->cfg->drain_timeout + 2.0;
@@ -86,6 +92,7 @@ int workers_supervise(const struct worker *tmpl, int count) {
                 if (slots[i].pid != pid) continue;
                 struct slot *s = &slots[i];
                 s->pid = 0;
+                iplimit_reset_worker(tmpl->iplimit, i); /* its connections are gone */
                 s->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
                 if (stopping) {
                     if (s->exit_status != 0) status = 1;

@@ -1,6 +1,8 @@
 /* test_acl.c -- channel names and the subscribe ACL, as tables. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "acl.h"
 #include "testlib.h"
@@ -114,6 +116,68 @@ static void test_user_id_outside_charset_gets_no_own_channel(void) {
     for (int i = 0; i < got.count; i++) CHECK(strncmp(got.names[i], "user:", 5) != 0);
 }
 
+static char *write_temp(const char *text) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/herald-acl-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_rules_file_replaces_the_defaults(void) {
+    char err[256];
+    char *path = write_temp("{\"rules\":[{\"channel\":\"announcements\",\"access\":\"public\"},"
+                            "{\"namespace\":\"metrics\",\"access\":\"authenticated\"},"
+                            "{\"namespace\":\"user\",\"access\":\"owner\"},"
+                            "{\"namespace\":\"ops\",\"access\":\"admin\"}],"
+                            "\"known\":[\"metrics:cpu\",\"user:\",\"ops:pager\",\"announcements\"]}");
+    struct acl_rules *rules = acl_rules_load(path, err, sizeof err);
+    unlink(path);
+    CHECK(rules != NULL);
+    if (!rules) return;
+    CHECK_INT(acl_may_subscribe(rules, &u1, "metrics:cpu"), ACL_ALLOW);
+    CHECK_INT(acl_may_subscribe(rules, NULL, "metrics:cpu"), ACL_FORBIDDEN);
+    CHECK_INT(acl_may_subscribe(rules, &u1, "apps:created"), ACL_UNKNOWN_CHANNEL);
+    CHECK_INT(acl_may_subscribe(rules, &u1, "ops:pager"), ACL_FORBIDDEN);
+    CHECK_INT(acl_may_subscribe(rules, &admin, "ops:pager"), ACL_ALLOW);
+    CHECK_INT(acl_may_subscribe(rules, &u2, "user:u2"), ACL_ALLOW);
+    struct collected got = {0};
+    CHECK_INT(acl_each_authorized(rules, &u1, collect, &got), 3);
+    CHECK_STR(got.names[0], "metrics:cpu");
+    CHECK_STR(got.names[1], "user:u1");
+    CHECK_STR(got.names[2], "announcements");
+    acl_rules_free(rules);
+}
+
+static void test_bad_rules_files_are_refused_with_a_reason(void) {
+    const char *bad[] = {
+        "not json",
+        "{}",
+        "{\"rules\":[{\"namespace\":\"apps\"}]}",
+        "{\"rules\":[{\"namespace\":\"apps\",\"access\":\"everyone\"}]}",
+        "{\"rules\":[{\"namespace\":\"a b\",\"access\":\"public\"}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"channel\":\"b\",\"access\":\"public\"}]}",
+        "{\"rules\":[],\"known\":[\"bad name\"]}",
+        "{\"rules\":[],\"known\":\"x\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256] = "";
+        char *path = write_temp(bad[i]);
+        struct acl_rules *rules = acl_rules_load(path, err, sizeof err);
+        unlink(path);
+        if (rules) fprintf(stderr, "  accepted: %s\n", bad[i]);
+        CHECK(rules == NULL);
+        CHECK(err[0] != '\0');
+        acl_rules_free(rules);
+    }
+    char err[256] = "";
+    CHECK(acl_rules_load("/nonexistent/acl.json", err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+}
+
 int main(void) {
     RUN(test_acl_table_for_every_kind_of_user);
     RUN(test_channel_name_charset_and_length);
@@ -121,5 +185,7 @@ int main(void) {
     RUN(test_authorized_channels_filtered_by_access);
     RUN(test_callback_error_stops_the_walk);
     RUN(test_user_id_outside_charset_gets_no_own_channel);
+    RUN(test_rules_file_replaces_the_defaults);
+    RUN(test_bad_rules_files_are_refused_with_a_reason);
     return TEST_SUMMARY();
 }

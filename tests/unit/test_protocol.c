@@ -168,6 +168,23 @@ static void test_event_with_invalid_payload_is_refused(void) {
     }
 }
 
+/* Found by fuzz_protocol: jansson 2.14 skips a raw NUL byte that follows a
+ * number, so these payloads parsed and were forwarded with the NUL inside. */
+static void test_event_payload_with_raw_nul_byte_is_refused(void) {
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } bad[] = {{"1\0 ", 3}, {"1\0", 2}, {"{\"a\":1\0}", 8}, {"[12\0,3]", 7}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len = 0;
+        enum proto_error err = PROTO_OK;
+        char *text = proto_build_event("apps:created", bad[i].bytes, bad[i].len, &len, &err);
+        CHECK(text == NULL);
+        CHECK_INT(err, PROTO_ERR_BAD_JSON);
+        free(text);
+    }
+}
+
 static void test_gap_lists_channels(void) {
     const char *names[] = {"apps:created", "user:u1"};
     size_t len;
@@ -200,6 +217,7 @@ int main(void) {
     RUN(test_event_embeds_payload_without_reencoding);
     RUN(test_event_accepts_any_json_value);
     RUN(test_event_with_invalid_payload_is_refused);
+    RUN(test_event_payload_with_raw_nul_byte_is_refused);
     RUN(test_gap_lists_channels);
     RUN(test_every_error_has_a_distinct_code);
     return TEST_SUMMARY();

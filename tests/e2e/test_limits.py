@@ -1,0 +1,394 @@
+"""Limits: subscriptions per connection, inbound rate (token bucket, 4008),
+send-queue cap (4009, bounded memory under 100 MB of events), connections
+per IP (429, X-Forwarded-For only from trusted proxies) and per worker (503).
+
+(--max-message-size / 1009 and the 8 KiB request head / 431 are covered in
+test_frames.py and test_handshake.py.)"""
+
+import json
+import socket
+import time
+
+import pytest
+
+import harness
+from harness import OP_CLOSE, OP_TEXT, RawWS, assert_error, build_frame
+from harness_cluster import tok
+from harness_ops import (SlowWS, help_line, ops, parse_frames, publish_pipelined,  # noqa: F401
+                         scrape, vm_rss_kb, wait_until, ws_upgrade_status)
+
+
+def text(obj):
+    return build_frame(OP_TEXT, json.dumps(obj).encode())
+
+
+def raw_client(port, token=None):
+    c = RawWS(port)
+    c.handshake(headers={"Authorization": "Bearer " + token} if token else None)
+    return c
+
+
+def read_replies(c, ids, timeout=10.0):
+    """Reads until a reply echoing every id in ids has arrived; returns
+    {id: reply}. Other messages (events) are returned in a list too."""
+    want = set(ids)
+    got, others = {}, []
+    deadline = time.monotonic() + timeout
+    while want - set(got):
+        left = deadline - time.monotonic()
+        assert left > 0, "no reply for ids %r within %.0fs; got %r" % (
+            sorted(want - set(got)), timeout, got)
+        m = c.read_json(left)
+        if m.get("id") in want:
+            got[m["id"]] = m
+        else:
+            others.append(m)
+    return got, others
+
+
+def no_frame(c, wait=0.5):
+    """Asserts nothing arrives on RawWS c within wait seconds."""
+    try:
+        op, payload = c.read_message(wait)
+    except socket.timeout:
+        return
+    raise AssertionError("unexpected frame %d %r" % (op, payload[:200]))
+
+
+# ----------------------------------------------------------------- options
+
+@pytest.mark.parametrize("option,default", [
+    ("--max-subscriptions", "256"), ("--rate-limit", "50"), ("--rate-burst", "100"),
+    ("--max-send-queue", "1048576"), ("--max-connections-per-ip", "1000"),
+    ("--max-connections", "100000")])
+def test_help_documents_limit_option_with_default(option, default):
+    ln = help_line(option)
+    assert ln is not None, "%s missing from --help" % option
+    assert "[%s]" % default in ln, "%s: default %s not shown: %r" % (option, default, ln)
+
+
+def test_help_documents_trusted_proxies():
+    assert help_line("--trusted-proxies") is not None
+
+
+# ----------------------------------------------------------------- subscriptions
+
+def test_subscription_over_max_is_refused_and_connection_kept(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--max-subscriptions", 3])
+    c, _ = harness.connect(gw.url, token=tok("u1"))
+    with c:
+        for ch in ("apps:created", "apps:updated", "apps:deleted"):
+            r = c.request({"type": "subscribe", "channel": ch})
+            assert r.get("type") == "subscribed" and r.get("channel") == ch, r
+        r = c.request({"type": "subscribe", "channel": "apps:deployed", "id": "fourth"})
+        assert_error(r, "too_many_subscriptions", "fourth")
+        # the refused channel is not subscribed; the others still deliver
+        redis.publish("apps:deployed", json.dumps({"n": 1}))
+        redis.publish("apps:created", json.dumps({"n": 2}))
+        ev = c.recv_json()
+        assert ev.get("type") == "event" and ev.get("channel") == "apps:created", ev
+        assert ev["data"] == {"n": 2}, ev
+        # re-subscribing an existing channel is still fine
+        r = c.request({"type": "subscribe", "channel": "apps:created"})
+        assert r.get("type") == "subscribed" and r.get("channel") == "apps:created", r
+        # unsubscribing frees a slot
+        r = c.request({"type": "unsubscribe", "channel": "apps:updated"})
+        assert r.get("type") == "unsubscribed", r
+        r = c.request({"type": "subscribe", "channel": "apps:deployed"})
+        assert r.get("type") == "subscribed" and r.get("channel") == "apps:deployed", r
+        redis.publish("apps:deployed", json.dumps({"n": 3}))
+        ev = c.recv_json()
+        assert ev.get("channel") == "apps:deployed" and ev["data"] == {"n": 3}, ev
+        assert_error(c.request({"type": "subscribe", "channel": "apps:status"}),
+                     "too_many_subscriptions")
+        assert c.request({"type": "ping"}).get("type") == "pong"
+
+
+def test_default_max_subscriptions_is_256(ops):
+    gw = ops.gateway(extra=["--rate-limit", 100000, "--rate-burst", 100000])
+    c = raw_client(gw.port, tok("u1"))
+    try:
+        ids = ["s%d" % i for i in range(257)]
+        c.send(b"".join(text({"type": "subscribe", "channel": "apps:c%d" % i, "id": ids[i]})
+                        for i in range(257)))
+        got, _ = read_replies(c, ids, 20)
+        bad = [(i, got[i]) for i in ids[:256] if got[i].get("type") != "subscribed"]
+        assert not bad, "subscriptions within the default limit refused: %r" % bad[:3]
+        assert_error(got["s256"], "too_many_subscriptions", "s256")
+    finally:
+        c.close()
+
+
+# ----------------------------------------------------------------- rate limit
+
+RATE, BURST = 5, 10
+
+
+def test_messages_over_rate_are_refused_not_processed_and_connection_kept(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--rate-limit", RATE, "--rate-burst", BURST])
+    c = raw_client(gw.port)
+    try:
+        # one write: BURST pings, a subscribe, 4 more pings
+        msgs = [{"type": "ping", "id": "p%d" % i} for i in range(BURST)]
+        msgs.append({"type": "subscribe", "channel": "announcements", "id": "sub"})
+        msgs += [{"type": "ping", "id": "q%d" % i} for i in range(4)]
+        c.send(b"".join(text(m) for m in msgs))
+        got, others = read_replies(c, [m["id"] for m in msgs])
+        assert not others, others
+        for i in range(BURST):
+            assert got["p%d" % i].get("type") == "pong", "within the burst: %r" % got["p%d" % i]
+        assert_error(got["sub"], "rate_limited", "sub")
+        limited = [k for k, v in got.items() if v.get("type") == "error"]
+        for k in limited:
+            assert_error(got[k], "rate_limited", k)
+        assert len(limited) >= 4, "only %r refused after a burst of %d" % (limited, BURST)
+        # the refused subscribe was not processed
+        assert redis.publish("announcements", json.dumps({"x": 1})) >= 0
+        no_frame(c, 0.7)
+        # tokens come back at RATE per second; the connection was kept
+        time.sleep(1.5)
+        c.send(text({"type": "subscribe", "channel": "announcements", "id": "again"}))
+        r, _ = read_replies(c, ["again"])
+        assert r["again"].get("type") == "subscribed", r
+        redis.publish("announcements", json.dumps({"x": 2}))
+        ev = c.read_json()
+        assert ev.get("type") == "event" and ev["data"] == {"x": 2}, ev
+    finally:
+        c.close()
+
+
+def test_more_than_burst_refusals_close_4008_and_are_counted(ops):
+    gw = ops.gateway(extra=["--rate-limit", RATE, "--rate-burst", BURST])
+    m0 = scrape(gw.port)
+    c = raw_client(gw.port)
+    try:
+        n = BURST + 3 * BURST
+        c.send(b"".join(text({"type": "ping", "id": "p%d" % i}) for i in range(n)))
+        code, reason, frames = c.read_until_close(10)
+        assert code == 4008, "close %r %r after %d pipelined pings with burst %d; frames %r" % (
+            code, reason, n, BURST, frames[-3:])
+        replies = [json.loads(p) for op, p in frames if op == OP_TEXT]
+        pongs = [r for r in replies if r.get("type") == "pong"]
+        errors = [r for r in replies if r.get("type") == "error"]
+        assert [r.get("id") for r in pongs[:BURST]] == ["p%d" % i for i in range(BURST)], pongs
+        assert len(errors) >= BURST, "closed after only %d refusals (burst %d)" % (
+            len(errors), BURST)
+        for e in errors:
+            assert_error(e, "rate_limited", e.get("id"))
+            assert e.get("id"), e
+        assert c.tcp_closed(5), "TCP still open after close 4008"
+    finally:
+        c.close()
+    m1 = scrape(gw.port)
+    assert m1.total("herald_rate_limit_closes_total") - \
+        m0.total("herald_rate_limit_closes_total") == 1
+    assert m1.total("herald_rate_limited_total") - m0.total("herald_rate_limited_total") \
+        >= len(errors)
+
+
+def test_default_burst_allows_100_pipelined_messages(ops):
+    gw = ops.gateway()
+    c = raw_client(gw.port)
+    try:
+        n = 110
+        c.send(b"".join(text({"type": "ping", "id": "p%d" % i}) for i in range(n)))
+        got, _ = read_replies(c, ["p%d" % i for i in range(n)])
+        pongs = [i for i in range(n) if got["p%d" % i].get("type") == "pong"]
+        assert pongs[:100] == list(range(100)), "refused within the default burst of 100"
+        assert len(pongs) <= 105, "%d of 110 pipelined pings answered with burst 100" % len(pongs)
+        for i in range(n):
+            if i not in pongs:
+                assert_error(got["p%d" % i], "rate_limited", "p%d" % i)
+        c.send(text({"type": "ping", "id": "last"}))  # 10 refusals: not closed
+        r, _ = read_replies(c, ["last"])
+    finally:
+        c.close()
+
+
+# ----------------------------------------------------------------- send queue
+
+EVENT_PAD = 10000
+
+
+def payload(seq):
+    return json.dumps({"seq": seq, "pad": "e" * EVENT_PAD})
+
+
+def test_consumer_over_send_queue_gets_4009_behind_its_backlog(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--max-send-queue", 1048576])
+    slow = SlowWS(gw.port, rcvbuf=16384)
+    try:
+        slow.handshake()
+        slow.send(text({"type": "subscribe", "channel": "announcements"}))
+        assert slow.read_json().get("type") == "subscribed"
+        seq = 0
+        while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
+            assert seq < 3000, "30 MB published to a client that does not read and no " \
+                "slow-consumer close (--max-send-queue 1 MiB)"
+            publish_pipelined(redis.port, "announcements", [payload(seq + i) for i in range(20)])
+            seq += 20
+        # start reading at once: the backlog, then the close frame 4009
+        data, closed = slow.drain_all(timeout=15)
+        frames, rest = parse_frames(data)
+        assert frames, "nothing received"
+        ops_seen = [op for op, _ in frames]
+        assert OP_CLOSE in ops_seen, "no close frame after %d frames (TCP closed: %s, %d " \
+            "bytes left over)" % (len(frames), closed, len(rest))
+        ci = ops_seen.index(OP_CLOSE)
+        code = int.from_bytes(frames[ci][1][:2], "big")
+        assert code == 4009, "close code %d %r" % (code, frames[ci][1][2:])
+        seqs = [json.loads(p)["data"]["seq"] for op, p in frames[:ci]]
+        assert seqs == list(range(len(seqs))), "backlog before the close is not every event " \
+            "in order (first gap at %r)" % next((i for i, s in enumerate(seqs) if s != i), None)
+        assert ci == len(frames) - 1 and not rest, "frames after the close frame"
+        assert closed, "TCP not closed after the 4009 close frame"
+    finally:
+        slow.close()
+    wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 5,
+               what="herald_connections back to 0")
+
+
+def test_never_reading_client_is_closed_while_100mb_flow_and_memory_stays_bounded(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis)  # default --max-send-queue (1 MiB)
+    [worker] = gw.workers
+    normal = raw_client(gw.port, tok("admin"))
+    slow = SlowWS(gw.port, rcvbuf=16384)
+    try:
+        slow.handshake()
+        for c in (normal, slow):
+            c.send(text({"type": "subscribe", "channel": "announcements", "id": "sub"}))
+            r, _ = read_replies(c, ["sub"])
+            assert r["sub"].get("type") == "subscribed", r
+        rss0 = rss_max = vm_rss_kb(worker)
+        total, batch = 10000, 50
+        t0 = time.monotonic()
+        for start in range(0, total, batch):
+            # pace by the normal client, so only the never-reading one falls behind
+            counts = publish_pipelined(redis.port, "announcements",
+                                       [payload(start + i) for i in range(batch)])
+            assert counts == [1] * batch, counts[:3]
+            for i in range(batch):
+                ev = normal.read_json(15)
+                assert ev.get("type") == "event", ev
+                assert ev["data"]["seq"] == start + i, "normal client: event %d where %d " \
+                    "expected" % (ev["data"]["seq"], start + i)
+            rss_max = max(rss_max, vm_rss_kb(worker))
+        elapsed = time.monotonic() - t0
+        grow_mb = (rss_max - rss0) / 1024.0
+        assert grow_mb < 64, "worker VmRSS grew by %.1f MB (%d -> %d kB) during %d MB of " \
+            "events" % (grow_mb, rss0, rss_max, total * EVENT_PAD >> 20)
+
+        def stats():
+            normal.send(text({"type": "stats", "id": "st"}))
+            r, _ = read_replies(normal, ["st"])
+            return r["st"]["worker"]
+        st = wait_until(lambda: (lambda s: s if s["connections"] == 1 else None)(stats()), 6,
+                        interval=0.2, what="the never-reading client gone (connections 1)")
+        assert st["slowConsumerCloses"] >= 1, st
+        m = scrape(gw.port)
+        assert m.total("herald_slow_consumer_closes_total") >= 1
+        data, closed = slow.drain_all(timeout=10)
+        assert closed, "never-reading client: TCP still open"
+        # the gateway keeps serving
+        c, _ = harness.connect(gw.url)
+        with c:
+            assert c.request({"type": "subscribe", "channel": "announcements"})["type"] == \
+                "subscribed"
+            redis.publish("announcements", json.dumps({"after": True}))
+            ev = c.recv_json()
+            assert ev.get("type") == "event" and ev["data"] == {"after": True}, ev
+        print("100 MB run: %.1fs, worker RSS %d -> max %d kB" % (elapsed, rss0, rss_max))
+    finally:
+        normal.close()
+        slow.close()
+
+
+# ----------------------------------------------------------------- connections
+
+def _attempt(port, xff=None):
+    status, c = ws_upgrade_status(port, headers={"X-Forwarded-For": xff} if xff else None)
+    if status != 101:
+        c.close()
+        return status, None
+    return status, c
+
+
+def test_max_connections_per_ip_is_counted_across_workers_and_xff_ignored(ops):
+    gw = ops.gateway(workers=2, extra=["--max-connections-per-ip", 3])
+    held = []
+    try:
+        for xff in ("10.0.0.1", "10.0.0.2", None):
+            status, c = _attempt(gw.port, xff)
+            assert status == 101, "connection %d of 3 refused: %d" % (len(held) + 1, status)
+            held.append(c)
+        # new TCP connections land on either worker: each must see all 3
+        statuses = [_attempt(gw.port, xff)[0] for xff in (None, "10.9.8.5") * 5]
+        assert statuses == [429] * 10, "4th connection from 127.0.0.1 (untrusted " \
+            "X-Forwarded-For ignored): %r" % statuses
+        held.pop(0).close()
+        deadline = time.monotonic() + 5
+        while True:
+            status, c = _attempt(gw.port)
+            if status == 101:
+                held.append(c)
+                break
+            assert status == 429, status
+            assert time.monotonic() < deadline, "slot not freed 5 s after a close"
+            time.sleep(0.1)
+        statuses = [_attempt(gw.port)[0] for _ in range(6)]
+        assert statuses == [429] * 6, statuses
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_trusted_proxy_forwarded_address_is_the_client_address(ops):
+    gw = ops.gateway(workers=2, extra=["--max-connections-per-ip", 3, "--trusted-proxies",
+                                       "127.0.0.1,10.255.0.0/16"])
+    held = []
+    try:
+        for xff in ["10.9.8.7"] * 3 + ["10.9.8.6"] * 3:
+            status, c = _attempt(gw.port, xff)
+            assert status == 101, "connection with X-Forwarded-For %s refused: %d" % (xff, status)
+            held.append(c)
+        for xff in ("10.9.8.7", "1.2.3.4, 10.9.8.6", "10.9.8.7, 127.0.0.1",
+                    "10.9.8.7, 10.255.1.1", "10.9.8.6,10.9.8.7"):
+            status, c = _attempt(gw.port, xff)
+            assert status == 429, "X-Forwarded-For %r: %d (client 10.9.8.x is at its limit)" % (
+                xff, status)
+        for xff in ("10.9.8.7, 10.1.1.1", None):
+            status, c = _attempt(gw.port, xff)
+            assert status == 101, "X-Forwarded-For %r: %d (a fresh client address)" % (xff, status)
+            held.append(c)
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_max_connections_per_worker_refuses_with_503(ops):
+    gw = ops.gateway(extra=["--max-connections", 2])
+    held = []
+    try:
+        for _ in range(2):
+            status, c = _attempt(gw.port)
+            assert status == 101, status
+            held.append(c)
+        assert [_attempt(gw.port)[0] for _ in range(3)] == [503] * 3
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            status, c = _attempt(gw.port)
+            if status == 101:
+                held.append(c)
+                break
+            assert status == 503, status
+            assert time.monotonic() < deadline, "slot not freed 5 s after a close"
+            time.sleep(0.1)
+        assert _attempt(gw.port)[0] == 503
+    finally:
+        for c in held:
+            c.close()
