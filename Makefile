@@ -40,7 +40,7 @@ BINS        := $(BUILD)/herald-gateway $(BUILD)/herald-token $(BUILD)/herald-pub
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .SECONDARY:
-.PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench clean format
+.PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench test-browser clean format
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -53,7 +53,17 @@ $(COMMON_LIB): $(call obj,$(COMMON_SRC))
 $(PUB_LIB): $(call obj,$(PUBLIB_SRC))
 	$(AR) rcs $@ $^
 
-$(BUILD)/herald-gateway: $(call obj,$(GATEWAY_SRC)) $(COMMON_LIB)
+# The browser files are compiled into the gateway (web/embed.py).
+WEB_FILES := web/index.html web/herald.js web/herald.d.ts
+$(BUILD)/gen/web_assets.c: $(WEB_FILES) web/embed.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) web/embed.py $@ $(WEB_FILES)
+
+$(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/herald-gateway: $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/web_assets.o $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 $(BUILD)/herald-token: $(call obj,broker/herald_token.c) $(COMMON_LIB)
@@ -113,6 +123,18 @@ fuzz: deps $(FUZZ_BINS)
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=10
+
+# The load generator and the benchmark scenarios (not part of make test).
+$(BUILD)/herald-load: $(call obj,tests/bench/herald_load.c) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+bench: deps all $(BUILD)/herald-load
+	sh tests/bench/run.sh $(abspath $(BUILD))
+
+# Browser tests: node's test runner for herald.js, Playwright (playwright-core
+# from npm) driving Debian's Chromium for the dashboard.
+test-browser: deps all
+	sh tests/browser/run.sh $(abspath $(BUILD))
 
 clean:
 	rm -rf build

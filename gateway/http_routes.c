@@ -1,4 +1,4 @@
-/* http_routes.c -- health and metrics endpoints. */
+/* http_routes.c -- health and metrics endpoints, and the embedded browser files. */
 #include "http_routes.h"
 
 #include <stdlib.h>
@@ -6,6 +6,7 @@
 
 #include "bus.h"
 #include "stats.h"
+#include "web_assets.h"
 #include "worker.h"
 
 static bool path_is(const struct http_request *req, const char *path) {
@@ -33,6 +34,15 @@ int http_routes_serve(struct worker *w, const struct http_request *req, struct h
             respond(resp, 503, "text/plain; charset=utf-8", "redis unavailable\n");
         else
             respond(resp, 200, "text/plain; charset=utf-8", "ready\n");
+        return 0;
+    }
+    const struct web_asset *asset = web_asset_find(req->path.ptr, req->path.len);
+    if (asset) {
+        resp->body = (const char *)asset->data;
+        resp->body_len = asset->len;
+        int n = http_build_head(resp->head, sizeof resp->head, 200, asset->content_type,
+                                asset->len);
+        resp->head_len = n > 0 ? (size_t)n : 0;
         return 0;
     }
     if (path_is(req, "/metrics")) {

@@ -1,5 +1,6 @@
 /* http_routes.h -- the plain HTTP endpoints served on the gateway's ports
- * besides the WebSocket upgrade: /healthz, /readyz, /metrics. */
+ * besides the WebSocket upgrade: /healthz, /readyz, /metrics, and the
+ * embedded dashboard (/), /herald.js and /herald.d.ts. */
 #ifndef HERALD_HTTP_ROUTES_H
 #define HERALD_HTTP_ROUTES_H
 

@@ -1,0 +1,1 @@
+// herald.js: the browser client library (placeholder until written)
