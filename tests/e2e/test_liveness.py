@@ -6,7 +6,6 @@ couple of seconds of slack; nothing waits without a deadline."""
 
 import concurrent.futures
 import json
-import os
 import select
 import socket
 import ssl
