@@ -84,6 +84,10 @@ $(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c) $(CO
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c gateway/wheel.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
 # Installs the Debian packages the build and the tests need, when any is missing.
 deps:
 	@sh deploy/install-deps.sh

@@ -48,9 +48,10 @@ void log_write(enum log_level level, const char *fmt, ...) {
                      (int)getpid());
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    size_t room = sizeof line - (size_t)n - 1; /* one byte kept for the newline */
+    int m = vsnprintf(line + n, room, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : ((size_t)m < sizeof line - (size_t)n - 1 ? (size_t)m : sizeof line - (size_t)n - 2));
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m < room ? (size_t)m : room - 1);
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;

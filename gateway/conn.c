@@ -251,13 +251,18 @@ void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id
 }
 
 void conn_send_gap(struct conn *c) {
-    const char *names[512];
-    size_t count = 0;
     if (c->state != CONN_OPEN || !c->subs) return;
-    for (struct sub *s = c->subs; s && count < sizeof names / sizeof names[0]; s = s->conn_next)
+    const char **names = malloc(c->sub_count * sizeof *names);
+    if (!names) {
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return;
+    }
+    size_t count = 0;
+    for (struct sub *s = c->subs; s && count < c->sub_count; s = s->conn_next)
         names[count++] = s->channel->name;
     size_t len;
     char *text = proto_build_gap(names, count, &len);
+    free(names);
     send_built(c, text, len);
 }
 
