@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make run`: a local Redis and one gateway in the foreground, with a dev admin
 # token printed. Ctrl-C stops everything this script started (by PID).
-#   HERALD_PORT (8888)  HERALD_REDIS_PORT (6390)  PUBLISHERS=1 to add live traffic
+#   HERALD_PORT (8888)  HERALD_REDIS_PORT (6390)  PUBLISHERS=0 for no live demo traffic
 set -eu
 BUILD=${1:-build}
 PORT=${HERALD_PORT:-8888}
@@ -38,7 +38,7 @@ REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
 TOKEN=$("$BUILD/herald-token" --user dev-admin --email admin@example.com --role admin --ttl 86400)
 
-if [ "${PUBLISHERS:-0}" = 1 ]; then
+if [ "${PUBLISHERS:-1}" = 1 ]; then
     "$BUILD/herald-publisher" --redis "$REDIS_URL" --kind all --rate 2 > "$RUN_DIR/publisher.log" 2>&1 &
     pids="$pids $!"
 fi
@@ -46,6 +46,9 @@ fi
 cat <<MSG
 
   Herald is starting on port $PORT (Redis on $REDIS_PORT).
+
+  Dashboard (open in a browser; live demo traffic from the publishers):
+    http://127.0.0.1:$PORT/?token=$TOKEN
 
   WebSocket URL (admin dev token, valid 24 h):
     ws://127.0.0.1:$PORT/ws?token=$TOKEN

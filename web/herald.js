@@ -1,1 +1,680 @@
-// herald.js: the browser client library (placeholder until written)
+/**
+ * herald.js: the browser client for a Herald gateway (an ES module, no dependencies).
+ *
+ *   import { Herald } from '/herald.js';
+ *   const herald = new Herald('wss://rt.example.com/ws', { getToken: () => fetchToken() });
+ *   herald.onStateChange((state) => console.log(state));
+ *   const off = herald.subscribe('apps:created', (data) => console.log(data));
+ *   herald.connect();
+ *
+ * What it takes care of: reconnection with full-jitter exponential backoff
+ * (paused while the browser is offline or the tab hidden), a fresh token
+ * before every (re)connect, a heartbeat that notices dead connections,
+ * subscriptions restored after every reconnect, replies matched to requests by
+ * `id`, and messages buffered while disconnected.
+ *
+ * Wire protocol: see the gateway's README ("Protocol").
+ *
+ * @module herald
+ */
+
+/** Keys dropped from every parsed message, at any depth. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Close code of a refused or expired token. */
+const CLOSE_UNAUTHORIZED = 4001;
+
+/** Close code this client uses when the heartbeat finds the connection dead. */
+const CLOSE_HEARTBEAT_TIMEOUT = 4000;
+
+const DEFAULTS = Object.freeze({
+  baseDelay: 1000,
+  maxDelay: 30000,
+  maxAttempts: Infinity,
+  pingInterval: 25000,
+  pongTimeout: 5000,
+  requestTimeout: 10000,
+  maxBufferSize: 100,
+  debug: false,
+});
+
+/**
+ * The delay before reconnect attempt `attempt` (0 for the first):
+ * full jitter, `random(0, min(maxDelay, baseDelay * 2^attempt))`.
+ *
+ * @param {number} attempt zero-based attempt number
+ * @param {number} [baseDelay=1000] milliseconds
+ * @param {number} [maxDelay=30000] milliseconds
+ * @param {() => number} [random=Math.random] a number in [0, 1)
+ * @returns {number} whole milliseconds, 0 <= delay < cap (or 0 when the cap is 0)
+ */
+export function backoffDelay(attempt, baseDelay = DEFAULTS.baseDelay, maxDelay = DEFAULTS.maxDelay,
+                             random = Math.random) {
+  const cap = Math.min(maxDelay, baseDelay * 2 ** attempt);
+  return Math.floor(random() * cap);
+}
+
+/**
+ * Parses one message from the gateway. Keys named `__proto__`, `constructor`
+ * or `prototype` are dropped at every depth, so a payload can never reach an
+ * object's prototype through code that copies or merges it.
+ *
+ * @param {string} text
+ * @returns {unknown} the parsed value, or undefined when the text is not JSON
+ */
+export function parseMessage(text) {
+  try {
+    return JSON.parse(text, (key, value) => (FORBIDDEN_KEYS.has(key) ? undefined : value));
+  } catch {
+    return undefined;
+  }
+}
+
+/** An `error` reply from the gateway, or a request that could not complete. */
+export class HeraldError extends Error {
+  /**
+   * @param {string} code machine-readable: a gateway error code, or `timeout`,
+   *   `not_connected`, `disconnected`, `connection_lost`, `buffer_overflow`, `failed`
+   * @param {string} message
+   * @param {object} [reply] the gateway's error message, when there is one
+   */
+  constructor(code, message, reply) {
+    super(message);
+    this.name = 'HeraldError';
+    this.code = code;
+    this.reply = reply;
+  }
+}
+
+/**
+ * A client for one Herald gateway URL.
+ *
+ * States: `disconnected` (initial, and after disconnect()), `connecting`,
+ * `connected`, `reconnecting`, `failed` (refused token, or maxAttempts used up).
+ *
+ * Events (see on()): `stateChange {state, previous, reason}`,
+ * `connected {reconnected, connectionId, user, authorizedChannels}`,
+ * `disconnected {code, reason, intentional}`, `reconnectAttempt {attempt, delay}`,
+ * `reconnectFailed {attempts}`, `event` (each event message), `gap {channels}`,
+ * `error` (error replies that no request is waiting for, and failed
+ * resubscriptions), `message` (every parsed message).
+ */
+export class Herald {
+  /**
+   * @param {string} url the gateway's WebSocket URL, e.g. `wss://host/ws`
+   * @param {import('./herald').HeraldOptions} [options]
+   */
+  constructor(url, options = {}) {
+    this.url = url;
+    this.options = { ...DEFAULTS, ...options };
+    const env = globalThis;
+    this._WebSocket = options.WebSocket || env.WebSocket;
+    this._window = options.window !== undefined ? options.window : env.window;
+    this._document = options.document !== undefined ? options.document : env.document;
+    this._navigator = options.navigator !== undefined ? options.navigator : env.navigator;
+    this._random = options.random || Math.random;
+
+    this._state = 'disconnected';
+    this._failureReason = null;
+    this._ws = null;
+    this._generation = 0;        // bumped by disconnect(): stale async work checks it
+    this._everConnected = false;
+    this._attempt = 0;           // reconnect attempts since the last successful connect
+    this._reconnectTimer = null;
+    this._paused = false;        // a reconnect waits for online/visible
+    this._token = null;          // the token the current socket was opened with
+    this._authRetried = false;   // 4001 already answered with a fresh token once
+    this._lastError = null;      // last `error` message on this socket (4001 reason)
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._nextId = 1;
+    /** @type {Map<string, {resolve: Function, reject: Function, timer: any, survivesClose: boolean}>} */
+    this._pending = new Map();
+    /** @type {Array<{message: object, request: object | null}>} */
+    this._buffer = [];
+    /** @type {Map<string, {handlers: Set<Function>, ready: Promise<object>, resolve: Function | null, reject: Function | null}>} */
+    this._subs = new Map();
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    this._session = null;        // the last `connected` message
+
+    this._onOnline = () => this._resume('online');
+    this._onOffline = () => this._pause('offline');
+    this._onVisibility = () => {
+      if (this._isHidden()) this._pause('hidden');
+      else this._resume('visible');
+    };
+    if (typeof options.onStateChange === 'function') this.on('stateChange', options.onStateChange);
+  }
+
+  /** @returns {'connecting'|'connected'|'reconnecting'|'disconnected'|'failed'} */
+  get state() { return this._state; }
+
+  /** Why the state is `failed` (the gateway's reason for a refused token), else null. */
+  get failureReason() { return this._failureReason; }
+
+  /** The `connectionId` of the current connection, or null. */
+  get connectionId() { return this._session ? this._session.connectionId : null; }
+
+  /** The user of the current connection (`null` when anonymous or not connected). */
+  get user() { return this._session ? this._session.user : null; }
+
+  /** Channels this user may subscribe to, from the last `connected` message. */
+  get authorizedChannels() { return this._session ? [...this._session.authorizedChannels] : []; }
+
+  /** Channels currently tracked (restored after every reconnect). */
+  get channels() { return [...this._subs.keys()]; }
+
+  /**
+   * Opens the connection. Idempotent: does nothing while connecting,
+   * connected or reconnecting. After `failed` or disconnect() it starts over.
+   * @returns {this}
+   */
+  connect() {
+    if (this._state === 'connecting' || this._state === 'connected' || this._state === 'reconnecting')
+      return this;
+    this._failureReason = null;
+    this._attempt = 0;
+    this._authRetried = false;
+    this._everConnected = false;
+    this._listen(true);
+    this._setState('connecting');
+    this._open();
+    return this;
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Buffered messages are
+   * dropped and waiting requests rejected (`disconnected`). Subscriptions stay
+   * registered: a later connect() restores them.
+   * @returns {this}
+   */
+  disconnect() {
+    this._generation++;
+    this._clearReconnect();
+    this._listen(false);
+    for (const item of this._buffer.splice(0)) {
+      if (item.request) item.request.reject(new HeraldError('disconnected', 'disconnect() called'));
+    }
+    const ws = this._ws;
+    this._dropSocket();
+    this._rejectPending('disconnected', 'disconnect() called');
+    if (ws) {
+      try { ws.close(1000, 'client disconnect'); } catch { /* already closing */ }
+    }
+    if (this._state !== 'disconnected') {
+      const wasUp = this._state !== 'failed';
+      this._setState('disconnected');
+      if (wasUp) this._emit('disconnected', { code: 1000, reason: 'client disconnect', intentional: true });
+    }
+    return this;
+  }
+
+  /**
+   * Subscribes `handler` to a channel. The returned function unsubscribes this
+   * handler; it is also a promise (then/catch/finally, and `.ready`) that
+   * resolves with the gateway's `subscribed` reply, or rejects with a
+   * HeraldError when the gateway answers `error` (then the handler is
+   * removed). Several handlers may share a channel; the gateway is told to
+   * unsubscribe when the last one goes. The subscription is restored after
+   * every reconnect; a call made while disconnected takes effect on connect.
+   *
+   * @param {string} channel
+   * @param {(data: unknown, message: object) => void} handler
+   * @returns {import('./herald').Subscription}
+   */
+  subscribe(channel, handler) {
+    if (typeof channel !== 'string' || channel === '') throw new TypeError('channel must be a non-empty string');
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    let entry = this._subs.get(channel);
+    if (!entry) {
+      entry = { handlers: new Set(), ready: null, resolve: null, reject: null };
+      entry.ready = new Promise((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
+      entry.ready.catch(() => {}); // the caller may ignore it; failures also go to the `error` event
+      this._subs.set(channel, entry);
+      if (this._state === 'connected') this._sendSubscribe(channel, entry);
+    }
+    entry.handlers.add(handler);
+    this._log('subscribe', channel);
+
+    const ready = entry.ready;
+    const unsubscribe = () => this._removeHandler(channel, entry, handler);
+    unsubscribe.channel = channel;
+    unsubscribe.ready = ready;
+    unsubscribe.then = (onFulfilled, onRejected) => ready.then(onFulfilled, onRejected);
+    unsubscribe.catch = (onRejected) => ready.catch(onRejected);
+    unsubscribe.finally = (onFinally) => ready.finally(onFinally);
+    return unsubscribe;
+  }
+
+  /**
+   * The channels this user may subscribe to.
+   * @param {{buffer?: boolean}} [options] buffer: false rejects at once when not connected
+   * @returns {Promise<string[]>}
+   */
+  listChannels(options = {}) {
+    return this.request({ type: 'list_channels' }, options).then((reply) => reply.channels);
+  }
+
+  /**
+   * The gateway's stats reply `{worker, cluster}` (admins only; others get a
+   * HeraldError with code `forbidden`).
+   * @param {{buffer?: boolean}} [options]
+   * @returns {Promise<object>}
+   */
+  stats(options = {}) {
+    return this.request({ type: 'stats' }, options);
+  }
+
+  /**
+   * Sends a message with a fresh `id` and resolves with the reply that echoes
+   * it; rejects with a HeraldError on an `error` reply, after
+   * `requestTimeout` ms without a reply, when the connection drops before the
+   * reply, or (with `buffer: false`) at once when not connected.
+   *
+   * @param {object} message
+   * @param {{buffer?: boolean, timeout?: number}} [options]
+   * @returns {Promise<object>}
+   */
+  request(message, options = {}) {
+    const id = String(this._nextId++);
+    return new Promise((resolve, reject) => {
+      const request = { id, resolve, reject, timer: null, survivesClose: false,
+                        timeout: options.timeout ?? this.options.requestTimeout };
+      const outgoing = { ...message, id };
+      if (!this._enqueue(outgoing, request, options.buffer !== false)) {
+        reject(new HeraldError('not_connected', 'not connected and buffering is off for this call'));
+      }
+    });
+  }
+
+  /**
+   * Sends a raw message. While not connected it is buffered (up to
+   * `maxBufferSize`, oldest dropped first) and sent on connect, unless
+   * `{buffer: false}`.
+   * @param {object} message
+   * @param {{buffer?: boolean}} [options]
+   * @returns {boolean} true when sent or buffered
+   */
+  send(message, options = {}) {
+    return this._enqueue(message, null, options.buffer !== false);
+  }
+
+  /**
+   * Adds an event listener; returns a function that removes it.
+   * @param {string} event
+   * @param {(payload: any) => void} listener
+   * @returns {() => void}
+   */
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return () => this.off(event, listener);
+  }
+
+  /** Removes a listener added with on(). */
+  off(event, listener) {
+    const set = this._listeners.get(event);
+    if (set) set.delete(listener);
+  }
+
+  /**
+   * Calls `listener(state, previous, reason)` on every state change.
+   * @returns {() => void} removes the listener
+   */
+  onStateChange(listener) {
+    return this.on('stateChange', ({ state, previous, reason }) => listener(state, previous, reason));
+  }
+
+  // ---- connection lifecycle -------------------------------------------------
+
+  async _open(prefetchedToken) {
+    const generation = this._generation;
+    let token;
+    try {
+      token = prefetchedToken !== undefined ? prefetchedToken : await this._fetchToken();
+    } catch (err) {
+      if (generation !== this._generation) return;
+      this._log('getToken failed:', err && err.message);
+      this._scheduleReconnect();
+      return;
+    }
+    if (generation !== this._generation) return; // disconnect() meanwhile
+    this._token = token || null;
+    this._lastError = null;
+    this._log('opening', this.url, `(attempt ${this._attempt})`);
+    let ws;
+    try {
+      ws = this._token ? new this._WebSocket(this.url, [`token-${this._token}`]) : new this._WebSocket(this.url);
+    } catch (err) {
+      this._log('WebSocket constructor failed:', err && err.message);
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    ws.onmessage = (ev) => { if (this._ws === ws) this._onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this._ws === ws) this._onClose(ev.code, ev.reason); };
+    ws.onerror = () => this._log('socket error');
+  }
+
+  /** The token for the next connection: getToken() when given, else the token option. */
+  async _fetchToken() {
+    if (typeof this.options.getToken === 'function') return this.options.getToken();
+    return this.options.token;
+  }
+
+  _onMessage(raw) {
+    if (typeof raw !== 'string') return;
+    const msg = parseMessage(raw);
+    if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return; // e.g. the text heartbeat "3"
+    this._emit('message', msg);
+    const pending = msg.id !== undefined && msg.id !== null ? this._pending.get(String(msg.id)) : undefined;
+    switch (msg.type) {
+      case 'connected':
+        this._onConnected(msg);
+        return;
+      case 'event': {
+        const entry = this._subs.get(msg.channel);
+        if (entry) {
+          for (const handler of [...entry.handlers]) {
+            try { handler(msg.data, msg); } catch (err) { this._log('handler threw:', err); }
+          }
+        }
+        this._emit('event', msg);
+        return;
+      }
+      case 'pong':
+        clearTimeout(this._pongTimer);
+        this._pongTimer = null;
+        break;
+      case 'gap':
+        this._emit('gap', { channels: msg.channels || [] });
+        return;
+      case 'error':
+        this._lastError = msg;
+        if (pending) {
+          this._settle(msg.id, null, new HeraldError(msg.code, msg.message, msg));
+        } else {
+          this._log('error', msg.code, msg.message);
+          this._emit('error', msg);
+        }
+        return;
+      default:
+        break;
+    }
+    if (pending) this._settle(msg.id, msg, null);
+  }
+
+  _onConnected(msg) {
+    const reconnected = this._everConnected;
+    this._everConnected = true;
+    this._attempt = 0;
+    this._authRetried = false;
+    this._session = {
+      connectionId: msg.connectionId,
+      user: msg.user || null,
+      authorizedChannels: Array.isArray(msg.authorizedChannels) ? msg.authorizedChannels : [],
+    };
+    this._log('connected', msg.connectionId, reconnected ? '(reconnected)' : '');
+    this._setState('connected');
+    for (const [channel, entry] of this._subs) this._sendSubscribe(channel, entry);
+    for (const item of this._buffer.splice(0)) this._transmit(item.message, item.request);
+    this._startHeartbeat();
+    this._emit('connected', { reconnected, ...this._session });
+  }
+
+  _onClose(code, reason) {
+    const wasConnected = this._state === 'connected';
+    this._dropSocket();
+    this._rejectPending('connection_lost', 'the connection closed before the reply');
+    this._log('closed', code, reason || '');
+    if (wasConnected) this._emit('disconnected', { code, reason, intentional: false });
+    if (code === CLOSE_UNAUTHORIZED) {
+      this._onUnauthorized(reason);
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  /**
+   * Close 4001: retry once at once when getToken() yields a different token,
+   * else fail with the gateway's reason. Never a retry loop.
+   */
+  async _onUnauthorized(closeReason) {
+    const reason = (this._lastError && this._lastError.message) || closeReason || 'unauthorized';
+    const generation = this._generation;
+    if (typeof this.options.getToken === 'function' && !this._authRetried) {
+      this._setState('reconnecting', reason);
+      let fresh;
+      try { fresh = await this.options.getToken(); } catch { fresh = undefined; }
+      if (generation !== this._generation) return;
+      if (fresh && fresh !== this._token) {
+        this._authRetried = true;
+        this._log('token refused; retrying with a new token');
+        this._open(fresh);
+        return;
+      }
+    }
+    this._fail(reason);
+  }
+
+  _fail(reason) {
+    this._clearReconnect();
+    this._listen(false);
+    this._failureReason = reason;
+    for (const item of this._buffer.splice(0)) {
+      if (item.request) item.request.reject(new HeraldError('failed', reason));
+    }
+    this._log('failed:', reason);
+    this._setState('failed', reason);
+  }
+
+  _scheduleReconnect() {
+    this._clearReconnect();
+    if (this._attempt >= this.options.maxAttempts) {
+      const attempts = this._attempt;
+      this._fail(`gave up after ${attempts} reconnect attempts`);
+      this._emit('reconnectFailed', { attempts });
+      return;
+    }
+    this._setState('reconnecting');
+    if (this._isOffline() || this._isHidden()) {
+      this._paused = true;
+      this._log('reconnect paused:', this._isOffline() ? 'offline' : 'hidden');
+      return;
+    }
+    const delay = backoffDelay(this._attempt, this.options.baseDelay, this.options.maxDelay, this._random);
+    this._startAttempt(delay);
+  }
+
+  _startAttempt(delay) {
+    this._paused = false;
+    this._attempt++;
+    const attempt = this._attempt;
+    this._log(`reconnect attempt ${attempt} in ${delay} ms`);
+    this._emit('reconnectAttempt', { attempt, delay });
+    const generation = this._generation;
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      if (generation === this._generation) this._open();
+    }, delay);
+  }
+
+  /** Offline or hidden: a waiting reconnect stops until online and visible again. */
+  _pause(why) {
+    if (this._state !== 'reconnecting' || !this._reconnectTimer) return;
+    this._clearReconnect();
+    this._attempt--; // the cancelled attempt never ran
+    this._paused = true;
+    this._log('reconnect paused:', why);
+  }
+
+  _resume(why) {
+    if (this._state !== 'reconnecting' || !this._paused || this._isOffline() || this._isHidden()) return;
+    this._log('resuming reconnect:', why);
+    this._startAttempt(0);
+  }
+
+  _clearReconnect() {
+    if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._paused = false;
+  }
+
+  /** Detaches the current socket (its late callbacks are ignored) and stops the heartbeat. */
+  _dropSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    this._session = null;
+    this._stopHeartbeat();
+    if (ws) { ws.onmessage = null; ws.onclose = null; ws.onerror = null; }
+  }
+
+  _startHeartbeat() {
+    this._stopHeartbeat();
+    this._pingTimer = setInterval(() => {
+      if (this._state !== 'connected' || this._pongTimer) return;
+      this._transmit({ type: 'ping' }, null);
+      this._pongTimer = setTimeout(() => {
+        this._pongTimer = null;
+        this._log(`no pong within ${this.options.pongTimeout} ms: reconnecting`);
+        const ws = this._ws;
+        if (!ws) return;
+        try { ws.close(CLOSE_HEARTBEAT_TIMEOUT, 'heartbeat timeout'); } catch { /* ignore */ }
+        this._onClose(CLOSE_HEARTBEAT_TIMEOUT, 'heartbeat timeout'); // a dead socket may never report close
+      }, this.options.pongTimeout);
+    }, this.options.pingInterval);
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    this._pingTimer = null;
+    this._pongTimer = null;
+  }
+
+  // ---- messages and requests -----------------------------------------------
+
+  _sendSubscribe(channel, entry) {
+    const id = String(this._nextId++);
+    const request = {
+      id, timer: null, timeout: 0, survivesClose: true, // a reconnect sends it again
+      resolve: (reply) => { if (entry.resolve) { entry.resolve(reply); entry.resolve = entry.reject = null; } },
+      reject: (err) => {
+        if (this._subs.get(channel) === entry) this._subs.delete(channel);
+        if (entry.reject) { entry.reject(err); entry.resolve = entry.reject = null; }
+        this._emit('error', { ...(err.reply || {}), type: 'error', code: err.code, message: err.message, channel });
+      },
+    };
+    this._transmit({ type: 'subscribe', channel, id }, request);
+  }
+
+  _removeHandler(channel, entry, handler) {
+    if (!entry.handlers.delete(handler) || entry.handlers.size > 0) return;
+    if (this._subs.get(channel) !== entry) return;
+    this._subs.delete(channel);
+    this._log('unsubscribe', channel);
+    // Only a live connection has anything to undo; a new one starts without it.
+    if (this._state === 'connected') this._transmit({ type: 'unsubscribe', channel }, null);
+  }
+
+  /** Sends now when connected, else buffers (when allowed). */
+  _enqueue(message, request, allowBuffer) {
+    if (this._state === 'connected' && this._ws) {
+      this._transmit(message, request);
+      return true;
+    }
+    if (!allowBuffer) return false;
+    if (this._buffer.length >= this.options.maxBufferSize) {
+      const dropped = this._buffer.shift();
+      this._log('buffer full: dropping the oldest message');
+      if (dropped.request) dropped.request.reject(new HeraldError('buffer_overflow', 'dropped from a full buffer'));
+    }
+    this._buffer.push({ message, request });
+    return true;
+  }
+
+  _transmit(message, request) {
+    if (request) {
+      this._pending.set(request.id, request);
+      if (request.timeout > 0) {
+        request.timer = setTimeout(() => {
+          this._settle(request.id, null, new HeraldError('timeout', `no reply within ${request.timeout} ms`));
+        }, request.timeout);
+      }
+    }
+    try {
+      this._ws.send(JSON.stringify(message));
+    } catch (err) {
+      this._log('send failed:', err && err.message); // the close event follows
+    }
+  }
+
+  _settle(id, reply, error) {
+    const key = String(id);
+    const request = this._pending.get(key);
+    if (!request) return;
+    this._pending.delete(key);
+    clearTimeout(request.timer);
+    if (error) request.reject(error);
+    else request.resolve(reply);
+  }
+
+  /**
+   * Rejects the requests waiting for replies on the closed socket. Subscribe
+   * requests are only forgotten: their subscriptions stay registered and the
+   * next connection sends them again (settling their promises then).
+   */
+  _rejectPending(code, message) {
+    for (const [id, request] of [...this._pending]) {
+      this._pending.delete(id);
+      clearTimeout(request.timer);
+      if (!request.survivesClose) request.reject(new HeraldError(code, message));
+    }
+  }
+
+  // ---- environment, state and events ---------------------------------------
+
+  _listen(on) {
+    const method = on ? 'addEventListener' : 'removeEventListener';
+    if (this._window && typeof this._window[method] === 'function') {
+      this._window[method]('online', this._onOnline);
+      this._window[method]('offline', this._onOffline);
+    }
+    if (this._document && typeof this._document[method] === 'function') {
+      this._document[method]('visibilitychange', this._onVisibility);
+    }
+  }
+
+  _isOffline() {
+    return !!this._navigator && this._navigator.onLine === false;
+  }
+
+  _isHidden() {
+    return !!this._document && this._document.visibilityState === 'hidden';
+  }
+
+  _setState(state, reason = null) {
+    if (state === this._state) return;
+    const previous = this._state;
+    this._state = state;
+    this._log('state', previous, '->', state, reason ? `(${reason})` : '');
+    this._emit('stateChange', { state, previous, reason });
+  }
+
+  _emit(event, payload) {
+    const set = this._listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try { listener(payload); } catch (err) { this._log(`${event} listener threw:`, err); }
+    }
+  }
+
+  _log(...args) {
+    if (!this.options.debug) return;
+    if (typeof this.options.debug === 'function') this.options.debug('[Herald]', ...args);
+    else console.log('[Herald]', ...args);
+  }
+}
+
+export default Herald;

@@ -1,0 +1,235 @@
+// End-to-end tests of the dashboard (GET /) and herald.js in Debian's Chromium,
+// driven by playwright-core, against a real redis-server and real gateways.
+// Run by run.sh (node --test); the tests share one browser and run in order.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { OUT, SECRET, freePort, publish, sleep, startGateway, startRedis, stopAll, token, waitFor } from './harness.mjs';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let browser, redis, gwA, gwB, portA, adminToken;
+let page;                 // the admin dashboard, kept open across tests
+let pageLog;              // its WebSocket frames and errors
+const pageErrors = [];
+
+/** Records every WebSocket a page opens and every JSON frame it receives. */
+function recordSockets(p) {
+  const log = { sockets: [], frames: [] };
+  p.on('websocket', (ws) => {
+    log.sockets.push(ws);
+    ws.on('framereceived', ({ payload }) => {
+      try { log.frames.push({ ws, msg: JSON.parse(payload) }); } catch { /* not JSON */ }
+    });
+  });
+  p.on('pageerror', (err) => pageErrors.push(String(err)));
+  return log;
+}
+
+/** Waits until the page received a frame matching pred on its newest socket. */
+function waitForFrame(log, what, pred, timeoutMs = 10000) {
+  return waitFor(what, () => {
+    const ws = log.sockets.at(-1);
+    return log.frames.some((f) => f.ws === ws && pred(f.msg));
+  }, timeoutMs);
+}
+
+async function statusOf(p) {
+  return p.evaluate(() => ({
+    state: document.querySelector('#status').dataset.state,
+    text: document.querySelector('#status').textContent.replace(/\s+/g, ' ').trim(),
+  }));
+}
+
+async function waitForStatus(p, state, timeoutMs = 10000) {
+  await waitFor(`indicator "${state}"`, async () => (await statusOf(p)).state === state, timeoutMs);
+  return statusOf(p);
+}
+
+async function newPage(options = {}) {
+  const context = await browser.newContext(options);
+  return context.newPage();
+}
+
+before(async () => {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  redis = await startRedis();
+  portA = await freePort();
+  gwA = await startGateway({ id: 'gw-a', port: portA, redis });
+  adminToken = await token({ user: 'browser-admin', role: 'admin' });
+});
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  await stopAll();
+});
+
+test('the dashboard connects and shows Live with the authorized channels', { timeout: 30000 }, async () => {
+  page = await newPage({ viewport: { width: 1400, height: 900 } });
+  pageLog = recordSockets(page);
+  await page.goto(`http://127.0.0.1:${portA}/?token=${adminToken}`);
+  const status = await waitForStatus(page, 'live');
+  assert.equal(status.text, 'Live');
+  assert.equal(await page.textContent('#identity'), 'browser-admin (admin)');
+  const channels = await page.$$eval('#channels li', (lis) => lis.map((li) => li.dataset.channel));
+  assert.ok(channels.includes('apps:created') && channels.includes('system:alerts') && channels.includes('user:browser-admin'),
+    channels.join());
+  assert.equal(await page.isChecked('#channels li[data-channel="apps:created"] input'), true);
+  assert.equal(await page.isChecked('#channels li[data-channel="system:metrics"] input'), false, 'metrics muted by default');
+  // the token went as the subprotocol, not in the ws URL
+  assert.equal(pageLog.sockets.length, 1);
+  assert.equal(new URL(pageLog.sockets[0].url()).search, '');
+});
+
+test('an event published with herald-pub appears in the feed, highlighted and counted', { timeout: 30000 }, async () => {
+  await waitForFrame(pageLog, 'subscribed apps:created', (m) => m.type === 'subscribed' && m.channel === 'apps:created');
+  const receivers = await publish(redis, 'apps:created', { id: 'e2e-1', name: 'browser-app' });
+  assert.equal(receivers, 1);
+  const row = page.locator('#feed li[data-channel="apps:created"]', { hasText: 'browser-app' });
+  await row.waitFor({ timeout: 5000 });
+  assert.match(await row.getAttribute('class'), /\bfresh\b/, 'new row highlighted');
+  assert.equal(await page.textContent('#channels li[data-channel="apps:created"] .count'), '1');
+  await waitFor('highlight to fade', async () => !/\bfresh\b/.test(await row.getAttribute('class')), 5000);
+  // an unsubscribed channel's events do not show
+  await page.uncheck('#channels li[data-channel="apps:deleted"] input');
+  await waitForFrame(pageLog, 'unsubscribed apps:deleted', (m) => m.type === 'unsubscribed' && m.channel === 'apps:deleted');
+  await publish(redis, 'apps:deleted', { id: 'gone-1' });
+  await publish(redis, 'apps:created', { id: 'e2e-2', name: 'second-app' });
+  await page.locator('#feed li', { hasText: 'second-app' }).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator('#feed li', { hasText: 'gone-1' }).count(), 0);
+  assert.equal(await page.textContent('#channels li[data-channel="apps:created"] .count'), '2');
+});
+
+test('a toast appears for deployments:failed (error) and deployments:completed (success), gone after 5 s', { timeout: 30000 }, async () => {
+  await waitForFrame(pageLog, 'subscribed deployments:failed', (m) => m.type === 'subscribed' && m.channel === 'deployments:failed');
+  await publish(redis, 'deployments:failed', { deploymentId: 'd-42', appName: 'shop', error: 'build exploded' });
+  const failed = page.locator('#toasts .toast.error', { hasText: 'build exploded' });
+  await failed.waitFor({ timeout: 5000 });
+  assert.match(await failed.textContent(), /Deployment failed/);
+  const shownAt = Date.now();
+  await publish(redis, 'deployments:completed', { deploymentId: 'd-43', appName: 'shop' });
+  await page.locator('#toasts .toast.success', { hasText: 'shop' }).waitFor({ timeout: 5000 });
+  // bottom-right corner
+  const box = await failed.boundingBox();
+  const vp = page.viewportSize();
+  assert.ok(box.x + box.width > vp.width - 40 && box.y + box.height > vp.height - 200, JSON.stringify(box));
+  await failed.waitFor({ state: 'detached', timeout: 8000 });
+  const lived = Date.now() - shownAt;
+  assert.ok(lived >= 4000 && lived < 7500, `toast lived ${lived} ms`);
+});
+
+test('the admin stats panel shows two gateways when two run', { timeout: 40000 }, async () => {
+  assert.equal(await page.isVisible('#stats-panel'), true);
+  gwB = await startGateway({ id: 'gw-b', port: await freePort(), redis });
+  // a second client on gw-b so its row has a connection
+  const other = await newPage();
+  await other.goto(`http://127.0.0.1:${gwB.port}/?token=${await token({ user: 'viewer' })}`);
+  await waitForStatus(other, 'live');
+  assert.equal(await other.isVisible('#stats-panel'), false, 'no stats panel for non-admins');
+  await waitFor('two gateway rows', async () =>
+    (await page.$$eval('#gateways tbody tr', (trs) => trs.map((tr) => tr.dataset.gateway).join())) === 'gw-a,gw-b', 15000);
+  assert.equal(await page.textContent('#t-gateways'), '2');
+  await waitFor('a connection counted on each gateway', async () => {
+    const conns = await page.$$eval('#gateways tbody tr', (trs) => trs.map((tr) => Number(tr.children[2].textContent)));
+    return conns.length === 2 && conns.every((n) => n >= 1);
+  }, 10000);
+  // traffic makes the delivered-events rate and the chart move
+  for (let i = 0; i < 10; i++) await publish(redis, 'apps:updated', { id: `u-${i}`, name: 'busy-app', version: i });
+  await waitFor('a non-zero delivered rate', async () => Number(await page.textContent('#t-rate')) > 0, 10000);
+  const d = await page.getAttribute('#chart .line', 'd');
+  assert.match(d, /^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+$/);
+  await other.context().close();
+});
+
+test('a screenshot of the dashboard is saved (desktop and phone width)', { timeout: 30000 }, async () => {
+  await publish(redis, 'announcements', { title: 'Maintenance', message: 'Window tonight at 22:00 UTC' });
+  await publish(redis, 'system:alerts', { level: 'warning', message: 'Redis latency above 50 ms' });
+  await publish(redis, 'storage:uploaded', { bucket: 'assets', key: 'logo.png', size: 48213 });
+  await page.locator('#toasts .toast.info').waitFor({ timeout: 5000 });
+  await page.locator('#toasts .toast.warning').waitFor({ timeout: 5000 });
+  const file = path.join(OUT, 'dashboard.png');
+  await page.screenshot({ path: file, fullPage: true });
+  assert.ok(statSync(file).size > 20000, 'screenshot has content');
+
+  const phone = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  await phone.goto(`http://127.0.0.1:${portA}/?token=${adminToken}`);
+  await waitForStatus(phone, 'live');
+  await phone.locator('#gateways tbody tr').first().waitFor({ timeout: 10000 });
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `page ${overflow}px wider than a phone screen`);
+  const status = await phone.locator('#status').boundingBox();
+  assert.ok(status.x >= 0 && status.x + status.width <= 390, 'indicator on screen');
+  const phoneFile = path.join(OUT, 'dashboard-phone.png');
+  await phone.screenshot({ path: phoneFile, fullPage: true });
+  assert.ok(statSync(phoneFile).size > 10000);
+  await phone.context().close();
+  await gwB.stop();
+});
+
+test('gateway stopped -> Reconnecting; restarted -> Live, subscriptions restored without reload', { timeout: 60000 }, async () => {
+  await page.evaluate(() => { window.__sameDocument = true; });
+  const socketsBefore = pageLog.sockets.length;
+  const subscribedBefore = new Set();
+  for (const { ws, msg } of pageLog.frames) {
+    if (ws !== pageLog.sockets.at(-1)) continue;
+    if (msg.type === 'subscribed') subscribedBefore.add(msg.channel);
+    if (msg.type === 'unsubscribed') subscribedBefore.delete(msg.channel);
+  }
+  assert.ok(subscribedBefore.has('apps:created') && subscribedBefore.has('deployments:failed'));
+  const stopped = await gwA.stop();
+  assert.equal(stopped.code, 0, 'gateway drained cleanly');
+  const down = await waitForStatus(page, 'reconnecting', 10000);
+  assert.match(down.text, /^Reconnecting/);
+  await page.waitForTimeout(1500); // some attempts fail against the closed port
+  assert.equal((await statusOf(page)).state, 'reconnecting');
+
+  gwA = await startGateway({ id: 'gw-a', port: portA, redis });
+  const up = await waitForStatus(page, 'live', 40000);
+  assert.equal(up.text, 'Live');
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no page reload');
+  assert.ok(pageLog.sockets.length > socketsBefore);
+  // every channel subscribed before the stop is subscribed again on the new socket, and no other
+  const newSocket = () => pageLog.frames.filter((f) => f.ws === pageLog.sockets.at(-1)).map((f) => f.msg);
+  await waitFor('all subscriptions restored', () =>
+    newSocket().filter((m) => m.type === 'subscribed').length >= subscribedBefore.size, 10000);
+  const restored = new Set(newSocket().filter((m) => m.type === 'subscribed').map((m) => m.channel));
+  assert.deepEqual([...restored].sort(), [...subscribedBefore].sort());
+  assert.ok(!restored.has('apps:deleted'), 'a channel unchecked before the restart stays unsubscribed');
+  assert.equal(await publish(redis, 'apps:created', { id: 'e2e-3', name: 'after-restart' }), 1);
+  await page.locator('#feed li', { hasText: 'after-restart' }).waitFor({ timeout: 5000 });
+  assert.equal(await page.textContent('#channels li[data-channel="apps:created"] .count'), '3');
+});
+
+test('an invalid token shows Failed with its reason and does not retry', { timeout: 30000 }, async () => {
+  const p = await newPage();
+  const log = recordSockets(p);
+  await p.goto(`http://127.0.0.1:${portA}/`);
+  await waitForStatus(p, 'live');
+  assert.equal(await p.textContent('#identity'), 'anonymous');
+  // a token signed with another secret, typed into the token field
+  const forged = await token({ user: 'mallory', role: 'admin', secret: `not-${SECRET}` });
+  await p.fill('#token', forged);
+  await p.click('#token-form button');
+  const failed = await waitForStatus(p, 'failed');
+  const error = log.frames.find((f) => f.msg.type === 'error' && f.msg.code === 'unauthorized');
+  assert.ok(error, 'the gateway sent an unauthorized error');
+  assert.equal(failed.text, `Failed: ${error.msg.message}`);
+  assert.ok(error.msg.message.length > 0);
+  const sockets = log.sockets.length;
+  await p.waitForTimeout(3000);
+  assert.equal(log.sockets.length, sockets, 'no retry loop');
+  assert.equal((await statusOf(p)).state, 'failed');
+  // a good token from the field connects again
+  await p.fill('#token', adminToken);
+  await p.click('#token-form button');
+  await waitForStatus(p, 'live');
+  await p.context().close();
+});
+
+test('no script errors on any page', () => {
+  assert.deepEqual(pageErrors, []);
+});

@@ -1,0 +1,634 @@
+// Unit tests of web/herald.js against a fake WebSocket and mocked timers
+// (node --test). No network, no browser.
+import { test, beforeEach, afterEach, mock } from 'node:test';
+import assert from 'node:assert/strict';
+import { Herald, HeraldError, backoffDelay, parseMessage } from '../../web/herald.js';
+
+/** A scripted stand-in for the browser's WebSocket; every instance is kept. */
+class FakeSocket {
+  static all = [];
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocols = protocols;
+    this.sent = [];
+    this.closedWith = null;
+    this.onmessage = this.onclose = this.onerror = null;
+    FakeSocket.all.push(this);
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code, reason) { this.closedWith = { code, reason }; }
+  /** The gateway sends a message. */
+  receive(msg) { this.onmessage?.({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) }); }
+  /** The gateway accepts the connection. */
+  accept(extra = {}) {
+    this.receive({ type: 'connected', connectionId: `c${FakeSocket.all.indexOf(this)}`,
+                   user: { userId: 'u1', email: null, role: 'admin' },
+                   authorizedChannels: ['apps:created', 'announcements'], ...extra });
+  }
+  /** The connection ends (server close or network loss). */
+  drop(code = 1006, reason = '') { this.onclose?.({ code, reason }); }
+  sentOfType(type) { return this.sent.filter((m) => m.type === type); }
+}
+
+const last = () => FakeSocket.all[FakeSocket.all.length - 1];
+/** Lets promise callbacks (getToken, replies) run. */
+const flush = async () => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
+
+/** An online/offline + visibility environment the client listens to. */
+function fakeEnvironment() {
+  const window = new EventTarget();
+  const document = new EventTarget();
+  document.visibilityState = 'visible';
+  const navigator = { onLine: true };
+  return { window, document, navigator };
+}
+
+function client(options = {}) {
+  return new Herald('ws://gw.test/ws', {
+    WebSocket: FakeSocket, ...fakeEnvironment(), random: () => 0.5, token: 'tok-1', ...options,
+  });
+}
+
+/** A client that is connected on its first socket. */
+async function connected(options = {}) {
+  const h = client(options);
+  h.connect();
+  await flush();
+  last().accept();
+  return h;
+}
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+});
+afterEach(() => mock.timers.reset());
+
+// ---- backoff ----------------------------------------------------------------
+
+test('backoff delay is full jitter under min(30 s, 1 s * 2^attempt)', () => {
+  const top = () => 0.999999;
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 10].map((n) => backoffDelay(n, 1000, 30000, top)),
+                   [999, 1999, 3999, 7999, 15999, 29999, 29999, 29999]);
+  assert.equal(backoffDelay(3, 1000, 30000, () => 0), 0);
+  assert.equal(backoffDelay(2, 1000, 30000, () => 0.25), 1000);
+  // defaults are base 1 s and cap 30 s
+  assert.equal(backoffDelay(0, undefined, undefined, top), 999);
+  assert.equal(backoffDelay(20, undefined, undefined, top), 29999);
+});
+
+test('reconnect waits exactly the jittered delay of each attempt', async () => {
+  const delays = [];
+  const h = await connected({ random: () => 0.5 });
+  h.on('reconnectAttempt', ({ attempt, delay }) => delays.push([attempt, delay]));
+  const expected = [500, 1000, 2000, 4000, 8000, 15000, 15000];
+  for (const delay of expected) {
+    const before = FakeSocket.all.length;
+    last().drop(1006);
+    assert.equal(h.state, 'reconnecting');
+    mock.timers.tick(delay - 1);
+    await flush();
+    assert.equal(FakeSocket.all.length, before, `no socket before ${delay} ms`);
+    mock.timers.tick(1);
+    await flush();
+    assert.equal(FakeSocket.all.length, before + 1, `a socket after ${delay} ms`);
+  }
+  assert.deepEqual(delays, expected.map((d, i) => [i + 1, d]));
+});
+
+test('a successful connect resets the backoff to the first step', async () => {
+  const h = await connected();
+  const delays = [];
+  h.on('reconnectAttempt', ({ delay }) => delays.push(delay));
+  for (let i = 0; i < 3; i++) { last().drop(); mock.timers.tick(10000); await flush(); }
+  last().accept();
+  last().drop();
+  assert.deepEqual(delays, [500, 1000, 2000, 500]);
+});
+
+test('maxAttempts used up: state failed and reconnectFailed, no further sockets', async () => {
+  const h = await connected({ maxAttempts: 2 });
+  const failed = [];
+  h.on('reconnectFailed', (e) => failed.push(e));
+  last().drop();
+  mock.timers.tick(60000); await flush();
+  last().drop();
+  mock.timers.tick(60000); await flush();
+  assert.equal(FakeSocket.all.length, 3);
+  last().drop();
+  assert.equal(h.state, 'failed');
+  assert.deepEqual(failed, [{ attempts: 2 }]);
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeSocket.all.length, 3);
+});
+
+test('maxAttempts defaults to unlimited', async () => {
+  const h = await connected();
+  for (let i = 0; i < 50; i++) { last().drop(); mock.timers.tick(30000); await flush(); }
+  assert.equal(FakeSocket.all.length, 51);
+  assert.equal(h.state, 'reconnecting');
+});
+
+// ---- offline / hidden -----------------------------------------------------
+
+test('offline pauses reconnecting; online resumes at once', async () => {
+  const env = fakeEnvironment();
+  const h = await connected(env);
+  env.navigator.onLine = false;
+  env.window.dispatchEvent(new Event('offline'));
+  last().drop();
+  assert.equal(h.state, 'reconnecting');
+  mock.timers.tick(120000); await flush();
+  assert.equal(FakeSocket.all.length, 1, 'no attempt while offline');
+  env.navigator.onLine = true;
+  env.window.dispatchEvent(new Event('online'));
+  mock.timers.tick(0); await flush();
+  assert.equal(FakeSocket.all.length, 2, 'attempt at once when online');
+});
+
+test('going offline cancels an already scheduled reconnect', async () => {
+  const env = fakeEnvironment();
+  await connected({ ...env, random: () => 0.99 });
+  last().drop();
+  env.navigator.onLine = false;
+  env.window.dispatchEvent(new Event('offline'));
+  mock.timers.tick(120000); await flush();
+  assert.equal(FakeSocket.all.length, 1);
+});
+
+test('a hidden tab pauses reconnecting; visible resumes at once', async () => {
+  const env = fakeEnvironment();
+  const h = await connected(env);
+  const attempts = [];
+  h.on('reconnectAttempt', (e) => attempts.push(e));
+  env.document.visibilityState = 'hidden';
+  env.document.dispatchEvent(new Event('visibilitychange'));
+  assert.equal(h.state, 'connected', 'hiding does not close a live connection');
+  last().drop();
+  mock.timers.tick(120000); await flush();
+  assert.equal(FakeSocket.all.length, 1);
+  env.document.visibilityState = 'visible';
+  env.document.dispatchEvent(new Event('visibilitychange'));
+  mock.timers.tick(0); await flush();
+  assert.equal(FakeSocket.all.length, 2);
+  assert.deepEqual(attempts, [{ attempt: 1, delay: 0 }]);
+});
+
+// ---- tokens ---------------------------------------------------------------
+
+test('getToken is called before every connect and reconnect, and sent as subprotocol', async () => {
+  let n = 0;
+  const h = client({ token: undefined, getToken: async () => `jwt-${++n}` });
+  h.connect();
+  await flush();
+  assert.deepEqual(last().protocols, ['token-jwt-1']);
+  last().accept();
+  last().drop();
+  mock.timers.tick(1000); await flush();
+  assert.deepEqual(last().protocols, ['token-jwt-2']);
+  last().drop();
+  mock.timers.tick(2000); await flush();
+  assert.deepEqual(last().protocols, ['token-jwt-3']);
+  assert.equal(n, 3);
+});
+
+test('no token: anonymous connection without subprotocol', async () => {
+  const h = client({ token: undefined });
+  h.connect();
+  await flush();
+  assert.equal(last().protocols, undefined);
+});
+
+test('4001 without a new token: state failed with the gateway reason, no retry', async () => {
+  const h = client({ token: 'bad' });
+  const states = [];
+  h.onStateChange((s, prev, reason) => states.push([s, reason]));
+  h.connect();
+  await flush();
+  last().receive({ type: 'error', code: 'unauthorized', message: 'invalid signature' });
+  last().drop(4001, 'invalid signature');
+  await flush();
+  assert.equal(h.state, 'failed');
+  assert.equal(h.failureReason, 'invalid signature');
+  assert.deepEqual(states.at(-1), ['failed', 'invalid signature']);
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeSocket.all.length, 1, 'no retry loop');
+});
+
+test('4001 when getToken returns the same token: failed, no retry', async () => {
+  const h = client({ token: undefined, getToken: () => 'same' });
+  h.connect();
+  await flush();
+  last().drop(4001, 'token expired');
+  await flush();
+  assert.equal(h.state, 'failed');
+  assert.equal(h.failureReason, 'token expired');
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeSocket.all.length, 1);
+});
+
+test('4001 with a new token from getToken: one immediate retry, then failed if refused again', async () => {
+  let n = 0;
+  const h = client({ token: undefined, getToken: () => `t${++n}` });
+  h.connect();
+  await flush();
+  last().drop(4001, 'token expired');
+  await flush();
+  assert.equal(FakeSocket.all.length, 2);
+  assert.deepEqual(last().protocols, ['token-t2']);
+  last().drop(4001, 'invalid signature');
+  await flush();
+  assert.equal(h.state, 'failed');
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+test('getToken throwing counts as a failed attempt and is retried with backoff', async () => {
+  let calls = 0;
+  const h = client({ token: undefined, getToken: async () => { if (++calls === 1) throw new Error('auth down'); return 'ok'; } });
+  h.connect();
+  await flush();
+  assert.equal(FakeSocket.all.length, 0);
+  assert.equal(h.state, 'reconnecting');
+  mock.timers.tick(500); await flush();
+  assert.equal(FakeSocket.all.length, 1);
+  assert.deepEqual(last().protocols, ['token-ok']);
+});
+
+// ---- states and events ----------------------------------------------------
+
+test('states and events through connect, drop, reconnect and disconnect', async () => {
+  const h = client();
+  const log = [];
+  h.onStateChange((s) => log.push(s));
+  h.on('connected', (e) => log.push(`connected reconnected=${e.reconnected}`));
+  h.on('disconnected', (e) => log.push(`disconnected ${e.code}`));
+  h.on('reconnectAttempt', (e) => log.push(`attempt ${e.attempt}`));
+  h.connect();
+  await flush();
+  last().accept();
+  assert.equal(h.connectionId, 'c0');
+  assert.equal(h.user.userId, 'u1');
+  last().drop(1001, 'going away');
+  mock.timers.tick(500); await flush();
+  last().accept();
+  h.disconnect();
+  assert.deepEqual(log, ['connecting', 'connected', 'connected reconnected=false',
+    'disconnected 1001', 'reconnecting', 'attempt 1', 'connected', 'connected reconnected=true',
+    'disconnected', 'disconnected 1000']);
+});
+
+test('connect() is idempotent', async () => {
+  const h = client();
+  h.connect(); h.connect();
+  await flush();
+  h.connect();
+  assert.equal(FakeSocket.all.length, 1);
+  last().accept();
+  h.connect();
+  assert.equal(FakeSocket.all.length, 1);
+});
+
+test('disconnect() closes with 1000 and stops reconnecting', async () => {
+  const h = await connected();
+  const ws = last();
+  ws.drop();
+  h.disconnect();
+  assert.equal(h.state, 'disconnected');
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeSocket.all.length, 1);
+  const h2 = await connected();
+  const ws2 = last();
+  h2.disconnect();
+  assert.deepEqual(ws2.closedWith, { code: 1000, reason: 'client disconnect' });
+});
+
+test('disconnect() during getToken: no socket is opened afterwards', async () => {
+  let release;
+  const h = client({ token: undefined, getToken: () => new Promise((r) => { release = r; }) });
+  h.connect();
+  await flush();
+  h.disconnect();
+  release('late');
+  await flush();
+  assert.equal(FakeSocket.all.length, 0);
+  assert.equal(h.state, 'disconnected');
+});
+
+// ---- heartbeat --------------------------------------------------------------
+
+test('heartbeat pings every 25 s and stays up while pongs come back', async () => {
+  const h = await connected();
+  const ws = last();
+  mock.timers.tick(24999);
+  assert.equal(ws.sentOfType('ping').length, 0);
+  mock.timers.tick(1);
+  assert.equal(ws.sentOfType('ping').length, 1);
+  ws.receive({ type: 'pong' });
+  mock.timers.tick(25000);
+  assert.equal(ws.sentOfType('ping').length, 2);
+  ws.receive({ type: 'pong' });
+  mock.timers.tick(10000);
+  assert.equal(h.state, 'connected');
+  assert.equal(FakeSocket.all.length, 1);
+});
+
+test('no pong within 5 s: the socket is closed and the client reconnects', async () => {
+  const h = await connected();
+  const ws = last();
+  mock.timers.tick(25000);
+  mock.timers.tick(4999);
+  assert.equal(h.state, 'connected');
+  mock.timers.tick(1);
+  assert.equal(h.state, 'reconnecting');
+  assert.equal(ws.closedWith.code, 4000);
+  mock.timers.tick(500); await flush();
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+// ---- subscriptions ----------------------------------------------------------
+
+test('subscribe resolves on the subscribed reply with its id, not on another id', async () => {
+  const h = await connected();
+  const ws = last();
+  let settled = null;
+  const sub = h.subscribe('apps:created', () => {});
+  sub.then((m) => { settled = m; });
+  const [req] = ws.sentOfType('subscribe');
+  assert.equal(req.channel, 'apps:created');
+  ws.receive({ type: 'subscribed', channel: 'apps:created', id: 'other' });
+  await flush();
+  assert.equal(settled, null);
+  ws.receive({ type: 'subscribed', channel: 'apps:created', id: req.id });
+  await flush();
+  assert.equal(settled.type, 'subscribed');
+  assert.equal(typeof sub, 'function');
+});
+
+test('subscribe rejects on an error with its id; handler removed, error event emitted', async () => {
+  const h = await connected();
+  const ws = last();
+  const errors = [];
+  h.on('error', (e) => errors.push(e));
+  const sub = h.subscribe('system:alerts', () => {});
+  const [req] = ws.sentOfType('subscribe');
+  ws.receive({ type: 'error', code: 'forbidden', message: 'Not authorized', id: req.id });
+  await assert.rejects(sub.ready, (err) => err instanceof HeraldError && err.code === 'forbidden');
+  await assert.rejects(async () => { await sub; }, /Not authorized/);
+  assert.deepEqual(h.channels, []);
+  assert.equal(errors[0].channel, 'system:alerts');
+});
+
+test('events reach every handler of their channel only', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(['a1', d.n]));
+  h.subscribe('apps:created', (d) => got.push(['a2', d.n]));
+  h.subscribe('announcements', (d) => got.push(['b', d.n]));
+  assert.equal(last().sentOfType('subscribe').length, 2, 'one subscribe per channel');
+  last().receive({ type: 'event', channel: 'apps:created', data: { n: 1 } });
+  last().receive({ type: 'event', channel: 'announcements', data: { n: 2 } });
+  assert.deepEqual(got, [['a1', 1], ['a2', 1], ['b', 2]]);
+});
+
+test('the last handler unsubscribing tells the gateway and is not restored', async () => {
+  const h = await connected();
+  const got = [];
+  const off1 = h.subscribe('apps:created', () => got.push(1));
+  const off2 = h.subscribe('apps:created', () => got.push(2));
+  off1();
+  assert.equal(last().sentOfType('unsubscribe').length, 0);
+  off2();
+  assert.deepEqual(last().sentOfType('unsubscribe'), [{ type: 'unsubscribe', channel: 'apps:created' }]);
+  last().receive({ type: 'event', channel: 'apps:created', data: {} });
+  assert.deepEqual(got, []);
+  last().drop();
+  mock.timers.tick(500); await flush();
+  last().accept();
+  assert.equal(last().sentOfType('subscribe').length, 0);
+});
+
+test('every subscription is restored after a reconnect and keeps its handler', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  h.subscribe('user:u1', () => {});
+  last().drop(1001);
+  mock.timers.tick(500); await flush();
+  const ws = last();
+  assert.equal(ws.sentOfType('subscribe').length, 0, 'nothing sent before the connected message');
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.channel).sort(), ['apps:created', 'user:u1']);
+  ws.receive({ type: 'event', channel: 'apps:created', data: { n: 7 } });
+  assert.deepEqual(got, [7]);
+});
+
+test('subscribe while disconnected is sent on connect and resolves then', async () => {
+  const h = client();
+  let ok = false;
+  h.subscribe('apps:created', () => {}).then(() => { ok = true; });
+  h.connect();
+  await flush();
+  last().accept();
+  const [req] = last().sentOfType('subscribe');
+  last().receive({ type: 'subscribed', channel: 'apps:created', id: req.id });
+  await flush();
+  assert.ok(ok);
+});
+
+test('a subscription whose reply was lost in a drop resolves after the reconnect', async () => {
+  const h = await connected();
+  let ok = false;
+  h.subscribe('apps:created', () => {}).then(() => { ok = true; });
+  last().drop();
+  mock.timers.tick(500); await flush();
+  last().accept();
+  const [req] = last().sentOfType('subscribe');
+  last().receive({ type: 'subscribed', channel: 'apps:created', id: req.id });
+  await flush();
+  assert.ok(ok);
+});
+
+test('a refused resubscription after reconnect drops the channel and emits error', async () => {
+  const h = await connected();
+  h.subscribe('system:alerts', () => {});
+  last().drop();
+  mock.timers.tick(500); await flush();
+  const errors = [];
+  h.on('error', (e) => errors.push(e));
+  last().accept();
+  const [req] = last().sentOfType('subscribe');
+  last().receive({ type: 'error', code: 'forbidden', message: 'no', id: req.id });
+  assert.deepEqual(h.channels, []);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'forbidden');
+});
+
+// ---- requests ---------------------------------------------------------------
+
+test('listChannels and stats resolve with the replies matching their ids', async () => {
+  const h = await connected();
+  const ws = last();
+  const channels = h.listChannels();
+  const stats = h.stats();
+  const [lc] = ws.sentOfType('list_channels');
+  const [st] = ws.sentOfType('stats');
+  assert.notEqual(lc.id, st.id);
+  ws.receive({ type: 'stats', id: st.id, worker: { pid: 1 }, cluster: { gateways: 2 } });
+  ws.receive({ type: 'channels', id: lc.id, channels: ['announcements'] });
+  assert.deepEqual(await channels, ['announcements']);
+  assert.equal((await stats).cluster.gateways, 2);
+});
+
+test('stats rejects with the error code of its reply', async () => {
+  const h = await connected();
+  const p = h.stats();
+  const [st] = last().sentOfType('stats');
+  last().receive({ type: 'error', code: 'forbidden', message: 'admins only', id: st.id });
+  await assert.rejects(p, (e) => e.code === 'forbidden');
+});
+
+test('a request without a reply times out', async () => {
+  const h = await connected({ requestTimeout: 3000 });
+  const p = h.listChannels();
+  mock.timers.tick(3000);
+  await assert.rejects(p, (e) => e.code === 'timeout');
+});
+
+test('a request in flight when the connection drops rejects connection_lost', async () => {
+  const h = await connected();
+  const p = h.stats();
+  last().drop();
+  await assert.rejects(p, (e) => e.code === 'connection_lost');
+});
+
+// ---- buffering ---------------------------------------------------------------
+
+test('messages sent while disconnected are flushed in order on connect, after resubscribing', async () => {
+  const h = await connected();
+  h.subscribe('apps:created', () => {});
+  last().drop();
+  assert.equal(h.send({ type: 'ping', n: 1 }), true);
+  const channels = h.listChannels();
+  h.send({ type: 'ping', n: 2 });
+  mock.timers.tick(500); await flush();
+  const ws = last();
+  assert.deepEqual(ws.sent, []);
+  ws.accept();
+  assert.deepEqual(ws.sent.map((m) => m.type + (m.n || '')), ['subscribe', 'ping1', 'list_channels', 'ping2']);
+  ws.receive({ type: 'channels', id: ws.sent[2].id, channels: ['x:y'] });
+  assert.deepEqual(await channels, ['x:y']);
+});
+
+test('buffer: false is not buffered: send returns false, requests reject not_connected', async () => {
+  const h = client();
+  assert.equal(h.send({ type: 'ping' }, { buffer: false }), false);
+  await assert.rejects(h.listChannels({ buffer: false }), (e) => e.code === 'not_connected');
+  h.connect();
+  await flush();
+  last().accept();
+  assert.deepEqual(last().sent, []);
+});
+
+test('the buffer keeps at most maxBufferSize messages, dropping the oldest', async () => {
+  const h = client({ maxBufferSize: 2 });
+  const first = h.stats();
+  h.send({ type: 'ping', n: 2 });
+  h.send({ type: 'ping', n: 3 });
+  await assert.rejects(first, (e) => e.code === 'buffer_overflow');
+  h.connect();
+  await flush();
+  last().accept();
+  assert.deepEqual(last().sent.map((m) => m.n), [2, 3]);
+});
+
+test('disconnect() clears the buffer: nothing is flushed on a later connect', async () => {
+  const h = client();
+  h.send({ type: 'ping' });
+  const p = h.stats();
+  h.disconnect();
+  await assert.rejects(p, (e) => e.code === 'disconnected');
+  h.connect();
+  await flush();
+  last().accept();
+  assert.deepEqual(last().sent, []);
+});
+
+// ---- parsing and logging ------------------------------------------------------
+
+test('parseMessage strips __proto__, constructor and prototype at any depth', () => {
+  const text = '{"type":"event","__proto__":{"polluted":1},"data":{"a":1,"constructor":{"prototype":{"x":1}},'
+    + '"nested":[{"__proto__":{"polluted":2},"prototype":3,"ok":true}]}}';
+  const msg = parseMessage(text);
+  assert.equal(Object.hasOwn(msg, '__proto__'), false);
+  assert.equal(Object.hasOwn(msg.data, 'constructor'), false);
+  assert.deepEqual(Object.keys(msg.data.nested[0]), ['ok']);
+  assert.equal({}.polluted, undefined);
+  assert.equal(Object.getPrototypeOf(msg), Object.prototype);
+  assert.equal(parseMessage('not json'), undefined);
+});
+
+test('handlers receive event data with the forbidden keys removed', async () => {
+  const h = await connected();
+  let data;
+  h.subscribe('apps:created', (d) => { data = d; });
+  last().receive('{"type":"event","channel":"apps:created","data":{"name":"x","__proto__":{"admin":true},"constructor":1}}');
+  assert.deepEqual(Object.keys(data), ['name']);
+  assert.equal(data.admin, undefined);
+});
+
+test('non-object and malformed messages are ignored', async () => {
+  const h = await connected();
+  const seen = [];
+  h.on('message', (m) => seen.push(m));
+  last().receive('3');
+  last().receive('{oops');
+  last().receive('[1,2]');
+  assert.deepEqual(seen, []);
+  assert.equal(h.state, 'connected');
+});
+
+test('debug logging is off by default and prefixed [Herald] when on; the token is never logged', async () => {
+  const lines = [];
+  const original = console.log;
+  console.log = (...args) => lines.push(args.join(' '));
+  try {
+    const quiet = await connected();
+    quiet.disconnect();
+    assert.deepEqual(lines, []);
+    const loud = await connected({ debug: true, token: 'secret-token' });
+    loud.disconnect();
+  } finally {
+    console.log = original;
+  }
+  assert.ok(lines.length > 0);
+  assert.ok(lines.every((l) => l.startsWith('[Herald] ')), lines.join('\n'));
+  assert.ok(lines.every((l) => !l.includes('secret-token')));
+});
+
+test('a throwing event handler does not stop the other handlers', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', () => { throw new Error('boom'); });
+  h.subscribe('apps:created', () => got.push('second'));
+  last().receive({ type: 'event', channel: 'apps:created', data: {} });
+  assert.deepEqual(got, ['second']);
+});
+
+// ---- the published types ------------------------------------------------------
+
+test('herald.d.ts declares every export, public member and option of herald.js', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const dts = await readFile(new URL('../../web/herald.d.ts', import.meta.url), 'utf8');
+  const module = await import('../../web/herald.js');
+  for (const name of Object.keys(module)) {
+    if (name === 'default') continue;
+    assert.match(dts, new RegExp(`export (declare )?(class|function) ${name}\\b`), `export ${name}`);
+  }
+  const classBody = dts.slice(dts.indexOf('export class Herald {'));
+  const members = Object.getOwnPropertyNames(Herald.prototype).filter((n) => n !== 'constructor' && !n.startsWith('_'));
+  for (const name of members) assert.match(classBody, new RegExp(`\\n  (readonly )?${name}[<(:]`), `Herald.${name}`);
+  const h = new Herald('ws://x/ws', { WebSocket: FakeSocket });
+  const optionsBody = dts.slice(dts.indexOf('export interface HeraldOptions'), dts.indexOf('export interface StateChange'));
+  for (const name of Object.keys(h.options)) assert.match(optionsBody, new RegExp(`\\n  ${name}\\?:`), `option ${name}`);
+});
