@@ -188,6 +188,10 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
                 assert ev.get("type") == "event" and ev["data"] == {"i": i}, ev
         m2 = scrape(gw.port)
         assert _delta(m2, m1, "herald_events_received_total") == n
+        assert _delta(m2, m1, "herald_events_delivered_total") == 2 * n, \
+            "events delivered (per recipient, as stats eventsDelivered) for %d events to 2 " \
+            "subscribers: %r" % (n, _delta(m2, m1, "herald_events_delivered_total"))
+        assert _delta(m2, m1, "herald_messages_out_total") == 2 * n
         assert _delta(m2, m1, "herald_delivery_latency_seconds_count") == n, \
             "delivery latency observations for %d events to 2 subscribers: %r" % (
                 n, _delta(m2, m1, "herald_delivery_latency_seconds_count"))
@@ -199,6 +203,16 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
         redis.publish("apps:created", "not json {")
         wait_until(lambda: _delta(scrape(gw.port), m2, "herald_events_dropped_total") == 1, 5,
                    what="herald_events_dropped_total +1 after an invalid payload")
+
+        # two upgrades refused with an HTTP error
+        m3 = scrape(gw.port)
+        for hdrs, want in (({"Sec-WebSocket-Version": "8"}, 426),
+                           ({"Sec-WebSocket-Key": None}, 400)):
+            with harness.RawWS(gw.port) as r:
+                assert r.request(headers=hdrs).status == want
+        m4 = scrape(gw.port)
+        assert _delta(m4, m3, "herald_handshake_failures_total") == 2
+        assert m4.value("herald_connections") == 3
     finally:
         for c in (c1, c2, c3):
             c.close()
@@ -326,17 +340,25 @@ def test_sighup_reloads_secret_file_and_acl_without_dropping_connections(ops, tm
             "subscribed"
         assert_error(live.request({"type": "subscribe", "channel": "deployments:started"}),
                      "unknown_channel")
+        assert live.request({"type": "subscribe", "channel": "user:u1"})["type"] == "subscribed"
+        assert live.request({"type": "subscribe", "channel": "announcements"})["type"] == \
+            "subscribed"
+        assert_error(live.request({"type": "subscribe", "channel": "user:u2"}), "forbidden")
+        assert_error(live.request({"type": "subscribe", "channel": "system:health"}), "forbidden")
 
         # good reload: new secret, new rules
         write(sfile, new + "\n")
         write(afile, json.dumps(ACL2))
         os.kill(gw.pid, signal.SIGHUP)
         reloaded = len(gw.wait_log_count("event=reloaded", 2))
-        # the existing connection stays, keeps its subscription and is served
+        # the existing connection stays, keeps its subscriptions (on channels
+        # both ACLs allow it) and is served
         assert live.request({"type": "ping", "id": "after-hup"}).get("id") == "after-hup"
-        redis.publish("apps:created", json.dumps({"after": "reload"}))
-        ev = live.recv_json()
-        assert ev.get("type") == "event" and ev["data"] == {"after": "reload"}, ev
+        for ch in ("announcements", "user:u1"):
+            redis.publish(ch, json.dumps({"after": "reload"}))
+            ev = live.recv_json()
+            assert ev.get("type") == "event" and ev.get("channel") == ch, ev
+            assert ev["data"] == {"after": "reload"}, ev
         for _ in range(4):
             refused(gw.url, hs("u1", old))
         hello = several_accepted(gw.url, hs("u2", new))
@@ -348,6 +370,13 @@ def test_sighup_reloads_secret_file_and_acl_without_dropping_connections(ops, tm
                 "subscribed"
             assert_error(c.request({"type": "subscribe", "channel": "apps:created"}),
                          "forbidden")
+            r = c.request({"type": "list_channels"})
+            assert r.get("type") == "channels" and sorted(r.get("channels", [])) == sorted(
+                ["billing:invoices", "user:u2", "announcements"]), r
+        adm, hello = harness.connect(gw.url, token=hs("adm", new, role="admin"))
+        with adm:
+            assert adm.request({"type": "subscribe", "channel": "apps:created"})["type"] == \
+                "subscribed"
         assert gw.worker_pids() == gw.workers, "workers restarted by SIGHUP"
 
         # bad reload 1: empty secret file -> refused, the new secret stays
