@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config libevent-dev libhiredis-dev libjwt-dev libjansson-dev
 libssl-dev openssl redis-server redis-tools python3 python3-websockets python3-pytest clang
-libclang-rt-dev"
+libclang-rt-dev nginx haproxy python3-yaml"
 
 missing=""
 for p in $PACKAGES; do

@@ -286,7 +286,7 @@ static struct evconnlistener *listen_on(struct worker *w, int port) {
         return NULL;
     }
     struct evconnlistener *l =
-        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0, fd); /* already listening */
     if (!l) {
         close(fd);
         return NULL;

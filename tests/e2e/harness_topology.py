@@ -1,0 +1,680 @@
+"""Helpers for the load-balanced topology tests (tests/e2e/test_topology.py)
+and the deployment-file checks (tests/e2e/test_compose.py).
+
+- render_nginx_conf(): deploy/nginx.conf with only its upstream addresses,
+  its listen port and its file locations rewritten for a loopback run, so
+  the tests exercise the production file itself.
+- NginxLB: Debian's nginx in the foreground on a free port, with a config in
+  the test's tmp dir, stopped by PID (its workers too, should the master
+  have to be SIGKILLed).
+- TopoGateway: herald-gateway (--workers 1) on a chosen port behind the
+  balancer; kill9() SIGKILLs its supervisor and its worker, sigterm() starts
+  a drain; conn_gateway() tells which gateway serves a connection id (from
+  the gateway's "event=open conn=<id>" debug log line).
+- Topology / the ``topology`` fixture: one Redis, three gateways, nginx; all
+  stopped by PID at the end, pass or fail.
+- TClient: an asyncio websocket client that keeps reading in a task of its
+  own, records every event per connection generation, and reconnects with
+  jittered exponential backoff through the balancer when its connection ends.
+- RespPublisher: raw RESP PUBLISH over an asyncio socket (one round trip per
+  event, so the publish time of each event is known); herald_pub_lines()
+  publishes through build/herald-pub reading events from stdin.
+- reconcile(): per client, received events against expected ones: missing,
+  duplicate and misrouted events.
+"""
+
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import websockets
+import websockets.exceptions
+
+import harness
+from harness_cluster import Redis, SECRET, PREFIX, token
+
+REPO = harness.REPO
+DEPLOY = os.path.join(REPO, "deploy")
+NGINX_CONF = os.path.join(DEPLOY, "nginx.conf")
+HAPROXY_CFG = os.path.join(DEPLOY, "haproxy.cfg")
+COMPOSE_FILE = os.path.join(REPO, "docker-compose.yml")
+UNIT_FILE = os.path.join(DEPLOY, "herald-gateway.service")
+DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
+
+GATEWAY_SERVICES = ["gateway1", "gateway2", "gateway3"]
+
+
+def nginx_bin():
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
+
+
+def require_nginx():
+    b = nginx_bin()
+    if not b:
+        pytest.fail("nginx is not installed: the topology tests run Debian's nginx as the load "
+                    "balancer (apt-get install nginx; deploy/install-deps.sh installs it)")
+    return b
+
+
+# ----------------------------------------------------------------- nginx
+
+UPSTREAM_SERVER_RE = re.compile(r"^(\s*server\s+)(gateway\d+):(\d+)(\b[^;]*;)", re.M)
+LISTEN_RE = re.compile(r"^(\s*listen\s+)(\d+)(\b[^;]*;)", re.M)
+
+
+def nginx_upstream_names(text):
+    """The host names of the `server` lines of deploy/nginx.conf's upstream."""
+    return [m.group(2) for m in UPSTREAM_SERVER_RE.finditer(text)]
+
+
+def render_nginx_conf(text, upstream_ports, listen_port, tmpdir):
+    """deploy/nginx.conf for a loopback run: upstream gatewayN -> 127.0.0.1:port,
+    `listen 8080` -> 127.0.0.1:listen_port, temp files and an access log in tmpdir.
+    Everything else (timeouts, headers, balancing, retries) stays as shipped."""
+    tmpdir = str(tmpdir)
+    names = nginx_upstream_names(text)
+    assert names == GATEWAY_SERVICES, "nginx.conf upstream servers: %r" % names
+    ports = dict(zip(GATEWAY_SERVICES, upstream_ports))
+    out = UPSTREAM_SERVER_RE.sub(
+        lambda m: "%s127.0.0.1:%d%s" % (m.group(1), ports[m.group(2)], m.group(4)), text)
+    out, n = LISTEN_RE.subn(lambda m: "%s127.0.0.1:%d%s" % (m.group(1), listen_port,
+                                                            m.group(3)), out)
+    assert n == 1, "nginx.conf: expected one plain `listen PORT` line, found %d" % n
+    temp = "".join("    %s_temp_path %s;\n" % (k, os.path.join(tmpdir, k + "_temp"))
+                   for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    out, n = re.subn(r"^http \{\n", lambda m: m.group(0) + temp, out, count=1, flags=re.M)
+    assert n == 1, "nginx.conf has no `http {` block"
+    access = "        access_log %s herald;\n" % os.path.join(tmpdir, "nginx-access.log")
+    out, n = re.subn(r"^(\s*server \{\n)", lambda m: m.group(1) + access, out, count=1,
+                     flags=re.M)
+    assert n == 1, "nginx.conf has no `server {` block"
+    # worker_rlimit_nofile above the hard limit only logs an alert; keep the
+    # test's nginx log clean
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    out = re.sub(r"^(\s*worker_rlimit_nofile\s+)(\d+);",
+                 lambda m: "%s%d;" % (m.group(1), min(int(m.group(2)), hard)
+                                      if hard != resource.RLIM_INFINITY else int(m.group(2))),
+                 out, flags=re.M)
+    if os.geteuid() == 0:
+        # workers as root can read the test's 0700 tmp dirs
+        out = "user root;\n" + out
+    return out
+
+
+def write_nginx_conf(tmpdir, upstream_ports, listen_port):
+    with open(NGINX_CONF) as f:
+        text = f.read()
+    path = os.path.join(str(tmpdir), "nginx.conf")
+    with open(path, "w") as f:
+        f.write(render_nginx_conf(text, upstream_ports, listen_port, tmpdir))
+    return path
+
+
+def nginx_test_config(conf_path, tmpdir):
+    """`nginx -t` on conf_path; returns (returncode, output)."""
+    tmpdir = str(tmpdir)
+    r = subprocess.run([require_nginx(), "-t", "-e", "stderr", "-p", tmpdir + "/", "-c",
+                        conf_path, "-g", "pid %s;" % os.path.join(tmpdir, "nginx-t.pid")],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+class NginxLB(harness.Proc):
+    """nginx in the foreground (daemon off) in front of the given gateway ports."""
+
+    def __init__(self, tmpdir, upstream_ports):
+        binary = require_nginx()
+        self.port = harness.free_port()
+        tmpdir = str(tmpdir)
+        self.conf = write_nginx_conf(tmpdir, upstream_ports, self.port)
+        self.access_log = os.path.join(tmpdir, "nginx-access.log")
+        argv = [binary, "-e", "stderr", "-p", tmpdir + "/", "-c", self.conf,
+                "-g", "daemon off; pid %s;" % os.path.join(tmpdir, "nginx.pid")]
+        super().__init__("nginx", argv, os.path.join(tmpdir, "nginx-%d.log" % self.port))
+        self.wait_port(self.port)
+        self.workers = harness.children_of(self.pid)
+        self.url = "ws://127.0.0.1:%d/ws" % self.port
+
+    def stop(self):
+        workers = harness.children_of(self.pid) if self.alive() else []
+        result = super().stop()
+        for pid in set(workers) | set(self.workers):
+            if pid_alive(pid) and "nginx" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+        return result
+
+    def upstreams_used(self):
+        """The upstream addresses in the access log, in order."""
+        try:
+            with open(self.access_log) as f:
+                return re.findall(r"upstream=(\S+)", f.read())
+        except OSError:
+            return []
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def kill_leftovers(pids):
+    """SIGKILLs those of pids (workers recorded before their supervisor was
+    stopped) that outlived it, e.g. when the supervisor had to be SIGKILLed."""
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2:].split()[0] != "Z"
+
+
+# ----------------------------------------------------------------- haproxy
+
+def haproxy_bin():
+    return shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.path.exists(p)), None)
+
+
+def render_haproxy_cfg(text, upstream_ports, listen_port):
+    """deploy/haproxy.cfg for a loopback run: the gateway servers at
+    127.0.0.1 ports, the plain frontend on listen_port, no Docker DNS, and
+    connection limits that fit a test's descriptor limit.
+    Checks, timeouts, balancing and retries stay as shipped."""
+    ports = dict(zip(GATEWAY_SERVICES, upstream_ports))
+    out, n = re.subn(r"^(\s*server\s+\S+\s+)(gateway\d+):(\d+)",
+                     lambda m: "%s127.0.0.1:%d" % (m.group(1), ports[m.group(2)]), text,
+                     flags=re.M)
+    assert n == 3, "haproxy.cfg: %d gateway servers" % n
+    out, n = re.subn(r"^(\s*bind\s+):8080\b", lambda m: "%s127.0.0.1:%d" % (m.group(1),
+                                                                             listen_port),
+                     out, flags=re.M)
+    assert n == 1, "haproxy.cfg: expected one `bind :8080`"
+    # the global/frontend connection limits need nofile = 2 x maxconn, more
+    # than a test sandbox's hard limit allows; HAProxy refuses to start then
+    out = re.sub(r"^(\s*maxconn\s+)\d+", lambda m: m.group(1) + "4000", out, flags=re.M)
+    out = re.sub(r"^resolvers docker\n(?:[ \t]+.*\n)*", "", out, flags=re.M)
+    out = re.sub(r" resolvers docker| init-addr \S+", "", out)
+    return out
+
+
+class HAProxyLB(harness.Proc):
+    """haproxy in the foreground (-db) with deploy/haproxy.cfg rendered for loopback."""
+
+    def __init__(self, tmpdir, upstream_ports):
+        binary = haproxy_bin()
+        self.port = harness.free_port()
+        with open(HAPROXY_CFG) as f:
+            text = render_haproxy_cfg(f.read(), upstream_ports, self.port)
+        self.cfg = os.path.join(str(tmpdir), "haproxy.cfg")
+        with open(self.cfg, "w") as f:
+            f.write(text)
+        super().__init__("haproxy", [binary, "-db", "-f", self.cfg],
+                         os.path.join(str(tmpdir), "haproxy-%d.log" % self.port))
+        self.wait_port(self.port)
+        self.url = "ws://127.0.0.1:%d/ws" % self.port
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+# ----------------------------------------------------------------- gateways
+
+OPEN_RE = re.compile(r"event=open conn=([0-9a-fA-F-]+)")
+
+
+class TopoGateway(harness.Proc):
+    """herald-gateway with one worker on a given port, as deployed behind nginx."""
+
+    def __init__(self, tmpdir, redis_url, gateway_id, port=None, drain_timeout=4,
+                 extra=()):
+        if not os.path.exists(harness.GATEWAY_BIN):
+            pytest.fail("missing %s (run make all)" % harness.GATEWAY_BIN)
+        self.port = port or harness.free_port()
+        self.gateway_id = gateway_id
+        self.drain_timeout = drain_timeout
+        argv = [harness.GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
+                "--tls-port", "0", "--redis", redis_url, "--workers", "1",
+                "--gateway-id", gateway_id, "--stats-interval", "0.5",
+                "--drain-timeout", str(drain_timeout), "--trusted-proxies", "127.0.0.1",
+                "--log-level", "debug"] + [str(a) for a in extra]
+        super().__init__(gateway_id, argv,
+                         os.path.join(str(tmpdir), "%s-%d.log" % (gateway_id, self.port)),
+                         env={"HERALD_JWT_SECRET": SECRET})
+        self.expected_exit = False
+        self.wait_port(self.port)
+        self.workers = self.wait_workers()
+
+    def wait_workers(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            kids = harness.children_of(self.pid)
+            if kids:
+                return kids
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError("%s: no worker process\n%s" % (self.name, self.tail()))
+            time.sleep(0.05)
+
+    def kill9(self):
+        """SIGKILLs the supervisor first (so it restarts nothing), then its worker(s)."""
+        self.expected_exit = True
+        kids = harness.children_of(self.pid)
+        os.kill(self.pid, signal.SIGKILL)
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while any(pid_alive(k) for k in kids):
+            assert time.monotonic() < deadline, "%s: worker(s) %r survived SIGKILL" % (
+                self.name, kids)
+            time.sleep(0.02)
+        return kids
+
+    def sigterm(self):
+        self.expected_exit = True
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def conn_ids(self):
+        return set(OPEN_RE.findall(self.log_text()))
+
+    def problem(self):
+        """Stops the gateway; returns a description of anything wrong, or None."""
+        p = None
+        if not self.stopped and not self.alive() and not self.expected_exit:
+            p = "%s died (%s)" % (self.name, harness.describe_status(self.proc.returncode))
+        elif not self.stopped and self.alive() and harness.children_of(self.pid) != self.workers:
+            p = "%s: worker %r was replaced by %r" % (self.name, self.workers,
+                                                      harness.children_of(self.pid))
+        kids = harness.children_of(self.pid) if self.alive() else []
+        early, rc = self.stop()
+        kill_leftovers(kids)
+        if p is None and not self.expected_exit and not early and rc not in (0, -signal.SIGTERM):
+            p = "%s ended badly on SIGTERM (%s)" % (self.name, harness.describe_status(rc))
+        m = harness.CRASH_RE.search(self.log_text())
+        if m:
+            p = (p + "; " if p else "") + "%s log shows a crash (%r)" % (self.name, m.group(0))
+        return None if p is None else p + "\n--- log tail ---\n" + self.tail(60)
+
+
+class Topology:
+    """One Redis, three gateways (gw1..gw3) and nginx in front, for one test."""
+
+    def __init__(self, tmpdir, drain_timeout=4):
+        self.tmpdir = tmpdir
+        self.redis = None
+        self.gateways = []
+        self.lb = None
+        try:
+            self.redis = Redis(tmpdir)
+            for i in range(3):
+                self.gateways.append(TopoGateway(tmpdir, self.redis.url, "gw%d" % (i + 1),
+                                                 drain_timeout=drain_timeout))
+            self.lb = NginxLB(tmpdir, [g.port for g in self.gateways])
+        except BaseException:
+            self.stop_all()
+            raise
+        self.url = self.lb.url
+
+    def by_id(self, gateway_id):
+        return next(g for g in self.gateways if g.gateway_id == gateway_id)
+
+    def conn_map(self):
+        """{connection id: gateway id} from the gateways' logs."""
+        out = {}
+        for g in self.gateways:
+            for cid in g.conn_ids():
+                out[cid] = g.gateway_id
+        return out
+
+    def stop_all(self):
+        problems = []
+        for g in self.gateways:
+            p = g.problem()
+            if p:
+                problems.append(p)
+        if self.lb is not None:
+            early, rc = self.lb.stop()
+            if early:
+                problems.append("nginx had exited (%s)\n%s" % (harness.describe_status(rc),
+                                                               self.lb.tail()))
+        if self.redis is not None:
+            self.redis.stop()
+        return problems
+
+
+@pytest.fixture
+def topology(tmp_path):
+    require_nginx()
+    t = Topology(tmp_path)
+    try:
+        yield t
+    finally:
+        problems = t.stop_all()
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+# ----------------------------------------------------------------- clients
+
+class TClient:
+    """A websocket client through the balancer with a reader task of its own.
+
+    events: [(generation, channel, seq, monotonic time received)];
+    gens: one dict per connection (conn id, gateway, times, close code)."""
+
+    def __init__(self, idx, uid, channels, role=None):
+        self.idx = idx
+        self.uid = uid
+        self.channels = list(channels)
+        self.token = token(uid, role=role)
+        self.ws = None
+        self.reader = None
+        self.events = []
+        self.other = []
+        self.gens = []
+        self.failed_attempts = []
+        self._replies = {}
+        self._ids = 0
+        self.closed = asyncio.Event()
+
+    @property
+    def gen(self):
+        return self.gens[-1]
+
+    def __repr__(self):
+        return "client%d(%s)" % (self.idx, self.uid)
+
+    async def connect(self, url, timeout=10.0, origin=None):
+        """Opens one connection and reads "connected"; starts the reader task."""
+        ws = await asyncio.wait_for(websockets.connect(
+            url, extra_headers=[("Authorization", "Bearer " + self.token)], origin=origin,
+            ping_interval=None, max_size=None, max_queue=None, open_timeout=timeout,
+            close_timeout=2, compression=None), timeout + 1)
+        try:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        except BaseException:
+            await ws.close()
+            raise
+        assert hello.get("type") == "connected", "%r: first message %r" % (self, hello)
+        self.ws = ws
+        self.closed = asyncio.Event()
+        self.gens.append({"conn": hello["connectionId"], "gateway": None,
+                          "connected_at": time.monotonic(), "subscribed_at": None,
+                          "closed_at": None, "close_code": None})
+        self.reader = asyncio.ensure_future(self._read(ws, len(self.gens) - 1))
+        return hello
+
+    async def _read(self, ws, gen):
+        try:
+            async for raw in ws:
+                m = json.loads(raw)
+                t = m.get("type")
+                if t == "event":
+                    data = m.get("data") or {}
+                    self.events.append((gen, m.get("channel"), data.get("seq"),
+                                        time.monotonic()))
+                elif "id" in m and m["id"] in self._replies:
+                    fut = self._replies.pop(m["id"])
+                    if not fut.done():
+                        fut.set_result(m)
+                else:
+                    self.other.append((gen, m))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            g = self.gens[gen]
+            g["closed_at"] = time.monotonic()
+            g["close_code"] = ws.close_code
+            for fut in self._replies.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("connection closed"))
+            self._replies.clear()
+            self.closed.set()
+
+    async def request(self, obj, timeout=10.0):
+        self._ids += 1
+        rid = "c%d-%d" % (self.idx, self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._replies[rid] = fut
+        await self.ws.send(json.dumps(dict(obj, id=rid)))
+        return await asyncio.wait_for(fut, timeout)
+
+    async def subscribe_all(self, timeout=10.0):
+        """Subscribes to every channel of the plan; records when all were confirmed."""
+        replies = await asyncio.gather(*(self.request({"type": "subscribe", "channel": c},
+                                                      timeout) for c in self.channels))
+        for c, r in zip(self.channels, replies):
+            assert r.get("type") == "subscribed" and r.get("channel") == c, \
+                "%r: subscribe %s got %r" % (self, c, r)
+        self.gen["subscribed_at"] = time.monotonic()
+
+    async def reconnect(self, url, deadline, base=0.05, cap=1.0):
+        """What a client library does when its connection ends: jittered
+        exponential backoff, reconnect through the balancer, resubscribe."""
+        delay = base
+        while True:
+            await asyncio.sleep(random.uniform(0, delay))
+            try:
+                await self.connect(url, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                await self.subscribe_all()
+                return
+            except (OSError, asyncio.TimeoutError, ConnectionError,
+                    websockets.exceptions.WebSocketException, AssertionError) as e:
+                self.failed_attempts.append("%s %s" % (type(e).__name__,
+                                                       getattr(e, "status_code", e)))
+                if self.ws is not None and self.gens and self.gens[-1]["subscribed_at"] is None:
+                    await self.close()
+                if time.monotonic() > deadline:
+                    raise AssertionError("%r could not reconnect and resubscribe before the "
+                                         "deadline; attempts: %r" % (self, self.failed_attempts))
+            delay = min(cap, delay * 2)
+
+    async def close(self):
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.ws.close(), 3)
+            except Exception:
+                pass
+        if self.reader is not None:
+            try:
+                await asyncio.wait_for(self.reader, 3)
+            except Exception:
+                pass
+
+
+async def gather_bounded(coros, limit=50):
+    """Runs coroutines with at most limit in flight; returns results in order."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c):
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def close_clients(clients):
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+async def apoll(check, timeout, interval=0.1, what="condition"):
+    """Awaits until check() is truthy (a plain function); returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = check()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("%s not reached within %.1fs" % (what, timeout))
+        await asyncio.sleep(interval)
+
+
+# ----------------------------------------------------------------- publishing
+
+class RespPublisher:
+    """PUBLISH over one asyncio connection; every event is recorded as
+    (seq, channel, monotonic time before sending, receivers, how)."""
+
+    def __init__(self):
+        self.reader = self.writer = None
+        self.log = []
+        self.seq = 0
+
+    async def open(self, port):
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        return self
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    async def publish(self, channel, extra=None):
+        seq = self.next_seq()
+        data = json.dumps(dict(extra or {}, seq=seq, via="redis"))
+        args = [b"PUBLISH", (PREFIX + channel).encode(), data.encode()]
+        cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        t = time.monotonic()
+        self.writer.write(cmd)
+        line = await asyncio.wait_for(self.reader.readline(), 10)
+        assert line.startswith(b":"), "PUBLISH replied %r" % line
+        receivers = int(line[1:])
+        self.log.append((seq, channel, t, receivers, "redis"))
+        return receivers
+
+    async def herald_pub_lines(self, redis_url, channel, n):
+        """n events on channel through build/herald-pub (stdin, one per line)."""
+        seqs = [self.next_seq() for _ in range(n)]
+        lines = "".join(json.dumps({"seq": s, "via": "herald-pub"}) + "\n" for s in seqs)
+        t = time.monotonic()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("HERALD_REDIS", "HERALD_CHANNEL_PREFIX")}
+        p = await asyncio.create_subprocess_exec(
+            harness.PUB_BIN, "--redis", redis_url, "-v", channel, "-",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(p.communicate(lines.encode()), 20)
+        assert p.returncode == 0, "herald-pub failed (%d): %s" % (p.returncode, err.decode())
+        receivers = [int(x) for x in re.findall(rb"(\d+) receivers?", out)]
+        assert len(receivers) == n, "herald-pub -v printed %r" % out
+        for s, r in zip(seqs, receivers):
+            self.log.append((s, channel, t, r, "herald-pub"))
+        return receivers
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except Exception:
+                pass
+
+
+async def stream(pub, channels, stop, rate):
+    """Publishes round-robin over channels at about rate events/s until stop is set."""
+    i = 0
+    period = 1.0 / rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        await pub.publish(channels[i % len(channels)])
+        i += 1
+        next_at += period
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            next_at = time.monotonic()
+            await asyncio.sleep(0)
+    return i
+
+
+# ----------------------------------------------------------------- reconciliation
+
+def must_receive(client, log, windows):
+    """Seqs the client must have received: events on its channels published
+    inside one of windows [(start, end)] (monotonic times, end None = open)."""
+    chans = set(client.channels)
+    out = set()
+    for seq, ch, t, _, _ in log:
+        if ch in chans and any(t >= a and (b is None or t < b) for a, b in windows):
+            out.add(seq)
+    return out
+
+
+def reconcile(clients, log, windows_of):
+    """Compares what each client received with what it must receive.
+
+    windows_of(client) gives the publish-time windows in which every event on
+    the client's channels must arrive. Everywhere, an event on a channel the
+    client did not subscribe, an event published on another channel than it
+    arrived on, an unknown seq, or a seq received twice is an error.
+    Returns a list of problem strings (empty: all reconciled)."""
+    channel_of = {seq: ch for seq, ch, _, _, _ in log}
+    problems = []
+    for c in clients:
+        got = [(ch, seq) for _, ch, seq, _ in c.events]
+        seqs = [seq for _, seq in got]
+        dup = sorted({s for s in seqs if seqs.count(s) > 1}) if len(set(seqs)) != len(seqs) \
+            else []
+        misrouted = [(ch, s) for ch, s in got
+                     if ch not in c.channels or channel_of.get(s) != ch]
+        need = must_receive(c, log, windows_of(c))
+        missing = sorted(need - set(seqs))
+        if dup or misrouted or missing:
+            problems.append("%r on %s channels=%s: %d missing %s, %d duplicate %s, "
+                            "%d misrouted %s" % (
+                                c, [g["gateway"] for g in c.gens], c.channels, len(missing),
+                                missing[:10], len(dup), dup[:10], len(misrouted),
+                                misrouted[:10]))
+    return problems
+
+
+def all_received(clients, log, windows_of):
+    """True when every client has at least every seq it must receive."""
+    for c in clients:
+        need = must_receive(c, log, windows_of(c))
+        if need - {seq for _, _, seq, _ in c.events}:
+            return False
+    return True
