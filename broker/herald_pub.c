@@ -226,16 +226,11 @@ static enum herald_pub_status validate(herald_pub *p, const char *channel, const
         return HERALD_PUB_TOO_BIG;
     }
 
-    /* json_loadb refuses trailing garbage after the value (no
-     * JSON_DISABLE_EOF_CHECK) and invalid UTF-8. */
-    json_error_t jerr;
-    json_t *value = json_loadb(json, *json_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
-    if (!value) {
-        set_error(p->error, sizeof p->error, "invalid JSON data at byte %d: %s",
-                  jerr.position, jerr.text);
+    char why[200];
+    if (proto_payload_check(json, *json_len, why, sizeof why) != 0) {
+        set_error(p->error, sizeof p->error, "%s", why);
         return HERALD_PUB_BAD_JSON;
     }
-    json_decref(value);
     return HERALD_PUB_OK;
 }
 

@@ -116,9 +116,12 @@ char *proto_finish(json_t *msg, const json_t *id, size_t *len) {
     char *out = NULL;
     if (!msg) return NULL;
     proto_timestamp(ts);
+    /* Ten digits keep figures readable; a real id is echoed with all 17 so the
+     * client gets back exactly the number it sent. */
+    size_t flags = JSON_COMPACT | (json_is_real(id) ? JSON_REAL_PRECISION(17) : JSON_REAL_PRECISION(10));
     if (json_object_set_new(msg, "timestamp", json_string(ts)) == 0 &&
         (!id || json_object_set(msg, "id", (json_t *)id) == 0)) {
-        out = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        out = json_dumps(msg, flags);
     }
     json_decref(msg);
     if (out) *len = strlen(out);
@@ -185,22 +188,33 @@ char *proto_build_gap(const char *const *channels, size_t count, size_t *len) {
     return proto_finish(json_pack("{s:s, s:o}", "type", "gap", "channels", list), NULL, len);
 }
 
+int proto_payload_check(const char *data, size_t len, char *why, size_t why_size) {
+    /* JSON text never holds a raw NUL byte, but jansson 2.14 skips one that
+     * follows a number ("1\0", akheron/jansson#331); it would reach clients as is. */
+    if (memchr(data, '\0', len)) {
+        if (why) snprintf(why, why_size, "raw NUL byte at byte %zu", (size_t)((const char *)memchr(data, '\0', len) - data));
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *parsed =
+        json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!parsed) {
+        if (why) snprintf(why, why_size, "invalid JSON data at byte %d: %s", jerr.position, jerr.text);
+        return -1;
+    }
+    json_decref(parsed);
+    return 0;
+}
+
 char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
                         enum proto_error *err) {
     static const char head[] = "{\"type\":\"event\",\"channel\":\"";
     static const char mid[] = "\",\"data\":";
     static const char tail_head[] = ",\"timestamp\":\"";
-    json_error_t jerr;
-    /* JSON text never holds a raw NUL byte, but jansson 2.14 skips one that
-     * follows a number ("1\0", akheron/jansson#331); it would reach clients as is. */
-    json_t *parsed = memchr(data, '\0', data_len)
-                         ? NULL
-                         : json_loadb(data, data_len, PROTO_PAYLOAD_JSON_FLAGS, &jerr);
-    if (!parsed) {
+    if (proto_payload_check(data, data_len, NULL, 0) != 0) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;
     }
-    json_decref(parsed);
 
     /* The channel was validated against [A-Za-z0-9_.:-] by the caller's
      * subscription, so it needs no escaping. */

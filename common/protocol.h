@@ -14,11 +14,6 @@
 
 #define PROTO_TIMESTAMP_LEN 24 /* 2025-11-25T12:00:00.000Z */
 
-/* How an event payload is checked (gateways and publishers alike): any one JSON
- * value, NUL escapes allowed, integers of any size (parsed as reals only for
- * the check: the payload's bytes are forwarded unchanged). */
-#define PROTO_PAYLOAD_JSON_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
-
 enum proto_error {
     PROTO_OK = 0,
     PROTO_ERR_BAD_JSON,        /* not JSON at all */
@@ -86,6 +81,12 @@ char *proto_build_gap(const char *const *channels, size_t count, size_t *len);
 /* Adds "timestamp" (and "id" when given) to msg, dumps it compactly and
  * releases msg. For messages assembled elsewhere (stats). */
 char *proto_finish(json_t *msg, const json_t *id, size_t *len);
+
+/* Checks an event payload (gateways and publishers alike): exactly one JSON
+ * value, escaped NULs allowed, integers of any size (the bytes are forwarded
+ * unchanged, so nothing is lost to number conversion), no raw NUL byte.
+ * Returns 0, or -1 with a reason in why (may be NULL). */
+int proto_payload_check(const char *data, size_t len, char *why, size_t why_size);
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).

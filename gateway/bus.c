@@ -26,7 +26,8 @@
 #define BACKOFF_BASE 0.1   /* seconds */
 #define BACKOFF_MAX 5.0    /* seconds */
 #define PROBE_INTERVAL 1.0 /* seconds between probes */
-#define PROBE_TIMEOUT 3.0  /* a probe not back by then means a dead subscriber */
+#define PROBE_TIMEOUT 3.0  /* a probe not back, and nothing else read, by then: dead */
+#define PROBE_HARD_TIMEOUT 30.0 /* a probe not back by then: dead, however busy the link */
 
 struct link {
     struct bus *bus;
@@ -51,6 +52,7 @@ struct bus {
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
     double probe_sent_at; /* 0: no probe outstanding */
+    double sub_last_reply; /* when the subscriber last delivered anything */
     double probe_lag_ms;
     bool freeing;
 };
@@ -102,6 +104,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
     struct bus *bus = privdata;
     redisReply *reply = r;
     if (!reply || bus->freeing) return;
+    bus->sub_last_reply = worker_now();
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -265,8 +268,13 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     double now = worker_now();
     if (bus->state != BUS_UP || !bus->cmd.ready) return;
     if (bus->probe_sent_at != 0) {
-        if (now - bus->probe_sent_at < PROBE_TIMEOUT) return;
-        log_warn("event=redis_probe_lost waited_seconds=%.1f", now - bus->probe_sent_at);
+        /* A probe may wait behind a burst of real messages: the link is dead
+         * only when nothing at all arrives (or the probe is very late). */
+        double waited = now - bus->probe_sent_at;
+        if (waited < PROBE_TIMEOUT ||
+            (now - bus->sub_last_reply < PROBE_TIMEOUT && waited < PROBE_HARD_TIMEOUT))
+            return;
+        log_warn("event=redis_probe_lost waited_seconds=%.1f", waited);
         bus->probe_sent_at = 0;
         if (bus->sub.ac) redisAsyncFree(bus->sub.ac); /* runs disconnect_cb: down + retry */
         return;

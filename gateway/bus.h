@@ -6,8 +6,8 @@
  *
  * Liveness: hiredis ignores PING replies on a subscribed connection, so every
  * second the bus PUBLISHes a probe on a channel of its own through the command
- * connection; a probe not seen back on the subscriber within a few seconds means
- * the subscriber is dead (reconnect). The probe also measures publish-to-receive
+ * connection; a probe not seen back on the subscriber within a few seconds, while
+ * nothing else arrives on it either, means the subscriber is dead (reconnect). The probe also measures publish-to-receive
  * lag. Lost connections are retried with exponential backoff and full jitter. */
 #ifndef HERALD_BUS_H
 #define HERALD_BUS_H

@@ -18,6 +18,19 @@
 #include "iplimit.h"
 #include "log.h"
 
+/* Workers end with _exit, which skips LeakSanitizer's exit hook: in
+ * sanitizer builds run the leak check explicitly first. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HERALD_LEAK_CHECK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HERALD_LEAK_CHECK 1
+#endif
+#endif
+#ifdef HERALD_LEAK_CHECK
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #define RESTART_MIN_LIFETIME 2.0 /* a worker that dies younger than this backs off */
 #define RESTART_MAX_DELAY 30.0
 
@@ -46,7 +59,11 @@ static pid_t spawn(const struct worker *tmpl, int index, bool restarted, const s
     struct worker w = *tmpl;
     w.index = index;
     w.restarted = restarted;
-    _exit(worker_run(&w));
+    int status = worker_run(&w);
+#ifdef HERALD_LEAK_CHECK
+    __lsan_do_leak_check();
+#endif
+    _exit(status);
 }
 
 int workers_supervise(const struct worker *tmpl, int count) {

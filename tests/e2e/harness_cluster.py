@@ -460,7 +460,9 @@ def build_lib_publisher(tmpdir):
     libs = subprocess.run(["pkg-config", "--libs", "hiredis", "jansson", "libjwt", "openssl",
                            "libevent_core"], capture_output=True, text=True, timeout=10)
     assert libs.returncode == 0, libs.stderr
-    cmd = ["cc", "-I" + os.path.join(harness.REPO, "common"),
+    # The same compiler and link flags as the libraries (a sanitizer build needs them).
+    cc = [os.environ.get("HERALD_CC") or "cc"] + (os.environ.get("HERALD_LDFLAGS") or "").split()
+    cmd = cc + ["-I" + os.path.join(harness.REPO, "common"),
            "-I" + os.path.join(harness.REPO, "broker"), src,
            os.path.join(harness.BUILD, "libheraldpub.a"),
            os.path.join(harness.BUILD, "libheraldcommon.a")] + libs.stdout.split() + ["-lm",

@@ -70,6 +70,13 @@ static void check_command(const struct proto_command *cmd) {
         require(strcmp(json_string_value(json_object_get(msg, "channel")), cmd->channel) == 0);
         json_decref(msg);
 
+        /* After a Redis outage the channel is listed in a gap message. */
+        const char *gap_channels[] = {"announcements", cmd->channel};
+        msg = check_reply(proto_build_gap(gap_channels, 2, &len), len, "gap", NULL);
+        require(strcmp(json_string_value(json_array_get(json_object_get(msg, "channels"), 1)),
+                       cmd->channel) == 0);
+        json_decref(msg);
+
         /* The ACL refusal the gateway would send instead. */
         herald_user user = {.user_id = "u1", .email = "a@b.c", .role = "user"};
         enum proto_error refusal =
