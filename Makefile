@@ -147,6 +147,6 @@ clean:
 	rm -rf build
 
 format:
-	clang-format -i $(wildcard common/*.[ch] gateway/*.[ch] broker/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c)
+	clang-format -i $(wildcard common/*.[ch] gateway/*.[ch] broker/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/bench/*.c)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -25,9 +25,9 @@
 #include "redis_url.h"
 
 #define HERALD_PUB_DEFAULT_MAX_SIZE 65536
-#define HERALD_PUB_MAX_PREFIX 64
-#define HERALD_PUB_TIMEOUT_SEC 2 /* connect, and each command after it */
-#define HERALD_PUB_QUOTED_MAX 64 /* bytes of a bad channel name quoted in an error */
+#define HERALD_PUB_MAX_PREFIX       64
+#define HERALD_PUB_TIMEOUT_SEC      2  /* connect, and each command after it */
+#define HERALD_PUB_QUOTED_MAX       64 /* bytes of a bad channel name quoted in an error */
 
 struct herald_pub {
     redisContext *redis; /* NULL after a failure, until the next publish reconnects */
@@ -42,12 +42,10 @@ struct herald_pub {
 static void set_error(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void set_error(char *buf, size_t size, const char *fmt, ...)
-{
+static void set_error(char *buf, size_t size, const char *fmt, ...) {
     va_list ap;
 
-    if (!buf || size == 0)
-        return;
+    if (!buf || size == 0) return;
     va_start(ap, fmt);
     vsnprintf(buf, size, fmt, ap);
     va_end(ap);
@@ -55,8 +53,7 @@ static void set_error(char *buf, size_t size, const char *fmt, ...)
 
 /* Writes name for an error message: printable ASCII as is, other bytes as \xNN,
  * cut after HERALD_PUB_QUOTED_MAX bytes with "...". */
-static void quote_name(const char *name, char *out, size_t out_size)
-{
+static void quote_name(const char *name, char *out, size_t out_size) {
     size_t n = 0, len = strlen(name);
 
     for (size_t i = 0; i < len && i < HERALD_PUB_QUOTED_MAX && n + 5 < out_size; i++) {
@@ -73,23 +70,19 @@ static void quote_name(const char *name, char *out, size_t out_size)
     out[n] = '\0';
 }
 
-static int prefix_valid(const char *prefix)
-{
+static int prefix_valid(const char *prefix) {
     size_t len = strlen(prefix);
 
-    if (len > HERALD_PUB_MAX_PREFIX)
-        return 0;
+    if (len > HERALD_PUB_MAX_PREFIX) return 0;
     for (size_t i = 0; i < len; i++) {
-        if (!isgraph((unsigned char)prefix[i]))
-            return 0;
+        if (!isgraph((unsigned char)prefix[i])) return 0;
     }
     return 1;
 }
 
 /* Runs one command whose reply must not be an error; used for AUTH and SELECT. */
 static int run_setup_command(redisContext *c, const char *what, char *err, size_t err_size,
-                             const char *format, ...)
-{
+                             const char *format, ...) {
     va_list ap;
     redisReply *reply;
 
@@ -111,8 +104,7 @@ static int run_setup_command(redisContext *c, const char *what, char *err, size_
 
 /* Opens a connection as url says (AUTH, SELECT). Returns NULL with err set.
  * Messages name the host and port, never the password. */
-static redisContext *open_redis(const struct redis_url *url, char *err, size_t err_size)
-{
+static redisContext *open_redis(const struct redis_url *url, char *err, size_t err_size) {
     struct timeval timeout = {HERALD_PUB_TIMEOUT_SEC, 0};
     redisContext *c = redisConnectWithTimeout(url->host, url->port, timeout);
 
@@ -135,13 +127,10 @@ static redisContext *open_redis(const struct redis_url *url, char *err, size_t e
     if (url->password) {
         int rc = url->user ? run_setup_command(c, "AUTH", err, err_size, "AUTH %s %s", url->user,
                                                url->password)
-                           : run_setup_command(c, "AUTH", err, err_size, "AUTH %s",
-                                               url->password);
-        if (rc < 0)
-            goto failed;
+                           : run_setup_command(c, "AUTH", err, err_size, "AUTH %s", url->password);
+        if (rc < 0) goto failed;
     }
-    if (url->db != 0 &&
-        run_setup_command(c, "SELECT", err, err_size, "SELECT %d", url->db) < 0)
+    if (url->db != 0 && run_setup_command(c, "SELECT", err, err_size, "SELECT %d", url->db) < 0)
         goto failed;
     return c;
 
@@ -150,8 +139,7 @@ failed:
     return NULL;
 }
 
-herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, size_t err_size)
-{
+herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, size_t err_size) {
     herald_pub *p = calloc(1, sizeof *p);
     char reason[256];
 
@@ -163,8 +151,7 @@ herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, s
         set_error(err, err_size, "invalid Redis URL: %s", reason);
         goto failed;
     }
-    if (!prefix)
-        prefix = HERALD_PUB_DEFAULT_PREFIX;
+    if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     if (!prefix_valid(prefix)) {
         set_error(err, err_size,
                   "invalid channel prefix: at most %d printable characters, no spaces",
@@ -181,8 +168,7 @@ herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, s
     memcpy(p->channel_buf, p->prefix, p->prefix_len);
     p->max_size = HERALD_PUB_DEFAULT_MAX_SIZE;
     p->redis = open_redis(&p->url, err, err_size);
-    if (!p->redis)
-        goto failed;
+    if (!p->redis) goto failed;
     return p;
 
 failed:
@@ -190,20 +176,17 @@ failed:
     return NULL;
 }
 
-void herald_pub_set_max_size(herald_pub *p, size_t max_size)
-{
+void herald_pub_set_max_size(herald_pub *p, size_t max_size) {
     p->max_size = max_size;
 }
 
-const char *herald_pub_last_error(const herald_pub *p)
-{
+const char *herald_pub_last_error(const herald_pub *p) {
     return p->error;
 }
 
 /* The checks that need no network: channel name, size, one JSON value. */
 static enum herald_pub_status validate(herald_pub *p, const char *channel, const char *json,
-                                       size_t *json_len)
-{
+                                       size_t *json_len) {
     char quoted[HERALD_PUB_QUOTED_MAX * 4 + 8];
 
     if (!channel || !acl_channel_name_valid(channel, strlen(channel))) {
@@ -221,8 +204,7 @@ static enum herald_pub_status validate(herald_pub *p, const char *channel, const
     *json_len = strlen(json);
     if (*json_len > p->max_size) {
         set_error(p->error, sizeof p->error,
-                  "event data too big: %zu bytes, the limit is %zu bytes", *json_len,
-                  p->max_size);
+                  "event data too big: %zu bytes, the limit is %zu bytes", *json_len, p->max_size);
         return HERALD_PUB_TOO_BIG;
     }
 
@@ -237,8 +219,7 @@ static enum herald_pub_status validate(herald_pub *p, const char *channel, const
 /* One PUBLISH attempt on the current connection. Returns 0 with *receivers
  * set, or -1 with p->error set. */
 static int publish_once(herald_pub *p, size_t channel_len, const char *json, size_t json_len,
-                        long long *receivers)
-{
+                        long long *receivers) {
     redisReply *reply =
         redisCommand(p->redis, "PUBLISH %b %b", p->channel_buf, channel_len, json, json_len);
 
@@ -264,8 +245,7 @@ static int publish_once(herald_pub *p, size_t channel_len, const char *json, siz
 
 /* Replaces the connection with a fresh one. Returns 0, or -1 with p->error set
  * and no connection left. */
-static int reconnect(herald_pub *p)
-{
+static int reconnect(herald_pub *p) {
     char reason[sizeof p->error];
 
     if (p->redis) {
@@ -281,13 +261,11 @@ static int reconnect(herald_pub *p)
 }
 
 enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, const char *json,
-                                          long *receivers)
-{
+                                          long *receivers) {
     size_t json_len = 0;
     enum herald_pub_status status = validate(p, channel, json, &json_len);
 
-    if (status != HERALD_PUB_OK)
-        return status;
+    if (status != HERALD_PUB_OK) return status;
 
     size_t channel_len = strlen(channel);
     memcpy(p->channel_buf + p->prefix_len, channel, channel_len);
@@ -295,15 +273,13 @@ enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, co
 
     long long count = 0;
     int rc = -1;
-    if (p->redis)
-        rc = publish_once(p, channel_len, json, json_len, &count);
+    if (p->redis) rc = publish_once(p, channel_len, json, json_len, &count);
     if (rc < 0) {
         /* The first failure's reason is kept when the reconnect fails too: it
          * is usually the more telling of the two. */
         char first[sizeof p->error];
         snprintf(first, sizeof first, "%s", p->redis ? p->error : "");
-        if (reconnect(p) == 0)
-            rc = publish_once(p, channel_len, json, json_len, &count);
+        if (reconnect(p) == 0) rc = publish_once(p, channel_len, json, json_len, &count);
         if (rc < 0) {
             if (first[0] != '\0') {
                 char second[sizeof p->error];
@@ -317,18 +293,14 @@ enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, co
             return HERALD_PUB_REDIS;
         }
     }
-    if (receivers)
-        *receivers = (long)count;
+    if (receivers) *receivers = (long)count;
     p->error[0] = '\0';
     return HERALD_PUB_OK;
 }
 
-void herald_pub_close(herald_pub *p)
-{
-    if (!p)
-        return;
-    if (p->redis)
-        redisFree(p->redis);
+void herald_pub_close(herald_pub *p) {
+    if (!p) return;
+    if (p->redis) redisFree(p->redis);
     redis_url_free(&p->url);
     free(p->prefix);
     free(p->channel_buf);

@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#define HERALD_PUB_DEFAULT_URL "redis://127.0.0.1:6379"
+#define HERALD_PUB_DEFAULT_URL    "redis://127.0.0.1:6379"
 #define HERALD_PUB_DEFAULT_PREFIX "herald:"
 
 typedef struct herald_pub herald_pub;

@@ -23,31 +23,27 @@ enum {
     EXIT_USAGE = 2,
 };
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]\n"
-            "\n"
-            "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
-            "Without JSON, or with \"-\", reads one event per line from stdin.\n"
-            "\n"
-            "  --redis URL    redis://[[user]:password@]host[:port][/db]\n"
-            "                 (default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL ")\n"
-            "  --prefix P     Redis channel prefix (default $HERALD_CHANNEL_PREFIX, else "
-            "\"" HERALD_PUB_DEFAULT_PREFIX "\")\n"
-            "  -v, --verbose  print \"published to N receivers\" for each event\n"
-            "  -h, --help     this help\n"
-            "\n"
-            "Exit status: 0 published, 1 Redis failure, 2 bad usage, channel or JSON.\n");
+static void usage(FILE *out) {
+    fprintf(out, "usage: herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]\n"
+                 "\n"
+                 "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
+                 "Without JSON, or with \"-\", reads one event per line from stdin.\n"
+                 "\n"
+                 "  --redis URL    redis://[[user]:password@]host[:port][/db]\n"
+                 "                 (default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL ")\n"
+                 "  --prefix P     Redis channel prefix (default $HERALD_CHANNEL_PREFIX, else "
+                 "\"" HERALD_PUB_DEFAULT_PREFIX "\")\n"
+                 "  -v, --verbose  print \"published to N receivers\" for each event\n"
+                 "  -h, --help     this help\n"
+                 "\n"
+                 "Exit status: 0 published, 1 Redis failure, 2 bad usage, channel or JSON.\n");
 }
 
-static int exit_status_of(enum herald_pub_status status)
-{
+static int exit_status_of(enum herald_pub_status status) {
     return status == HERALD_PUB_REDIS ? EXIT_REDIS : EXIT_USAGE;
 }
 
-static int publish_one(herald_pub *p, const char *channel, const char *json, int verbose)
-{
+static int publish_one(herald_pub *p, const char *channel, const char *json, int verbose) {
     long receivers = 0;
     enum herald_pub_status status = herald_pub_publish(p, channel, json, &receivers);
 
@@ -55,19 +51,16 @@ static int publish_one(herald_pub *p, const char *channel, const char *json, int
         fprintf(stderr, "herald-pub: %s\n", herald_pub_last_error(p));
         return exit_status_of(status);
     }
-    if (verbose)
-        printf("published to %ld receivers\n", receivers);
+    if (verbose) printf("published to %ld receivers\n", receivers);
     return EXIT_PUBLISHED;
 }
 
 /* True when line holds nothing but whitespace. */
-static int blank(const char *line)
-{
+static int blank(const char *line) {
     return line[strspn(line, " \t\r\n")] == '\0';
 }
 
-static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verbose)
-{
+static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verbose) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -76,10 +69,8 @@ static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verb
 
     while ((len = getline(&line, &cap, in)) >= 0) {
         line_number++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        if (blank(line))
-            continue;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (blank(line)) continue;
         if ((size_t)len != strlen(line)) {
             fprintf(stderr, "herald-pub: line %ld: contains a NUL byte\n", line_number);
             rc = EXIT_USAGE;
@@ -105,8 +96,7 @@ static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verb
     return rc;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     static const struct option options[] = {
         {"redis", required_argument, NULL, 'r'},
         {"prefix", required_argument, NULL, 'p'},
@@ -118,27 +108,15 @@ int main(int argc, char **argv)
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
     int verbose = 0, opt;
 
-    if (!url || !*url)
-        url = HERALD_PUB_DEFAULT_URL;
-    if (!prefix)
-        prefix = HERALD_PUB_DEFAULT_PREFIX;
+    if (!url || !*url) url = HERALD_PUB_DEFAULT_URL;
+    if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     while ((opt = getopt_long(argc, argv, "r:p:vh", options, NULL)) != -1) {
         switch (opt) {
-        case 'r':
-            url = optarg;
-            break;
-        case 'p':
-            prefix = optarg;
-            break;
-        case 'v':
-            verbose = 1;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_PUBLISHED;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
+            case 'r': url = optarg; break;
+            case 'p': prefix = optarg; break;
+            case 'v': verbose = 1; break;
+            case 'h': usage(stdout); return EXIT_PUBLISHED;
+            default: usage(stderr); return EXIT_USAGE;
         }
     }
     int args = argc - optind;
@@ -149,8 +127,7 @@ int main(int argc, char **argv)
     }
     const char *channel = argv[optind];
     const char *json = args == 2 ? argv[optind + 1] : NULL;
-    if (json && strcmp(json, "-") == 0)
-        json = NULL;
+    if (json && strcmp(json, "-") == 0) json = NULL;
 
     /* Checked here as well as in the library so that a bad channel is exit 2
      * even with Redis down, and even when stdin turns out to be empty. */
@@ -180,8 +157,8 @@ int main(int argc, char **argv)
         /* The URL is known good, so "invalid" can only be the prefix. */
         return strncmp(err, "invalid", 7) == 0 ? EXIT_USAGE : EXIT_REDIS;
     }
-    int rc = json ? publish_one(p, channel, json, verbose)
-                  : publish_stream(p, channel, stdin, verbose);
+    int rc =
+        json ? publish_one(p, channel, json, verbose) : publish_stream(p, channel, stdin, verbose);
     herald_pub_close(p);
     return rc;
 }

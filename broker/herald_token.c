@@ -21,7 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#define TOKEN_EXIT_USAGE 2
+#define TOKEN_EXIT_USAGE   2
 #define TOKEN_MAX_KEY_FILE (1024 * 1024)
 
 struct token_options {
@@ -124,8 +124,8 @@ static int check_private_key(jwt_alg_t alg, const unsigned char *pem, size_t pem
         fprintf(stderr, "herald-token: --private-key %s is not an unencrypted PEM private key\n",
                 path);
     else if (!curve && !EVP_PKEY_is_a(pkey, "RSA"))
-        fprintf(stderr, "herald-token: %s needs an RSA key; %s is not one\n",
-                jwt_alg_str(alg), path);
+        fprintf(stderr, "herald-token: %s needs an RSA key; %s is not one\n", jwt_alg_str(alg),
+                path);
     else if (curve && (!EVP_PKEY_is_a(pkey, "EC") ||
                        !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
                                                        sizeof(group), &group_len) ||
@@ -142,12 +142,18 @@ static int check_private_key(jwt_alg_t alg, const unsigned char *pem, size_t pem
 /* Parses argv into opts. Returns -1 to continue, else the exit status. */
 static int parse_options(int argc, char **argv, struct token_options *opts) {
     static const struct option longopts[] = {
-        {"alg", required_argument, NULL, 'a'},      {"secret", required_argument, NULL, 's'},
-        {"private-key", required_argument, NULL, 'k'}, {"user", required_argument, NULL, 'u'},
-        {"email", required_argument, NULL, 'e'},    {"role", required_argument, NULL, 'r'},
-        {"ttl", required_argument, NULL, 't'},      {"issuer", required_argument, NULL, 'i'},
-        {"audience", required_argument, NULL, 'A'}, {"nbf", required_argument, NULL, 'n'},
-        {"no-exp", no_argument, NULL, 'X'},         {"help", no_argument, NULL, 'h'},
+        {"alg", required_argument, NULL, 'a'},
+        {"secret", required_argument, NULL, 's'},
+        {"private-key", required_argument, NULL, 'k'},
+        {"user", required_argument, NULL, 'u'},
+        {"email", required_argument, NULL, 'e'},
+        {"role", required_argument, NULL, 'r'},
+        {"ttl", required_argument, NULL, 't'},
+        {"issuer", required_argument, NULL, 'i'},
+        {"audience", required_argument, NULL, 'A'},
+        {"nbf", required_argument, NULL, 'n'},
+        {"no-exp", no_argument, NULL, 'X'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -155,29 +161,29 @@ static int parse_options(int argc, char **argv, struct token_options *opts) {
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'a': opts->alg_name = optarg; break;
-        case 's': opts->secret = optarg; break;
-        case 'k': opts->private_key_file = optarg; break;
-        case 'u': opts->user = optarg; break;
-        case 'e': opts->email = optarg; break;
-        case 'r': opts->role = optarg; break;
-        case 'i': opts->issuer = optarg; break;
-        case 'A': opts->audience = optarg; break;
-        case 'X': opts->no_exp = true; break;
-        case 't':
-            if (parse_long(optarg, 1, &opts->ttl) < 0)
-                return usage_error("--ttl wants a positive number of seconds, not \"%s\"",
-                                   optarg);
-            break;
-        case 'n':
-            if (parse_long(optarg, 0, &opts->nbf) < 0)
-                return usage_error("--nbf wants a Unix time in seconds, not \"%s\"", optarg);
-            opts->has_nbf = true;
-            break;
-        case 'h': usage(stdout); return 0;
-        default:
-            return usage_error("unknown or incomplete option %s",
-                               argv[optind - 1] ? argv[optind - 1] : "");
+            case 'a': opts->alg_name = optarg; break;
+            case 's': opts->secret = optarg; break;
+            case 'k': opts->private_key_file = optarg; break;
+            case 'u': opts->user = optarg; break;
+            case 'e': opts->email = optarg; break;
+            case 'r': opts->role = optarg; break;
+            case 'i': opts->issuer = optarg; break;
+            case 'A': opts->audience = optarg; break;
+            case 'X': opts->no_exp = true; break;
+            case 't':
+                if (parse_long(optarg, 1, &opts->ttl) < 0)
+                    return usage_error("--ttl wants a positive number of seconds, not \"%s\"",
+                                       optarg);
+                break;
+            case 'n':
+                if (parse_long(optarg, 0, &opts->nbf) < 0)
+                    return usage_error("--nbf wants a Unix time in seconds, not \"%s\"", optarg);
+                opts->has_nbf = true;
+                break;
+            case 'h': usage(stdout); return 0;
+            default:
+                return usage_error("unknown or incomplete option %s",
+                                   argv[optind - 1] ? argv[optind - 1] : "");
         }
     }
     if (optind < argc) return usage_error("unexpected argument \"%s\"", argv[optind]);
@@ -187,8 +193,8 @@ static int parse_options(int argc, char **argv, struct token_options *opts) {
 
 /* Builds and signs the token; returns it (caller frees) or NULL after
  * printing why. */
-static char *make_token(const struct token_options *opts, jwt_alg_t alg,
-                        const unsigned char *key, size_t key_len) {
+static char *make_token(const struct token_options *opts, jwt_alg_t alg, const unsigned char *key,
+                        size_t key_len) {
     time_t now = time(NULL);
     jwt_t *jwt = NULL;
     char *token = NULL;
@@ -211,10 +217,8 @@ static char *make_token(const struct token_options *opts, jwt_alg_t alg,
     token = jwt_encode_str(jwt);
     if (!token) {
         rc = errno ? errno : EINVAL;
-        fprintf(stderr,
-                "herald-token: signing failed (%s)%s\n", strerror(rc),
-                alg >= JWT_ALG_RS256 ? "; is --private-key a PEM private key for this --alg?"
-                                     : "");
+        fprintf(stderr, "herald-token: signing failed (%s)%s\n", strerror(rc),
+                alg >= JWT_ALG_RS256 ? "; is --private-key a PEM private key for this --alg?" : "");
     }
     jwt_free(jwt);
     return token;
@@ -259,8 +263,7 @@ int main(int argc, char **argv) {
         }
     } else {
         if (opts.secret)
-            return usage_error("--secret is for HS*; %s takes --private-key FILE",
-                               opts.alg_name);
+            return usage_error("--secret is for HS*; %s takes --private-key FILE", opts.alg_name);
         if (!opts.private_key_file)
             return usage_error("%s needs --private-key FILE (a PEM private key)", opts.alg_name);
         key = read_key_file(opts.private_key_file, &key_len);

@@ -45,12 +45,12 @@ enum publisher_kind {
     KIND_ALL = KIND_APPS | KIND_DEPLOYMENTS | KIND_STORAGE,
 };
 
-#define MAX_APPS 8
-#define MAX_FILES 12
-#define MAX_DEPLOYMENTS 3       /* running at the same time */
+#define MAX_APPS              8
+#define MAX_FILES             12
+#define MAX_DEPLOYMENTS       3 /* running at the same time */
 #define DEPLOYMENT_MIN_EVENTS 3 /* started, one status, completed/failed */
 #define DEPLOYMENT_MAX_EVENTS 5 /* when the count does not force a longer one */
-#define UUID_LEN 36
+#define UUID_LEN              36
 
 static volatile sig_atomic_t stop_requested;
 
@@ -106,11 +106,10 @@ struct publisher {
 static const char *const owners[] = {"u1", "u2", "u3", "u4", "u5"};
 static const char *const runtimes[] = {"node20", "python3.12", "go1.22", "ruby3.3", "static"};
 static const char *const regions[] = {"eu-west-1", "us-east-1", "ap-southeast-2"};
-static const char *const name_words[] = {"blue", "quiet", "rapid", "amber", "lunar", "brisk",
-                                         "solar", "misty", "harbor", "falcon", "orchid", "delta",
+static const char *const name_words[] = {"blue",   "quiet",  "rapid",  "amber",  "lunar",  "brisk",
+                                         "solar",  "misty",  "harbor", "falcon", "orchid", "delta",
                                          "cobalt", "willow", "summit", "comet"};
-static const char *const app_statuses[] = {"running", "stopped", "sleeping", "crashed",
-                                           "running"};
+static const char *const app_statuses[] = {"running", "stopped", "sleeping", "crashed", "running"};
 static const char *const environments[] = {"production", "staging", "preview"};
 static const char *const stages[] = {"building", "deploying", "verifying"};
 static const char *const stage_messages[] = {"building image", "rolling out replicas",
@@ -128,39 +127,31 @@ struct file_type {
 };
 
 static const struct file_type file_types[] = {
-    {"png", "image/png", 20000, 4000000},
-    {"jpg", "image/jpeg", 30000, 6000000},
-    {"pdf", "application/pdf", 50000, 12000000},
-    {"json", "application/json", 200, 80000},
-    {"csv", "text/csv", 1000, 20000000},
-    {"mp4", "video/mp4", 2000000, 900000000},
+    {"png", "image/png", 20000, 4000000},        {"jpg", "image/jpeg", 30000, 6000000},
+    {"pdf", "application/pdf", 50000, 12000000}, {"json", "application/json", 200, 80000},
+    {"csv", "text/csv", 1000, 20000000},         {"mp4", "video/mp4", 2000000, 900000000},
 };
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Seeded with nrand48/erand48 so that --seed reproduces a stream. */
-static long random_below(struct publisher *pub, long n)
-{
+static long random_below(struct publisher *pub, long n) {
     return nrand48(pub->rng) % n;
 }
 
-static double random_unit(struct publisher *pub)
-{
+static double random_unit(struct publisher *pub) {
     return erand48(pub->rng);
 }
 
-static const char *random_pick(struct publisher *pub, const char *const *items, size_t n)
-{
+static const char *random_pick(struct publisher *pub, const char *const *items, size_t n) {
     return items[random_below(pub, (long)n)];
 }
 
 /* A version-4-shaped UUID from the seeded generator (not for security). */
-static void random_uuid(struct publisher *pub, char out[UUID_LEN + 1])
-{
+static void random_uuid(struct publisher *pub, char out[UUID_LEN + 1]) {
     unsigned char b[16];
 
-    for (size_t i = 0; i < sizeof b; i++)
-        b[i] = (unsigned char)random_below(pub, 256);
+    for (size_t i = 0; i < sizeof b; i++) b[i] = (unsigned char)random_below(pub, 256);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     snprintf(out, UUID_LEN + 1,
@@ -169,8 +160,7 @@ static void random_uuid(struct publisher *pub, char out[UUID_LEN + 1])
              b[15]);
 }
 
-static void iso_timestamp(char out[32])
-{
+static void iso_timestamp(char out[32]) {
     struct timespec now;
     struct tm tm;
 
@@ -181,20 +171,16 @@ static void iso_timestamp(char out[32])
 }
 
 /* Sleeps on the monotonic clock until deadline; false when a signal asked to stop. */
-static bool sleep_until(const struct timespec *deadline)
-{
+static bool sleep_until(const struct timespec *deadline) {
     while (!stop_requested) {
         int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, deadline, NULL);
-        if (rc == 0)
-            return !stop_requested;
-        if (rc != EINTR)
-            return !stop_requested;
+        if (rc == 0) return !stop_requested;
+        if (rc != EINTR) return !stop_requested;
     }
     return false;
 }
 
-static void timespec_add_ns(struct timespec *t, long long ns)
-{
+static void timespec_add_ns(struct timespec *t, long long ns) {
     long long total = (long long)t->tv_nsec + ns;
     t->tv_sec += (time_t)(total / 1000000000LL);
     t->tv_nsec = (long)(total % 1000000000LL);
@@ -202,12 +188,9 @@ static void timespec_add_ns(struct timespec *t, long long ns)
 
 /* Adds key = value (stolen) to *data; on failure drops both and leaves *data
  * NULL, which emit() reports as out of memory. */
-static void add_field(json_t **data, const char *key, json_t *value)
-{
-    if (*data && json_object_set_new(*data, key, value) == 0)
-        return;
-    if (!*data)
-        json_decref(value);
+static void add_field(json_t **data, const char *key, json_t *value) {
+    if (*data && json_object_set_new(*data, key, value) == 0) return;
+    if (!*data) json_decref(value);
     json_decref(*data);
     *data = NULL;
 }
@@ -215,8 +198,7 @@ static void add_field(json_t **data, const char *key, json_t *value)
 /* Adds timestamp and seq to data (stolen), publishes it, retries Redis
  * failures every second until they pass or a signal arrives. Returns 0, or -1
  * for an event the library refused (a bug here) or a stop request. */
-static int emit(struct publisher *pub, const char *channel, json_t *data)
-{
+static int emit(struct publisher *pub, const char *channel, json_t *data) {
     char timestamp[32];
 
     if (!data) {
@@ -240,8 +222,7 @@ static int emit(struct publisher *pub, const char *channel, json_t *data)
     int rc = 0;
     for (;;) {
         enum herald_pub_status status = herald_pub_publish(pub->pub, channel, text, NULL);
-        if (status == HERALD_PUB_OK)
-            break;
+        if (status == HERALD_PUB_OK) break;
         fprintf(stderr, "herald-publisher: %s\n", herald_pub_last_error(pub->pub));
         if (status != HERALD_PUB_REDIS) {
             rc = -1;
@@ -265,15 +246,13 @@ static int emit(struct publisher *pub, const char *channel, json_t *data)
 
 /* ---- apps ---- */
 
-static json_t *app_json(const struct app *a)
-{
+static json_t *app_json(const struct app *a) {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i}", "id", a->id, "name", a->name,
                      "owner", a->owner, "status", a->status, "runtime", a->runtime, "region",
                      a->region, "version", a->version, "replicas", a->replicas);
 }
 
-static int apps_created(struct publisher *pub)
-{
+static int apps_created(struct publisher *pub) {
     struct app *a = &pub->apps[pub->app_count++];
 
     random_uuid(pub, a->id);
@@ -289,8 +268,7 @@ static int apps_created(struct publisher *pub)
     return emit(pub, "apps:created", app_json(a));
 }
 
-static int apps_step(struct publisher *pub)
-{
+static int apps_step(struct publisher *pub) {
     if (pub->app_count == 0 || (pub->app_count < MAX_APPS && random_unit(pub) < 0.2))
         return apps_created(pub);
 
@@ -315,8 +293,7 @@ static int apps_step(struct publisher *pub)
     }
     if (r < 0.85 || pub->app_count <= 2) {
         const char *previous = a->status;
-        do
-            a->status = random_pick(pub, app_statuses, COUNT_OF(app_statuses));
+        do a->status = random_pick(pub, app_statuses, COUNT_OF(app_statuses));
         while (strcmp(a->status, previous) == 0);
         json_t *data = app_json(a);
         add_field(&data, "previousStatus", json_string(previous));
@@ -330,20 +307,17 @@ static int apps_step(struct publisher *pub)
 
 /* ---- storage ---- */
 
-static json_t *file_json(const struct stored_file *f)
-{
+static json_t *file_json(const struct stored_file *f) {
     return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "fileId", f->id, "path", f->path, "size",
                      (json_int_t)f->size, "contentType", f->content_type, "bucket", f->bucket,
                      "owner", f->owner);
 }
 
-static long long random_size(struct publisher *pub, const struct file_type *t)
-{
+static long long random_size(struct publisher *pub, const struct file_type *t) {
     return t->min_size + (long long)(random_unit(pub) * (double)(t->max_size - t->min_size));
 }
 
-static int storage_step(struct publisher *pub)
-{
+static int storage_step(struct publisher *pub) {
     if (pub->file_count == 0 || (pub->file_count < MAX_FILES && random_unit(pub) < 0.5)) {
         struct stored_file *f = &pub->files[pub->file_count++];
         const struct file_type *t = &file_types[random_below(pub, COUNT_OF(file_types))];
@@ -379,8 +353,7 @@ static int storage_step(struct publisher *pub)
 /* ---- deployments ---- */
 
 /* Events still owed by the deployments already started. */
-static long long deployments_pending(const struct publisher *pub)
-{
+static long long deployments_pending(const struct publisher *pub) {
     long long pending = 0;
     for (int i = 0; i < pub->deployment_count; i++)
         pending += pub->deployments[i].length - pub->deployments[i].step;
@@ -389,27 +362,22 @@ static long long deployments_pending(const struct publisher *pub)
 
 /* Events of the count not yet promised to a running deployment (LLONG_MAX-ish
  * when unlimited). */
-static long long deployments_free_budget(const struct publisher *pub)
-{
-    if (pub->count == 0)
-        return 1LL << 62;
+static long long deployments_free_budget(const struct publisher *pub) {
+    if (pub->count == 0) return 1LL << 62;
     return pub->count - pub->emitted - deployments_pending(pub);
 }
 
-static bool deployments_can_start(const struct publisher *pub)
-{
+static bool deployments_can_start(const struct publisher *pub) {
     return pub->deployment_count < MAX_DEPLOYMENTS &&
            deployments_free_budget(pub) >= DEPLOYMENT_MIN_EVENTS;
 }
 
-static void deployment_plan(struct publisher *pub, struct deployment *d)
-{
+static void deployment_plan(struct publisher *pub, struct deployment *d) {
     long long budget = deployments_free_budget(pub);
     int length = DEPLOYMENT_MIN_EVENTS +
                  (int)random_below(pub, DEPLOYMENT_MAX_EVENTS - DEPLOYMENT_MIN_EVENTS + 1);
 
-    if (length > budget)
-        length = (int)budget;
+    if (length > budget) length = (int)budget;
     /* Alone, deployments must use the whole count: a remainder too small for
      * another deployment is absorbed as extra status events by this one. */
     if (pub->kinds == KIND_DEPLOYMENTS && pub->count != 0 &&
@@ -421,8 +389,7 @@ static void deployment_plan(struct publisher *pub, struct deployment *d)
     d->duration_ms = 0;
 }
 
-static int deployment_start(struct publisher *pub)
-{
+static int deployment_start(struct publisher *pub) {
     /* Planned before it counts as running, so the budget excludes it. */
     struct deployment *d = &pub->deployments[pub->deployment_count];
 
@@ -449,8 +416,7 @@ static int deployment_start(struct publisher *pub)
                           "triggeredBy", random_pick(pub, owners, COUNT_OF(owners))));
 }
 
-static int deployment_advance(struct publisher *pub, int index)
-{
+static int deployment_advance(struct publisher *pub, int index) {
     struct deployment *d = &pub->deployments[index];
     int statuses = d->length - 2;
     json_t *data;
@@ -462,95 +428,79 @@ static int deployment_advance(struct publisher *pub, int index)
         d->duration_ms += 5000 + random_below(pub, 40000);
         channel = "deployments:status";
         data = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "deploymentId", d->id, "appId",
-                         d->app_id, "appName", d->app_name, "status", stages[stage],
-                         "progress", (i + 1) * 100 / (statuses + 1), "message",
-                         stage_messages[stage]);
+                         d->app_id, "appName", d->app_name, "status", stages[stage], "progress",
+                         (i + 1) * 100 / (statuses + 1), "message", stage_messages[stage]);
     } else {
         int last_stage = (int)((long)(statuses - 1) * (long)COUNT_OF(stages) / statuses);
         d->duration_ms += 2000 + random_below(pub, 10000);
         if (d->fails) {
             channel = "deployments:failed";
-            data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "deploymentId", d->id,
-                             "appId", d->app_id, "appName", d->app_name, "status", "failed",
-                             "stage", stages[last_stage], "error", failure_reasons[last_stage],
-                             "durationMs", (json_int_t)d->duration_ms);
+            data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "deploymentId", d->id, "appId",
+                             d->app_id, "appName", d->app_name, "status", "failed", "stage",
+                             stages[last_stage], "error", failure_reasons[last_stage], "durationMs",
+                             (json_int_t)d->duration_ms);
         } else {
             channel = "deployments:completed";
-            data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "deploymentId", d->id, "appId",
-                             d->app_id, "appName", d->app_name, "status", "completed",
-                             "environment", d->environment, "durationMs",
-                             (json_int_t)d->duration_ms);
+            data =
+                json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "deploymentId", d->id, "appId",
+                          d->app_id, "appName", d->app_name, "status", "completed", "environment",
+                          d->environment, "durationMs", (json_int_t)d->duration_ms);
             add_field(&data, "url",
                       json_sprintf("https://%s.%s.example.com", d->app_name, d->environment));
         }
     }
     d->step++;
     int rc = emit(pub, channel, data);
-    if (d->step == d->length)
-        pub->deployments[index] = pub->deployments[--pub->deployment_count];
+    if (d->step == d->length) pub->deployments[index] = pub->deployments[--pub->deployment_count];
     return rc;
 }
 
-static int deployments_step(struct publisher *pub)
-{
-    if (pub->deployment_count == 0 ||
-        (deployments_can_start(pub) && random_unit(pub) < 0.3))
+static int deployments_step(struct publisher *pub) {
+    if (pub->deployment_count == 0 || (deployments_can_start(pub) && random_unit(pub) < 0.3))
         return deployment_start(pub);
     return deployment_advance(pub, (int)random_below(pub, pub->deployment_count));
 }
 
 /* ---- scheduling ---- */
 
-static int next_event(struct publisher *pub)
-{
+static int next_event(struct publisher *pub) {
     bool deployments_on = pub->kinds & KIND_DEPLOYMENTS;
-    bool deployments_ready = deployments_on && (pub->deployment_count > 0 || deployments_can_start(pub));
+    bool deployments_ready =
+        deployments_on && (pub->deployment_count > 0 || deployments_can_start(pub));
 
     /* What is left of the count is owed to running deployments: finish them. */
-    if (deployments_on && pub->count != 0 &&
-        pub->count - pub->emitted <= deployments_pending(pub))
+    if (deployments_on && pub->count != 0 && pub->count - pub->emitted <= deployments_pending(pub))
         return deployments_step(pub);
 
     enum publisher_kind choices[3];
     int n = 0;
-    if (pub->kinds & KIND_APPS)
-        choices[n++] = KIND_APPS;
-    if (deployments_ready)
-        choices[n++] = KIND_DEPLOYMENTS;
-    if (pub->kinds & KIND_STORAGE)
-        choices[n++] = KIND_STORAGE;
-    if (n == 0)
-        return deployments_step(pub);
+    if (pub->kinds & KIND_APPS) choices[n++] = KIND_APPS;
+    if (deployments_ready) choices[n++] = KIND_DEPLOYMENTS;
+    if (pub->kinds & KIND_STORAGE) choices[n++] = KIND_STORAGE;
+    if (n == 0) return deployments_step(pub);
     switch (choices[random_below(pub, n)]) {
-    case KIND_APPS:
-        return apps_step(pub);
-    case KIND_STORAGE:
-        return storage_step(pub);
-    default:
-        return deployments_step(pub);
+        case KIND_APPS: return apps_step(pub);
+        case KIND_STORAGE: return storage_step(pub);
+        default: return deployments_step(pub);
     }
 }
 
-static void on_stop_signal(int signo)
-{
+static void on_stop_signal(int signo) {
     (void)signo;
     stop_requested = 1;
 }
 
-static int install_signal_handlers(void)
-{
+static int install_signal_handlers(void) {
     struct sigaction sa;
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     /* No SA_RESTART: the pacing sleep must wake up to notice the request. */
-    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-        return -1;
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0) return -1;
     /* A write to a Redis that went away must fail with EPIPE, not kill us. */
     sa.sa_handler = SIG_IGN;
-    if (sigaction(SIGPIPE, &sa, NULL) < 0)
-        return -1;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0) return -1;
     return 0;
 }
 
@@ -559,8 +509,7 @@ static int install_signal_handlers(void)
  * succeeded, a signal asked to stop, or the settings are bad (*bad_settings:
  * the URL is checked before, so that is the prefix); the reasons are logged. */
 static herald_pub *connect_waiting(const char *url, const char *prefix, long long wait_seconds,
-                                   bool *bad_settings)
-{
+                                   bool *bad_settings) {
     struct timespec give_up, retry_at;
     char err[512];
 
@@ -569,8 +518,7 @@ static herald_pub *connect_waiting(const char *url, const char *prefix, long lon
     give_up.tv_sec += (time_t)(wait_seconds < 1000000000LL ? wait_seconds : 1000000000LL);
     for (;;) {
         herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
-        if (p)
-            return p;
+        if (p) return p;
         if (strncmp(err, "invalid", 7) == 0) {
             fprintf(stderr, "herald-publisher: %s\n", err);
             *bad_settings = true;
@@ -584,13 +532,11 @@ static herald_pub *connect_waiting(const char *url, const char *prefix, long lon
             (retry_at.tv_sec == give_up.tv_sec && retry_at.tv_nsec > give_up.tv_nsec))
             retry_at = give_up;
         fprintf(stderr, "herald-publisher: %s%s\n", err, again ? "; retrying in 1 s" : "");
-        if (!again || !sleep_until(&retry_at))
-            return NULL;
+        if (!again || !sleep_until(&retry_at)) return NULL;
     }
 }
 
-static void usage(FILE *out)
-{
+static void usage(FILE *out) {
     fprintf(out,
             "usage: herald-publisher [--redis URL] [--prefix P] --kind "
             "apps|deployments|storage|all\n"
@@ -611,8 +557,7 @@ static void usage(FILE *out)
             "  -v, --verbose   print each event as \"CHANNEL JSON\"\n");
 }
 
-static int parse_kind(const char *s, unsigned *kinds)
-{
+static int parse_kind(const char *s, unsigned *kinds) {
     static const struct {
         const char *name;
         unsigned kinds;
@@ -629,26 +574,22 @@ static int parse_kind(const char *s, unsigned *kinds)
     return -1;
 }
 
-static int parse_long_long(const char *s, long long min, long long *out)
-{
+static int parse_long_long(const char *s, long long min, long long *out) {
     char *end;
     errno = 0;
     long long value = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || value < min)
-        return -1;
+    if (errno || end == s || *end != '\0' || value < min) return -1;
     *out = value;
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     static const struct option options[] = {
-        {"redis", required_argument, NULL, 'r'}, {"prefix", required_argument, NULL, 'p'},
-        {"kind", required_argument, NULL, 'k'},  {"rate", required_argument, NULL, 'R'},
-        {"count", required_argument, NULL, 'c'}, {"seed", required_argument, NULL, 's'},
-        {"verbose", no_argument, NULL, 'v'},     {"help", no_argument, NULL, 'h'},
-        {"wait-redis", required_argument, NULL, 'w'},
-        {NULL, 0, NULL, 0},
+        {"redis", required_argument, NULL, 'r'},      {"prefix", required_argument, NULL, 'p'},
+        {"kind", required_argument, NULL, 'k'},       {"rate", required_argument, NULL, 'R'},
+        {"count", required_argument, NULL, 'c'},      {"seed", required_argument, NULL, 's'},
+        {"verbose", no_argument, NULL, 'v'},          {"help", no_argument, NULL, 'h'},
+        {"wait-redis", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0},
     };
     struct publisher pub;
     const char *url = getenv("HERALD_REDIS");
@@ -660,60 +601,48 @@ int main(int argc, char **argv)
     int opt;
 
     memset(&pub, 0, sizeof pub);
-    if (!url || !*url)
-        url = HERALD_PUB_DEFAULT_URL;
-    if (!prefix)
-        prefix = HERALD_PUB_DEFAULT_PREFIX;
+    if (!url || !*url) url = HERALD_PUB_DEFAULT_URL;
+    if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     while ((opt = getopt_long(argc, argv, "vh", options, NULL)) != -1) {
         char *end;
         switch (opt) {
-        case 'r':
-            url = optarg;
-            break;
-        case 'p':
-            prefix = optarg;
-            break;
-        case 'k':
-            kind_arg = optarg;
-            if (parse_kind(optarg, &pub.kinds) < 0) {
-                fprintf(stderr, "herald-publisher: unknown --kind '%s'\n", optarg);
-                return EXIT_BAD_USAGE;
-            }
-            break;
-        case 'R':
-            rate = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(rate > 0.0 && rate <= 1000000.0)) {
-                fprintf(stderr, "herald-publisher: --rate wants events per second, > 0\n");
-                return EXIT_BAD_USAGE;
-            }
-            break;
-        case 'c':
-            if (parse_long_long(optarg, 0, &pub.count) < 0) {
-                fprintf(stderr, "herald-publisher: --count wants a number >= 0\n");
-                return EXIT_BAD_USAGE;
-            }
-            break;
-        case 's':
-            if (parse_long_long(optarg, 0, &seed) < 0) {
-                fprintf(stderr, "herald-publisher: --seed wants a number >= 0\n");
-                return EXIT_BAD_USAGE;
-            }
-            break;
-        case 'w':
-            if (parse_long_long(optarg, 0, &wait_seconds) < 0) {
-                fprintf(stderr, "herald-publisher: --wait-redis wants seconds >= 0\n");
-                return EXIT_BAD_USAGE;
-            }
-            break;
-        case 'v':
-            pub.verbose = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_DONE;
-        default:
-            usage(stderr);
-            return EXIT_BAD_USAGE;
+            case 'r': url = optarg; break;
+            case 'p': prefix = optarg; break;
+            case 'k':
+                kind_arg = optarg;
+                if (parse_kind(optarg, &pub.kinds) < 0) {
+                    fprintf(stderr, "herald-publisher: unknown --kind '%s'\n", optarg);
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'R':
+                rate = strtod(optarg, &end);
+                if (end == optarg || *end != '\0' || !(rate > 0.0 && rate <= 1000000.0)) {
+                    fprintf(stderr, "herald-publisher: --rate wants events per second, > 0\n");
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'c':
+                if (parse_long_long(optarg, 0, &pub.count) < 0) {
+                    fprintf(stderr, "herald-publisher: --count wants a number >= 0\n");
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 's':
+                if (parse_long_long(optarg, 0, &seed) < 0) {
+                    fprintf(stderr, "herald-publisher: --seed wants a number >= 0\n");
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'w':
+                if (parse_long_long(optarg, 0, &wait_seconds) < 0) {
+                    fprintf(stderr, "herald-publisher: --wait-redis wants seconds >= 0\n");
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'v': pub.verbose = true; break;
+            case 'h': usage(stdout); return EXIT_DONE;
+            default: usage(stderr); return EXIT_BAD_USAGE;
         }
     }
     if (optind != argc || pub.kinds == 0) {
@@ -749,8 +678,7 @@ int main(int argc, char **argv)
     pub.pub = connect_waiting(url, prefix, wait_seconds, &bad_settings);
     if (!pub.pub) {
         redis_url_free(&parsed);
-        if (bad_settings)
-            return EXIT_BAD_USAGE;
+        if (bad_settings) return EXIT_BAD_USAGE;
         return stop_requested ? EXIT_DONE : EXIT_FAILURE_REDIS;
     }
     fprintf(stderr, "herald-publisher: publishing %s events at %g/s to %s:%d (prefix \"%s\")\n",
@@ -763,22 +691,18 @@ int main(int argc, char **argv)
     int rc = EXIT_DONE;
     while (!stop_requested && (pub.count == 0 || pub.emitted < pub.count)) {
         if (next_event(&pub) < 0) {
-            if (!stop_requested)
-                rc = EXIT_FAILURE_REDIS;
+            if (!stop_requested) rc = EXIT_FAILURE_REDIS;
             break;
         }
         pub.emitted++;
-        if (pub.count != 0 && pub.emitted >= pub.count)
-            break;
+        if (pub.count != 0 && pub.emitted >= pub.count) break;
 
         /* Keep an absolute schedule, but do not burst to catch up after a stall. */
         struct timespec now;
         timespec_add_ns(&next, interval_ns);
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > next.tv_sec + 1)
-            next = now;
-        if (!sleep_until(&next))
-            break;
+        if (now.tv_sec > next.tv_sec + 1) next = now;
+        if (!sleep_until(&next)) break;
     }
     herald_pub_close(pub.pub);
     return rc;

@@ -18,20 +18,37 @@ static const struct acl_rule default_rules[] = {
 };
 
 static const char *const default_known[] = {
-    "apps:created", "apps:updated", "apps:deleted", "apps:deployed", "apps:status",
-    "users:created", "users:updated", "users:deleted",
+    "apps:created",
+    "apps:updated",
+    "apps:deleted",
+    "apps:deployed",
+    "apps:status",
+    "users:created",
+    "users:updated",
+    "users:deleted",
     "user:", /* user:<own id> */
-    "database:table_created", "database:table_updated", "database:table_deleted",
+    "database:table_created",
+    "database:table_updated",
+    "database:table_deleted",
     "database:row_updated",
-    "deployments:started", "deployments:completed", "deployments:failed", "deployments:status",
-    "storage:uploaded", "storage:deleted", "storage:updated",
-    "system:health", "system:metrics", "system:alerts",
+    "deployments:started",
+    "deployments:completed",
+    "deployments:failed",
+    "deployments:status",
+    "storage:uploaded",
+    "storage:deleted",
+    "storage:updated",
+    "system:health",
+    "system:metrics",
+    "system:alerts",
     "announcements",
 };
 
 static const struct acl_rules defaults = {
-    default_rules, sizeof default_rules / sizeof default_rules[0],
-    default_known, sizeof default_known / sizeof default_known[0],
+    default_rules,
+    sizeof default_rules / sizeof default_rules[0],
+    default_known,
+    sizeof default_known / sizeof default_known[0],
 };
 
 const struct acl_rules *acl_default_rules(void) {
@@ -66,10 +83,10 @@ static const struct acl_rule *find_rule(const struct acl_rules *rules, const cha
 
 static bool access_granted(enum acl_access access, const herald_user *user, const char *rest) {
     switch (access) {
-    case ACL_PUBLIC: return true;
-    case ACL_AUTHENTICATED: return user != NULL;
-    case ACL_OWNER: return user != NULL && (user->admin || strcmp(rest, user->user_id) == 0);
-    case ACL_ADMIN: return user != NULL && user->admin;
+        case ACL_PUBLIC: return true;
+        case ACL_AUTHENTICATED: return user != NULL;
+        case ACL_OWNER: return user != NULL && (user->admin || strcmp(rest, user->user_id) == 0);
+        case ACL_ADMIN: return user != NULL && user->admin;
     }
     return false;
 }
@@ -133,7 +150,8 @@ static int load_rule(json_t *item, struct acl_rule *rule, char *err, size_t err_
     size_t a = 0;
     while (a < 4 && strcmp(access, access_names[a]) != 0) a++;
     if (a == 4) {
-        snprintf(err, err_size, "unknown access '%s' (public, authenticated, owner, admin)", access);
+        snprintf(err, err_size, "unknown access '%s' (public, authenticated, owner, admin)",
+                 access);
         return -1;
     }
     rule->pattern = strdup(pattern);
@@ -153,7 +171,8 @@ struct acl_rules *acl_rules_load(const char *path, char *err, size_t err_size) {
         snprintf(err, err_size, "%s: %s (line %d)", path, jerr.text, jerr.line);
         return NULL;
     }
-    json_t *rules_json = json_object_get(root, "rules"), *known_json = json_object_get(root, "known");
+    json_t *rules_json = json_object_get(root, "rules"),
+           *known_json = json_object_get(root, "known");
     struct acl_rules *rules = calloc(1, sizeof *rules);
     if (!json_is_array(rules_json) || (known_json && !json_is_array(known_json))) {
         snprintf(err, err_size, "%s: needs an array \"rules\" (and \"known\" as an array)", path);

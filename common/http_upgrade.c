@@ -19,7 +19,7 @@
 
 #include <openssl/evp.h>
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_GUID            "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_KEY_ENCODED_LEN 24 /* base64 of 16 bytes: 22 symbols and "==" */
 #define WS_KEY_DECODED_LEN 16
 
@@ -222,8 +222,8 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req) {
 }
 
 static bool is_base64_symbol(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* EVP_DecodeBlock treats '=' as an ordinary zero symbol anywhere, skips
@@ -396,17 +396,17 @@ int http_build_head(char *out, size_t out_size, int status, const char *content_
 
 const char *http_status_text(int status) {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+        case 101: return "Switching Protocols";
+        case 200: return "OK";
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 426: return "Upgrade Required";
+        case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
+        case 500: return "Internal Server Error";
+        case 503: return "Service Unavailable";
+        default: return "Unknown";
     }
 }

@@ -10,10 +10,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define HTTP_PARTIAL (-2)
-#define HTTP_INVALID (-1)
+#define HTTP_PARTIAL          (-2)
+#define HTTP_INVALID          (-1)
 #define HTTP_MAX_HEADER_BYTES 8192 /* a request head larger than this is refused (431) */
-#define HTTP_MAX_HEADERS 64        /* more header lines than this: HTTP_INVALID */
+#define HTTP_MAX_HEADERS      64   /* more header lines than this: HTTP_INVALID */
 
 /* A borrowed slice of the request buffer (not NUL-terminated). */
 struct http_slice {
@@ -23,10 +23,10 @@ struct http_slice {
 
 struct http_request {
     struct http_slice method;
-    struct http_slice target;   /* as sent: path plus optional ?query */
-    struct http_slice path;     /* target up to '?' */
-    struct http_slice query;    /* after '?', empty when absent */
-    int minor_version;          /* HTTP/1.x */
+    struct http_slice target; /* as sent: path plus optional ?query */
+    struct http_slice path;   /* target up to '?' */
+    struct http_slice query;  /* after '?', empty when absent */
+    int minor_version;        /* HTTP/1.x */
     /* Headers the gateway uses; names matched case-insensitively, values trimmed.
      * A header that appears twice keeps its first value, except Connection and
      * Upgrade whose tokens are checked across every occurrence. */
@@ -37,8 +37,8 @@ struct http_request {
     struct http_slice ws_version;
     struct http_slice ws_protocol;
     struct http_slice forwarded_for; /* X-Forwarded-For */
-    bool connection_upgrade;    /* a Connection header holds the token "upgrade" */
-    bool upgrade_websocket;     /* an Upgrade header holds the token "websocket" */
+    bool connection_upgrade;         /* a Connection header holds the token "upgrade" */
+    bool upgrade_websocket;          /* an Upgrade header holds the token "websocket" */
 };
 
 /* Parses the request head at buf[0..len). Returns the bytes up to and including
@@ -51,9 +51,9 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req);
 /* Outcome of checking a parsed request as a WebSocket upgrade on GET /ws. */
 enum http_upgrade_status {
     HTTP_UPGRADE_OK = 101,
-    HTTP_UPGRADE_BAD_REQUEST = 400,     /* not GET, not HTTP/1.1+, missing/invalid headers or key */
-    HTTP_UPGRADE_NOT_FOUND = 404,       /* path is not /ws (caller may serve other paths first) */
-    HTTP_UPGRADE_BAD_VERSION = 426,     /* Sec-WebSocket-Version is not 13 */
+    HTTP_UPGRADE_BAD_REQUEST = 400, /* not GET, not HTTP/1.1+, missing/invalid headers or key */
+    HTTP_UPGRADE_NOT_FOUND = 404,   /* path is not /ws (caller may serve other paths first) */
+    HTTP_UPGRADE_BAD_VERSION = 426, /* Sec-WebSocket-Version is not 13 */
 };
 
 /* Checks method, path, version, Connection/Upgrade tokens, and that

@@ -165,8 +165,7 @@ static int check_public_key(const unsigned char *pem, size_t pem_len, size_t alg
                     "(openssl pkey -in KEY -pubout)",
                     path);
         else
-            set_err(err, err_size, "--jwt-key %s is not a PEM public key (BEGIN PUBLIC KEY)",
-                    path);
+            set_err(err, err_size, "--jwt-key %s is not a PEM public key (BEGIN PUBLIC KEY)", path);
         goto done;
     }
     if (!curve) {
@@ -184,8 +183,8 @@ static int check_public_key(const unsigned char *pem, size_t pem_len, size_t alg
                     alg_name);
             goto done;
         }
-        if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                            sizeof(group), &group_len) ||
+        if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            &group_len) ||
             strcmp(group, curve) != 0) {
             set_err(err, err_size, "--jwt-key %s is not on curve %s, as %s needs", path, curve,
                     alg_name);
@@ -242,8 +241,7 @@ int jwt_auth_init(struct jwt_auth *auth, const char *alg_name, const char *secre
         }
     } else {
         if (secret) {
-            set_err(err, err_size, "%s takes --jwt-key (a PEM public key), not a secret",
-                    alg_name);
+            set_err(err, err_size, "%s takes --jwt-key (a PEM public key), not a secret", alg_name);
             return -1;
         }
         if (!key_file || !*key_file) {
@@ -254,8 +252,7 @@ int jwt_auth_init(struct jwt_auth *auth, const char *alg_name, const char *secre
             set_err(err, err_size, "cannot read --jwt-key %s: %s", key_file, strerror(errno));
             goto fail;
         }
-        if (check_public_key(auth->key, auth->key_len, i, key_file, err, err_size) < 0)
-            goto fail;
+        if (check_public_key(auth->key, auth->key_len, i, key_file, err, err_size) < 0) goto fail;
     }
     if (auth->key_len > INT32_MAX) { /* jwt_decode takes an int */
         set_err(err, err_size, "JWT key too long");
@@ -290,8 +287,8 @@ void jwt_auth_free(struct jwt_auth *auth) {
 /* ---------------------------------------------------------------- verify */
 
 static bool is_base64url_char(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* Decodes one unpadded base64url part into a JSON object (caller decrefs).
@@ -395,8 +392,8 @@ static int copy_optional_string(json_t *claims, const char *name, char **out) {
     return *out ? 0 : -1;
 }
 
-static enum jwt_auth_result check_claims(const struct jwt_auth *auth, json_t *claims,
-                                         time_t now, int64_t *exp_out) {
+static enum jwt_auth_result check_claims(const struct jwt_auth *auth, json_t *claims, time_t now,
+                                         int64_t *exp_out) {
     int64_t exp = 0, nbf = 0;
     int has;
 
@@ -485,7 +482,8 @@ enum jwt_auth_result jwt_auth_verify(const struct jwt_auth *auth, const char *to
     result = decode_json_part(token, dots[0], &header);
     if (result != JWT_AUTH_OK) goto done;
     v = json_object_get(header, "alg");
-    if (!json_is_string(v) || strcmp(json_string_value(v), jwt_alg_str((jwt_alg_t)auth->alg)) != 0) {
+    if (!json_is_string(v) ||
+        strcmp(json_string_value(v), jwt_alg_str((jwt_alg_t)auth->alg)) != 0) {
         result = JWT_AUTH_BAD_ALG;
         goto done;
     }

@@ -14,7 +14,7 @@
 #include <time.h>
 
 #define JWT_AUTH_DEFAULT_LEEWAY 30
-#define JWT_AUTH_MAX_TOKEN 8192 /* longer tokens are refused without parsing */
+#define JWT_AUTH_MAX_TOKEN      8192 /* longer tokens are refused without parsing */
 
 /* An authenticated user. All strings are owned by the struct (herald_user_free). */
 typedef struct {
@@ -29,12 +29,12 @@ void herald_user_free(herald_user *user);
 
 /* Verification settings. Owns key (freed by jwt_auth_free). */
 struct jwt_auth {
-    int alg;                 /* a jwt_alg_t from <jwt.h> */
-    unsigned char *key;      /* HMAC secret or PEM public key bytes */
+    int alg;            /* a jwt_alg_t from <jwt.h> */
+    unsigned char *key; /* HMAC secret or PEM public key bytes */
     size_t key_len;
-    char *issuer;            /* required "iss" when not NULL */
-    char *audience;          /* required in "aud" (string or array) when not NULL */
-    int leeway;              /* seconds allowed for clock skew on exp/nbf */
+    char *issuer;   /* required "iss" when not NULL */
+    char *audience; /* required in "aud" (string or array) when not NULL */
+    int leeway;     /* seconds allowed for clock skew on exp/nbf */
     bool require_exp;
 };
 
@@ -48,15 +48,15 @@ void jwt_auth_free(struct jwt_auth *auth);
 
 enum jwt_auth_result {
     JWT_AUTH_OK = 0,
-    JWT_AUTH_MALFORMED = -1,       /* not three base64url parts, bad JSON, too long */
-    JWT_AUTH_BAD_ALG = -2,         /* header alg differs from the pinned one */
+    JWT_AUTH_MALFORMED = -1, /* not three base64url parts, bad JSON, too long */
+    JWT_AUTH_BAD_ALG = -2,   /* header alg differs from the pinned one */
     JWT_AUTH_BAD_SIGNATURE = -3,
     JWT_AUTH_EXPIRED = -4,
-    JWT_AUTH_NOT_YET_VALID = -5,   /* nbf in the future */
+    JWT_AUTH_NOT_YET_VALID = -5, /* nbf in the future */
     JWT_AUTH_MISSING_EXP = -6,
     JWT_AUTH_BAD_ISSUER = -7,
     JWT_AUTH_BAD_AUDIENCE = -8,
-    JWT_AUTH_NO_SUBJECT = -9,      /* neither userId nor sub */
+    JWT_AUTH_NO_SUBJECT = -9, /* neither userId nor sub */
     JWT_AUTH_NO_MEMORY = -10,
 };
 

@@ -42,10 +42,10 @@ void log_write(enum log_level level, const char *fmt, ...) {
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s %s pid=%d ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(ts.tv_nsec / 1000000), level_names[level], current_tag,
-                     (int)getpid());
+    int n =
+        snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s %s pid=%d ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ts.tv_nsec / 1000000), level_names[level], current_tag, (int)getpid());
     va_list ap;
     va_start(ap, fmt);
     size_t room = sizeof line - (size_t)n - 1; /* one byte kept for the newline */

@@ -10,9 +10,9 @@
 #define NETADDR_MAX_TEXT 46 /* INET6_ADDRSTRLEN */
 
 struct netaddr_cidr {
-    int family;        /* AF_INET or AF_INET6 */
-    uint8_t addr[16];  /* network byte order; 4 bytes used for IPv4 */
-    unsigned prefix;   /* bits */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network byte order; 4 bytes used for IPv4 */
+    unsigned prefix;  /* bits */
 };
 
 /* Parses "10.0.0.0/8, 127.0.0.1, ::1" (a bare address is a full-length prefix).

@@ -39,10 +39,10 @@ const char *proto_error_message(enum proto_error err) {
 
 enum proto_error proto_error_from_acl(enum acl_result result) {
     switch (result) {
-    case ACL_ALLOW: return PROTO_OK;
-    case ACL_FORBIDDEN: return PROTO_ERR_FORBIDDEN;
-    case ACL_UNKNOWN_CHANNEL: return PROTO_ERR_UNKNOWN_CHANNEL;
-    case ACL_INVALID_NAME: return PROTO_ERR_INVALID_CHANNEL;
+        case ACL_ALLOW: return PROTO_OK;
+        case ACL_FORBIDDEN: return PROTO_ERR_FORBIDDEN;
+        case ACL_UNKNOWN_CHANNEL: return PROTO_ERR_UNKNOWN_CHANNEL;
+        case ACL_INVALID_NAME: return PROTO_ERR_INVALID_CHANNEL;
     }
     return PROTO_ERR_INTERNAL;
 }
@@ -52,10 +52,8 @@ static const struct {
     enum proto_command_type type;
     bool needs_channel;
 } command_table[] = {
-    {"subscribe", PROTO_CMD_SUBSCRIBE, true},
-    {"unsubscribe", PROTO_CMD_UNSUBSCRIBE, true},
-    {"ping", PROTO_CMD_PING, false},
-    {"list_channels", PROTO_CMD_LIST_CHANNELS, false},
+    {"subscribe", PROTO_CMD_SUBSCRIBE, true}, {"unsubscribe", PROTO_CMD_UNSUBSCRIBE, true},
+    {"ping", PROTO_CMD_PING, false},          {"list_channels", PROTO_CMD_LIST_CHANNELS, false},
     {"stats", PROTO_CMD_STATS, false},
 };
 
@@ -118,7 +116,8 @@ char *proto_finish(json_t *msg, const json_t *id, size_t *len) {
     proto_timestamp(ts);
     /* Ten digits keep figures readable; a real id is echoed with all 17 so the
      * client gets back exactly the number it sent. */
-    size_t flags = JSON_COMPACT | (json_is_real(id) ? JSON_REAL_PRECISION(17) : JSON_REAL_PRECISION(10));
+    size_t flags =
+        JSON_COMPACT | (json_is_real(id) ? JSON_REAL_PRECISION(17) : JSON_REAL_PRECISION(10));
     if (json_object_set_new(msg, "timestamp", json_string(ts)) == 0 &&
         (!id || json_object_set(msg, "id", (json_t *)id) == 0)) {
         out = json_dumps(msg, flags);
@@ -149,9 +148,9 @@ static json_t *authorized_channels(const herald_user *user, const struct acl_rul
 
 char *proto_build_connected(const char *connection_id, const herald_user *user,
                             const struct acl_rules *rules, size_t *len) {
-    json_t *msg = json_pack("{s:s, s:s, s:o, s:o}", "type", "connected", "connectionId",
-                            connection_id, "user", user_json(user), "authorizedChannels",
-                            authorized_channels(user, rules));
+    json_t *msg =
+        json_pack("{s:s, s:s, s:o, s:o}", "type", "connected", "connectionId", connection_id,
+                  "user", user_json(user), "authorizedChannels", authorized_channels(user, rules));
     return proto_finish(msg, NULL, len);
 }
 
@@ -164,10 +163,10 @@ char *proto_build_pong(const json_t *id, size_t *len) {
     return proto_finish(json_pack("{s:s}", "type", "pong"), id, len);
 }
 
-char *proto_build_channels(const herald_user *user, const struct acl_rules *rules,
-                           const json_t *id, size_t *len) {
-    json_t *msg = json_pack("{s:s, s:o}", "type", "channels", "channels",
-                            authorized_channels(user, rules));
+char *proto_build_channels(const herald_user *user, const struct acl_rules *rules, const json_t *id,
+                           size_t *len) {
+    json_t *msg =
+        json_pack("{s:s, s:o}", "type", "channels", "channels", authorized_channels(user, rules));
     return proto_finish(msg, id, len);
 }
 
@@ -192,14 +191,17 @@ int proto_payload_check(const char *data, size_t len, char *why, size_t why_size
     /* JSON text never holds a raw NUL byte, but jansson 2.14 skips one that
      * follows a number ("1\0", akheron/jansson#331); it would reach clients as is. */
     if (memchr(data, '\0', len)) {
-        if (why) snprintf(why, why_size, "raw NUL byte at byte %zu", (size_t)((const char *)memchr(data, '\0', len) - data));
+        if (why)
+            snprintf(why, why_size, "raw NUL byte at byte %zu",
+                     (size_t)((const char *)memchr(data, '\0', len) - data));
         return -1;
     }
     json_error_t jerr;
     json_t *parsed =
         json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!parsed) {
-        if (why) snprintf(why, why_size, "invalid JSON data at byte %d: %s", jerr.position, jerr.text);
+        if (why)
+            snprintf(why, why_size, "invalid JSON data at byte %d: %s", jerr.position, jerr.text);
         return -1;
     }
     json_decref(parsed);

@@ -24,8 +24,8 @@ enum proto_error {
     PROTO_ERR_INVALID_CHANNEL, /* bad characters or too long */
     PROTO_ERR_UNKNOWN_CHANNEL, /* no rule covers it */
     PROTO_ERR_FORBIDDEN,
-    PROTO_ERR_UNAUTHORIZED,    /* bad token (then close 4001) */
-    PROTO_ERR_TOKEN_EXPIRED,   /* token expired while connected (then close 4001) */
+    PROTO_ERR_UNAUTHORIZED,  /* bad token (then close 4001) */
+    PROTO_ERR_TOKEN_EXPIRED, /* token expired while connected (then close 4001) */
     PROTO_ERR_TOO_MANY_SUBSCRIPTIONS,
     PROTO_ERR_RATE_LIMITED,
     PROTO_ERR_INTERNAL,
@@ -72,8 +72,8 @@ char *proto_build_connected(const char *connection_id, const herald_user *user,
 char *proto_build_channel_reply(const char *type, const char *channel, const json_t *id,
                                 size_t *len);
 char *proto_build_pong(const json_t *id, size_t *len);
-char *proto_build_channels(const herald_user *user, const struct acl_rules *rules,
-                           const json_t *id, size_t *len);
+char *proto_build_channels(const herald_user *user, const struct acl_rules *rules, const json_t *id,
+                           size_t *len);
 /* message NULL means the error's default message. */
 char *proto_build_error(enum proto_error err, const char *message, const json_t *id, size_t *len);
 char *proto_build_gap(const char *const *channels, size_t count, size_t *len);

@@ -15,15 +15,14 @@
 #include <string.h>
 #include <strings.h>
 
-#define REDIS_URL_SCHEME "redis://"
+#define REDIS_URL_SCHEME       "redis://"
 #define REDIS_URL_DEFAULT_HOST "127.0.0.1"
 #define REDIS_URL_DEFAULT_PORT 6379
 
 static int fail(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-{
+static int fail(char *err, size_t err_size, const char *fmt, ...) {
     if (err && err_size > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -33,28 +32,22 @@ static int fail(char *err, size_t err_size, const char *fmt, ...)
     return -1;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
 /* %-decodes s[0..len) into a new string. Returns NULL on a malformed escape
  * or an encoded NUL (which no C string can carry); *bad_escape tells which
  * from an allocation failure. */
-static char *percent_decode(const char *s, size_t len, int *bad_escape)
-{
+static char *percent_decode(const char *s, size_t len, int *bad_escape) {
     char *out = malloc(len + 1);
     size_t n = 0;
 
     *bad_escape = 0;
-    if (!out)
-        return NULL;
+    if (!out) return NULL;
     for (size_t i = 0; i < len; i++) {
         if (s[i] != '%') {
             out[n++] = s[i];
@@ -75,32 +68,26 @@ static char *percent_decode(const char *s, size_t len, int *bad_escape)
 }
 
 /* Parses a decimal number made only of digits in s[0..len) into [min, max]. */
-static int parse_number(const char *s, size_t len, long min, long max, long *out)
-{
+static int parse_number(const char *s, size_t len, long min, long max, long *out) {
     long value = 0;
 
-    if (len == 0 || len > 10)
-        return -1;
+    if (len == 0 || len > 10) return -1;
     for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
+        if (!isdigit((unsigned char)s[i])) return -1;
         value = value * 10 + (s[i] - '0');
     }
-    if (value < min || value > max)
-        return -1;
+    if (value < min || value > max) return -1;
     *out = value;
     return 0;
 }
 
-static int host_char_ok(char c)
-{
+static int host_char_ok(char c) {
     return isalnum((unsigned char)c) || c == '.' || c == '-' || c == '_';
 }
 
 /* Splits "user:password" (either part possibly empty) and decodes both. */
 static int parse_userinfo(const char *s, size_t len, struct redis_url *out, char *err,
-                          size_t err_size)
-{
+                          size_t err_size) {
     const char *colon = memchr(s, ':', len);
     int bad_escape;
 
@@ -114,14 +101,14 @@ static int parse_userinfo(const char *s, size_t len, struct redis_url *out, char
     if (user_len > 0) {
         out->user = percent_decode(s, user_len, &bad_escape);
         if (!out->user)
-            return fail(err, err_size, bad_escape ? "malformed %%-escape in the user name"
-                                                  : "out of memory");
+            return fail(err, err_size,
+                        bad_escape ? "malformed %%-escape in the user name" : "out of memory");
     }
     if (pass_len > 0) {
         out->password = percent_decode(colon + 1, pass_len, &bad_escape);
         if (!out->password)
-            return fail(err, err_size, bad_escape ? "malformed %%-escape in the password"
-                                                  : "out of memory");
+            return fail(err, err_size,
+                        bad_escape ? "malformed %%-escape in the password" : "out of memory");
     }
     if (out->user && !out->password)
         return fail(err, err_size, "a user needs a password: write redis://user:password@host");
@@ -130,8 +117,7 @@ static int parse_userinfo(const char *s, size_t len, struct redis_url *out, char
 
 /* Parses "host[:port]" or "[v6]:port"; an empty host means the default. */
 static int parse_hostport(const char *s, size_t len, struct redis_url *out, char *err,
-                          size_t err_size)
-{
+                          size_t err_size) {
     const char *host = s;
     size_t host_len;
     const char *port = NULL;
@@ -139,12 +125,10 @@ static int parse_hostport(const char *s, size_t len, struct redis_url *out, char
 
     if (len > 0 && s[0] == '[') {
         const char *close = memchr(s, ']', len);
-        if (!close)
-            return fail(err, err_size, "unterminated IPv6 address (missing ']')");
+        if (!close) return fail(err, err_size, "unterminated IPv6 address (missing ']')");
         host = s + 1;
         host_len = (size_t)(close - host);
-        if (host_len == 0)
-            return fail(err, err_size, "empty IPv6 address '[]'");
+        if (host_len == 0) return fail(err, err_size, "empty IPv6 address '[]'");
         for (size_t i = 0; i < host_len; i++) {
             if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
                 return fail(err, err_size, "invalid character in IPv6 address '%.*s'",
@@ -184,21 +168,17 @@ static int parse_hostport(const char *s, size_t len, struct redis_url *out, char
         out->port = (int)value;
     }
     out->host = host_len > 0 ? strndup(host, host_len) : strdup(REDIS_URL_DEFAULT_HOST);
-    if (!out->host)
-        return fail(err, err_size, "out of memory");
+    if (!out->host) return fail(err, err_size, "out of memory");
     return 0;
 }
 
-int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t err_size)
-{
+int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t err_size) {
     size_t scheme_len = strlen(REDIS_URL_SCHEME);
 
     memset(out, 0, sizeof *out);
     out->port = REDIS_URL_DEFAULT_PORT;
-    if (err && err_size > 0)
-        err[0] = '\0';
-    if (!url)
-        return fail(err, err_size, "no Redis URL given");
+    if (err && err_size > 0) err[0] = '\0';
+    if (!url) return fail(err, err_size, "no Redis URL given");
     if (strncasecmp(url, REDIS_URL_SCHEME, scheme_len) != 0) {
         if (strncasecmp(url, "rediss://", 9) == 0)
             return fail(err, err_size, "rediss:// (TLS) is not supported; use redis://");
@@ -213,8 +193,7 @@ int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t er
 
     const char *at = NULL;
     for (size_t i = 0; i < authority_len; i++) {
-        if (authority[i] == '@')
-            at = authority + i;
+        if (authority[i] == '@') at = authority + i;
     }
     const char *hostport = authority;
     if (at) {
@@ -222,8 +201,7 @@ int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t er
             goto failed;
         hostport = at + 1;
     }
-    if (parse_hostport(hostport, (size_t)(path - hostport), out, err, err_size) < 0)
-        goto failed;
+    if (parse_hostport(hostport, (size_t)(path - hostport), out, err, err_size) < 0) goto failed;
 
     if (*path == '/') {
         size_t db_len = strlen(path + 1);
@@ -245,10 +223,8 @@ failed:
     return -1;
 }
 
-void redis_url_free(struct redis_url *url)
-{
-    if (!url)
-        return;
+void redis_url_free(struct redis_url *url) {
+    if (!url) return;
     free(url->host);
     free(url->user);
     if (url->password) {

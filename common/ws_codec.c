@@ -21,13 +21,13 @@
 enum utf8_state {
     UTF8_ACCEPT = WS_UTF8_ACCEPT,
     UTF8_REJECT = WS_UTF8_REJECT,
-    UTF8_NEED1,     /* one more 80..BF */
-    UTF8_NEED2,     /* 80..BF, then one more */
-    UTF8_NEED3,     /* 80..BF, then two more */
-    UTF8_AFTER_E0,  /* A0..BF (no 3-byte overlong), then one more */
-    UTF8_AFTER_ED,  /* 80..9F (no surrogate), then one more */
-    UTF8_AFTER_F0,  /* 90..BF (no 4-byte overlong), then two more */
-    UTF8_AFTER_F4,  /* 80..8F (nothing above U+10FFFF), then two more */
+    UTF8_NEED1,    /* one more 80..BF */
+    UTF8_NEED2,    /* 80..BF, then one more */
+    UTF8_NEED3,    /* 80..BF, then two more */
+    UTF8_AFTER_E0, /* A0..BF (no 3-byte overlong), then one more */
+    UTF8_AFTER_ED, /* 80..9F (no surrogate), then one more */
+    UTF8_AFTER_F0, /* 90..BF (no 4-byte overlong), then two more */
+    UTF8_AFTER_F4, /* 80..8F (nothing above U+10FFFF), then two more */
     UTF8_STATE_COUNT
 };
 
@@ -97,11 +97,9 @@ static const uint8_t utf8_next[UTF8_STATE_COUNT][C_COUNT] = {
 /* clang-format on */
 
 uint32_t ws_utf8_feed(uint32_t state, const uint8_t *buf, size_t len) {
-    if (state >= UTF8_STATE_COUNT)
-        return UTF8_REJECT;
+    if (state >= UTF8_STATE_COUNT) return UTF8_REJECT;
     for (size_t i = 0; i < len && state != UTF8_REJECT; i++) {
-        if (state == UTF8_ACCEPT && buf[i] < 0x80)
-            continue;
+        if (state == UTF8_ACCEPT && buf[i] < 0x80) continue;
         state = utf8_next[state][utf8_class_of[buf[i]]];
     }
     return state;
@@ -134,11 +132,9 @@ static int fail(struct ws_frame *frame, uint16_t code) {
 /* Checks a complete, unmasked close payload and fills the close fields. */
 static int decode_close(struct ws_frame *frame) {
     frame->close_code = WS_CLOSE_NO_STATUS;
-    if (frame->payload_len == 0)
-        return 0;
+    if (frame->payload_len == 0) return 0;
     uint16_t code = (uint16_t)(frame->payload[0] << 8 | frame->payload[1]);
-    if (!ws_close_code_valid_from_peer(code))
-        return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
+    if (!ws_close_code_valid_from_peer(code)) return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
     frame->close_code = code;
     frame->close_reason = frame->payload + 2;
     frame->close_reason_len = frame->payload_len - 2;
@@ -150,30 +146,24 @@ static int decode_close(struct ws_frame *frame) {
 int ws_reader_next(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_frame *frame,
                    size_t *need) {
     memset(frame, 0, sizeof(*frame));
-    if (need)
-        *need = 0;
-    if (len < 1)
-        return WS_PARTIAL;
+    if (need) *need = 0;
+    if (len < 1) return WS_PARTIAL;
 
     bool fin = buf[0] & 0x80;
     unsigned opcode = buf[0] & 0x0F;
     if (buf[0] & 0x70)
         return fail(frame, WS_CLOSE_PROTOCOL_ERROR); /* no extension was negotiated */
-    if (!is_known_opcode(opcode))
-        return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
-    if (is_control(opcode) && !fin)
-        return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
+    if (!is_known_opcode(opcode)) return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
+    if (is_control(opcode) && !fin) return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
     if (opcode == WS_OP_CONTINUATION && r->message_opcode == 0)
         return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
     if ((opcode == WS_OP_TEXT || opcode == WS_OP_BINARY) && r->message_opcode != 0)
         return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
 
-    if (len < 2)
-        return WS_PARTIAL;
+    if (len < 2) return WS_PARTIAL;
     bool masked = buf[1] & 0x80;
     unsigned len7 = buf[1] & 0x7F;
-    if (r->require_mask && !masked)
-        return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
+    if (r->require_mask && !masked) return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
     if (is_control(opcode) && len7 > WS_MAX_CONTROL_PAYLOAD)
         return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
     if (opcode == WS_OP_CLOSE && len7 == 1)
@@ -183,45 +173,35 @@ int ws_reader_next(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_fram
     uint64_t payload_len = len7;
     if (len7 == 126 || len7 == 127) {
         size_t ext = len7 == 126 ? 2 : 8;
-        if (len < 2 + ext)
-            return WS_PARTIAL;
+        if (len < 2 + ext) return WS_PARTIAL;
         payload_len = 0;
-        for (size_t i = 0; i < ext; i++)
-            payload_len = payload_len << 8 | buf[2 + i];
-        if (payload_len >> 63)
-            return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
+        for (size_t i = 0; i < ext; i++) payload_len = payload_len << 8 | buf[2 + i];
+        if (payload_len >> 63) return fail(frame, WS_CLOSE_PROTOCOL_ERROR);
         header_len += ext;
     }
-    if (masked)
-        header_len += 4;
+    if (masked) header_len += 4;
 
     /* The size limit is judged here, before any payload is buffered. */
     if (!is_control(opcode)) {
         size_t so_far = opcode == WS_OP_CONTINUATION ? r->message_len : 0;
-        if (so_far > r->max_message_size ||
-            payload_len > (uint64_t)(r->max_message_size - so_far))
+        if (so_far > r->max_message_size || payload_len > (uint64_t)(r->max_message_size - so_far))
             return fail(frame, WS_CLOSE_TOO_BIG);
     }
     if (payload_len > (uint64_t)(INT_MAX - header_len))
         return fail(frame, WS_CLOSE_TOO_BIG); /* the return value must hold the frame length */
     size_t frame_len = header_len + (size_t)payload_len;
-    if (need)
-        *need = frame_len;
-    if (len < frame_len)
-        return WS_PARTIAL;
+    if (need) *need = frame_len;
+    if (len < frame_len) return WS_PARTIAL;
 
     /* The frame is complete: from here on buf may be written. */
     frame->fin = fin;
     frame->opcode = (enum ws_opcode)opcode;
     frame->payload = buf + header_len;
     frame->payload_len = (size_t)payload_len;
-    if (masked)
-        ws_mask(frame->payload, frame->payload_len, buf + header_len - 4, 0);
+    if (masked) ws_mask(frame->payload, frame->payload_len, buf + header_len - 4, 0);
 
-    if (opcode == WS_OP_CLOSE)
-        return decode_close(frame) < 0 ? WS_INVALID : (int)frame_len;
-    if (is_control(opcode))
-        return (int)frame_len;
+    if (opcode == WS_OP_CLOSE) return decode_close(frame) < 0 ? WS_INVALID : (int)frame_len;
+    if (is_control(opcode)) return (int)frame_len;
 
     uint8_t message_opcode = opcode == WS_OP_CONTINUATION ? r->message_opcode : (uint8_t)opcode;
     uint32_t utf8_state = opcode == WS_OP_CONTINUATION ? r->utf8_state : WS_UTF8_ACCEPT;
@@ -255,40 +235,33 @@ size_t ws_frame_header(uint8_t *out, enum ws_opcode opcode, bool fin, uint64_t p
         return 4;
     }
     out[1] = 127;
-    for (int i = 0; i < 8; i++)
-        out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
     return 10;
 }
 
 size_t ws_close_frame(uint8_t *out, uint16_t code, const char *reason) {
-    if (code == WS_CLOSE_NO_STATUS)
-        return ws_frame_header(out, WS_OP_CLOSE, true, 0);
+    if (code == WS_CLOSE_NO_STATUS) return ws_frame_header(out, WS_OP_CLOSE, true, 0);
     size_t reason_len = reason ? strlen(reason) : 0;
     size_t max_reason = WS_MAX_CONTROL_PAYLOAD - 2;
     if (reason_len > max_reason) {
         reason_len = max_reason;
         /* Back up to the lead byte of the character that did not fit whole. */
-        while (reason_len > 0 && ((uint8_t)reason[reason_len] & 0xC0) == 0x80)
-            reason_len--;
+        while (reason_len > 0 && ((uint8_t)reason[reason_len] & 0xC0) == 0x80) reason_len--;
     }
     size_t header_len = ws_frame_header(out, WS_OP_CLOSE, true, 2 + reason_len);
     out[header_len] = (uint8_t)(code >> 8);
     out[header_len + 1] = (uint8_t)code;
-    if (reason_len > 0)
-        memcpy(out + header_len + 2, reason, reason_len);
+    if (reason_len > 0) memcpy(out + header_len + 2, reason, reason_len);
     return header_len + 2 + reason_len;
 }
 
 bool ws_close_code_valid_from_peer(uint16_t code) {
-    if (code >= 3000 && code <= 4999)
-        return true;
-    if (code < 1000 || code > 1014)
-        return false;
+    if (code >= 3000 && code <= 4999) return true;
+    if (code < 1000 || code > 1014) return false;
     /* 1004 is reserved, 1005 and 1006 are never sent, 1015 is TLS failure. */
     return code != 1004 && code != 1005 && code != 1006;
 }
 
 void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset) {
-    for (size_t i = 0; i < len; i++)
-        buf[i] ^= mask[(offset + i) & 3];
+    for (size_t i = 0; i < len; i++) buf[i] ^= mask[(offset + i) & 3];
 }

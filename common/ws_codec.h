@@ -42,10 +42,10 @@ enum ws_close_code {
     WS_CLOSE_SLOW_CONSUMER = 4009,
 };
 
-#define WS_PARTIAL (-2)
-#define WS_INVALID (-1)
+#define WS_PARTIAL             (-2)
+#define WS_INVALID             (-1)
 #define WS_MAX_CONTROL_PAYLOAD 125
-#define WS_MAX_HEADER_LEN 14 /* 2 + 8 (64-bit length) + 4 (mask) */
+#define WS_MAX_HEADER_LEN      14 /* 2 + 8 (64-bit length) + 4 (mask) */
 
 /* Incremental UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing
  * above U+10FFFF). The state is one small integer so it can ride along in a
@@ -79,11 +79,12 @@ struct ws_frame {
 /* Message-level state kept between frames of one connection. */
 struct ws_reader {
     size_t max_message_size; /* inclusive limit on a whole (possibly fragmented) message */
-    uint8_t message_opcode;  /* WS_OP_TEXT or WS_OP_BINARY while a fragmented message is open, else 0 */
-    size_t message_len;      /* payload bytes of the open message so far */
-    uint32_t utf8_state;     /* validation state of the open text message */
-    bool require_mask;       /* true on a server: unmasked frames are a protocol error;
-                                false accepts masked and unmasked frames */
+    uint8_t
+        message_opcode;  /* WS_OP_TEXT or WS_OP_BINARY while a fragmented message is open, else 0 */
+    size_t message_len;  /* payload bytes of the open message so far */
+    uint32_t utf8_state; /* validation state of the open text message */
+    bool require_mask;   /* true on a server: unmasked frames are a protocol error;
+                            false accepts masked and unmasked frames */
 };
 
 void ws_reader_init(struct ws_reader *r, size_t max_message_size, bool require_mask);

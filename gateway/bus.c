@@ -23,10 +23,10 @@
 #include "log.h"
 #include "worker.h"
 
-#define BACKOFF_BASE 0.1   /* seconds */
-#define BACKOFF_MAX 5.0    /* seconds */
-#define PROBE_INTERVAL 1.0 /* seconds between probes */
-#define PROBE_TIMEOUT 3.0  /* a probe not back, and nothing else read, by then: dead */
+#define BACKOFF_BASE       0.1  /* seconds */
+#define BACKOFF_MAX        5.0  /* seconds */
+#define PROBE_INTERVAL     1.0  /* seconds between probes */
+#define PROBE_TIMEOUT      3.0  /* a probe not back, and nothing else read, by then: dead */
 #define PROBE_HARD_TIMEOUT 30.0 /* a probe not back by then: dead, however busy the link */
 
 struct link {
@@ -48,10 +48,10 @@ struct bus {
     struct link sub, cmd;
     struct event *tick;
     enum bus_state state;
-    bool was_up;          /* the subscriber has been up before (so a new up ends an outage) */
+    bool was_up; /* the subscriber has been up before (so a new up ends an outage) */
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
-    double probe_sent_at; /* 0: no probe outstanding */
+    double probe_sent_at;  /* 0: no probe outstanding */
     double sub_last_reply; /* when the subscriber last delivered anything */
     double probe_lag_ms;
     bool freeing;
@@ -128,7 +128,8 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
             }
             return;
         }
-        if (bus->cb.on_message) bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len);
+        if (bus->cb.on_message)
+            bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len);
     } else if (strcmp(kind, "subscribe") == 0) {
         if (is_probe) {
             bus->sub.attempts = 0;
@@ -362,9 +363,9 @@ void bus_status(const struct bus *bus, struct bus_status *out) {
 
 const char *bus_state_name(enum bus_state state) {
     switch (state) {
-    case BUS_CONNECTING: return "connecting";
-    case BUS_UP: return "up";
-    case BUS_DOWN: return "down";
+        case BUS_CONNECTING: return "connecting";
+        case BUS_UP: return "up";
+        case BUS_DOWN: return "down";
     }
     return "unknown";
 }

@@ -7,8 +7,9 @@
  * Liveness: hiredis ignores PING replies on a subscribed connection, so every
  * second the bus PUBLISHes a probe on a channel of its own through the command
  * connection; a probe not seen back on the subscriber within a few seconds, while
- * nothing else arrives on it either, means the subscriber is dead (reconnect). The probe also measures publish-to-receive
- * lag. Lost connections are retried with exponential backoff and full jitter. */
+ * nothing else arrives on it either, means the subscriber is dead (reconnect). The probe also
+ * measures publish-to-receive lag. Lost connections are retried with exponential backoff and full
+ * jitter. */
 #ifndef HERALD_BUS_H
 #define HERALD_BUS_H
 
@@ -40,11 +41,11 @@ enum bus_state { BUS_CONNECTING, BUS_UP, BUS_DOWN };
 
 struct bus_status {
     enum bus_state state;
-    uint64_t reconnects;       /* successful connects after an outage */
-    uint64_t outages;          /* times the subscriber was lost */
-    double down_since;         /* monotonic seconds, 0 while up */
+    uint64_t reconnects; /* successful connects after an outage */
+    uint64_t outages;    /* times the subscriber was lost */
+    double down_since;   /* monotonic seconds, 0 while up */
     double last_outage_seconds;
-    double probe_lag_ms;       /* last measured publish-to-receive lag, -1 unknown */
+    double probe_lag_ms; /* last measured publish-to-receive lag, -1 unknown */
     bool command_connected;
 };
 
@@ -64,7 +65,7 @@ const char *bus_state_name(enum bus_state state);
 
 /* Sends a command on the command connection (argv form, binary-safe); fn may
  * be NULL. Returns 0 when queued, -1 when that connection is down. */
-int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc,
-                const char **argv, const size_t *argvlen);
+int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                const size_t *argvlen);
 
 #endif

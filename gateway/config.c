@@ -84,27 +84,25 @@ static int set_value(struct config *cfg, const struct option_spec *o, const char
     void *field = (char *)cfg + o->offset;
     errno = 0;
     switch (o->type) {
-    case OPT_STRING:
-        *(const char **)field = value;
-        return 0;
-    case OPT_INT: {
-        long v = strtol(value, &end, 10);
-        if (errno || *end || end == value || v < 0 || v > 65535 * 16) break;
-        *(int *)field = (int)v;
-        return 0;
-    }
-    case OPT_LONG: {
-        long v = strtol(value, &end, 10);
-        if (errno || *end || end == value || v <= 0) break;
-        *(long *)field = v;
-        return 0;
-    }
-    case OPT_DOUBLE: {
-        double v = strtod(value, &end);
-        if (errno || *end || end == value || v < 0) break;
-        *(double *)field = v;
-        return 0;
-    }
+        case OPT_STRING: *(const char **)field = value; return 0;
+        case OPT_INT: {
+            long v = strtol(value, &end, 10);
+            if (errno || *end || end == value || v < 0 || v > 65535 * 16) break;
+            *(int *)field = (int)v;
+            return 0;
+        }
+        case OPT_LONG: {
+            long v = strtol(value, &end, 10);
+            if (errno || *end || end == value || v <= 0) break;
+            *(long *)field = v;
+            return 0;
+        }
+        case OPT_DOUBLE: {
+            double v = strtod(value, &end);
+            if (errno || *end || end == value || v < 0) break;
+            *(double *)field = v;
+            return 0;
+        }
     }
     fprintf(stderr, "herald-gateway: invalid value '%s' for --%s (from %s)\n", value, o->name,
             source);
@@ -122,8 +120,8 @@ static const struct option_spec *find_option(const char *name, size_t len) {
 int config_load(struct config *cfg, int argc, char **argv) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < OPTION_COUNT; i++) {
-        if (options[i].default_value && set_value(cfg, &options[i], options[i].default_value,
-                                                  "default") != 0)
+        if (options[i].default_value &&
+            set_value(cfg, &options[i], options[i].default_value, "default") != 0)
             return 2;
     }
     for (size_t i = 0; i < OPTION_COUNT; i++) {

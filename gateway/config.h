@@ -8,8 +8,8 @@
 
 struct config {
     const char *host;
-    int port;               /* 0 disables the plain listener */
-    int tls_port;           /* used only when tls_cert and tls_key are given */
+    int port;     /* 0 disables the plain listener */
+    int tls_port; /* used only when tls_cert and tls_key are given */
     const char *tls_cert;
     const char *tls_key;
     const char *redis_url;
@@ -19,25 +19,25 @@ struct config {
     const char *jwt_key;
     const char *jwt_issuer;
     const char *jwt_audience;
-    long max_message_size;  /* bytes, inclusive */
-    long max_send_queue;    /* bytes queued to one client before it is closed 4009 */
-    long max_subscriptions; /* per connection */
+    long max_message_size;       /* bytes, inclusive */
+    long max_send_queue;         /* bytes queued to one client before it is closed 4009 */
+    long max_subscriptions;      /* per connection */
     const char *allowed_origins; /* comma-separated origins, or "*" */
     const char *log_level;
-    int workers;            /* 0 = number of CPUs */
-    double drain_timeout;   /* seconds */
-    const char *gateway_id; /* defaults to <hostname>:<port> */
-    double stats_interval;  /* seconds between stats key refreshes */
+    int workers;                 /* 0 = number of CPUs */
+    double drain_timeout;        /* seconds */
+    const char *gateway_id;      /* defaults to <hostname>:<port> */
+    double stats_interval;       /* seconds between stats key refreshes */
     const char *jwt_secret_file; /* the secret, re-read on SIGHUP */
-    const char *acl_file;   /* channel rules (JSON), re-read on SIGHUP */
-    double ping_interval;   /* seconds between server pings */
-    double idle_timeout;    /* seconds without any frame from the client */
-    double write_timeout;   /* seconds of queued output making no progress */
-    double handshake_timeout; /* seconds to finish the TLS + HTTP upgrade */
-    double rate_limit;      /* client messages per second (token bucket refill) */
-    long rate_burst;        /* bucket size; also refusals in 10 s before close 4008 */
+    const char *acl_file;        /* channel rules (JSON), re-read on SIGHUP */
+    double ping_interval;        /* seconds between server pings */
+    double idle_timeout;         /* seconds without any frame from the client */
+    double write_timeout;        /* seconds of queued output making no progress */
+    double handshake_timeout;    /* seconds to finish the TLS + HTTP upgrade */
+    double rate_limit;           /* client messages per second (token bucket refill) */
+    long rate_burst;             /* bucket size; also refusals in 10 s before close 4008 */
     long max_connections_per_ip; /* across the gateway's workers */
-    long max_connections;   /* per worker */
+    long max_connections;        /* per worker */
     const char *trusted_proxies; /* peers whose X-Forwarded-For is honoured */
 };
 

@@ -28,7 +28,7 @@
 #include "ws_codec.h"
 
 #define CLOSE_TIMEOUT 2.0  /* seconds to wait for the peer after our close frame */
-#define RATE_WINDOW 10.0   /* seconds over which refused messages are counted */
+#define RATE_WINDOW   10.0 /* seconds over which refused messages are counted */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
 
@@ -45,9 +45,9 @@ struct conn {
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
-    bool upgraded;            /* counted in worker->conn_count */
-    bool peer_done;           /* nothing more to wait for from the peer once flushed */
-    bool ip_counted;          /* holds a slot in the per-address limit */
+    bool upgraded;   /* counted in worker->conn_count */
+    bool peer_done;  /* nothing more to wait for from the peer once flushed */
+    bool ip_counted; /* holds a slot in the per-address limit */
     uint32_t ip_bucket;
     unsigned refusals;        /* rate-limited messages since refusals_since */
     double deadline;          /* handshake or close deadline, monotonic seconds */
@@ -56,7 +56,7 @@ struct conn {
     double write_progress;    /* last time queued output moved (or started) */
     double tokens, tokens_at; /* rate-limit bucket */
     double refusals_since;
-    char id[37];              /* uuid v4 */
+    char id[37];                 /* uuid v4 */
     char peer[NETADDR_MAX_TEXT]; /* client address (after trusted X-Forwarded-For) */
 };
 
@@ -82,8 +82,7 @@ static void peer_name(const struct sockaddr *addr, char out[INET6_ADDRSTRLEN]) {
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, out, INET6_ADDRSTRLEN);
     else if (addr->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, out,
-                  INET6_ADDRSTRLEN);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, out, INET6_ADDRSTRLEN);
 }
 
 /* Notes when queued output moves, for the write timeout. */
@@ -106,8 +105,8 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     if (tls) {
         SSL *ssl = SSL_new(w->ssl_ctx);
         if (ssl)
-            c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                    opts);
+            c->bev =
+                bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
         if (c->bev)
             bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
         else if (ssl)
@@ -330,13 +329,13 @@ static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
         return;
     }
     switch (subs_add(w->subs, c, &c->subs, cmd->channel, cmd->id)) {
-    case SUBS_ADDED_CONFIRMED:
-        c->sub_count++;
-        conn_reply_subscribed(c, cmd->channel, cmd->id);
-        break;
-    case SUBS_ADDED_PENDING: c->sub_count++; break;
-    case SUBS_ALREADY: conn_reply_subscribed(c, cmd->channel, cmd->id); break;
-    case SUBS_NO_MEMORY: send_error(c, PROTO_ERR_INTERNAL, NULL, cmd->id); break;
+        case SUBS_ADDED_CONFIRMED:
+            c->sub_count++;
+            conn_reply_subscribed(c, cmd->channel, cmd->id);
+            break;
+        case SUBS_ADDED_PENDING: c->sub_count++; break;
+        case SUBS_ALREADY: conn_reply_subscribed(c, cmd->channel, cmd->id); break;
+        case SUBS_NO_MEMORY: send_error(c, PROTO_ERR_INTERNAL, NULL, cmd->id); break;
     }
 }
 
@@ -344,23 +343,23 @@ static void handle_command(struct conn *c, const struct proto_command *cmd) {
     size_t len;
     char *text;
     switch (cmd->type) {
-    case PROTO_CMD_SUBSCRIBE: handle_subscribe(c, cmd); return;
-    case PROTO_CMD_UNSUBSCRIBE:
-        if (subs_remove(c->w->subs, &c->subs, cmd->channel)) c->sub_count--;
-        text = proto_build_channel_reply("unsubscribed", cmd->channel, cmd->id, &len);
-        break;
-    case PROTO_CMD_PING: text = proto_build_pong(cmd->id, &len); break;
-    case PROTO_CMD_LIST_CHANNELS:
-        text = proto_build_channels(c->user, c->w->rules, cmd->id, &len);
-        break;
-    case PROTO_CMD_STATS:
-        if (!c->user || !c->user->admin) {
-            send_error(c, PROTO_ERR_FORBIDDEN, "Stats are for admins only", cmd->id);
-            return;
-        }
-        text = stats_reply(c->w, cmd->id, &len);
-        break;
-    default: return;
+        case PROTO_CMD_SUBSCRIBE: handle_subscribe(c, cmd); return;
+        case PROTO_CMD_UNSUBSCRIBE:
+            if (subs_remove(c->w->subs, &c->subs, cmd->channel)) c->sub_count--;
+            text = proto_build_channel_reply("unsubscribed", cmd->channel, cmd->id, &len);
+            break;
+        case PROTO_CMD_PING: text = proto_build_pong(cmd->id, &len); break;
+        case PROTO_CMD_LIST_CHANNELS:
+            text = proto_build_channels(c->user, c->w->rules, cmd->id, &len);
+            break;
+        case PROTO_CMD_STATS:
+            if (!c->user || !c->user->admin) {
+                send_error(c, PROTO_ERR_FORBIDDEN, "Stats are for admins only", cmd->id);
+                return;
+            }
+            text = stats_reply(c->w, cmd->id, &len);
+            break;
+        default: return;
     }
     send_built(c, text, len);
 }
@@ -434,53 +433,53 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
         return true;
     }
     switch (f->opcode) {
-    case WS_OP_TEXT:
-        if (f->fin) {
-            handle_text(c, f->payload, f->payload_len);
-        } else if (!(c->message = evbuffer_new()) ||
-                   evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
-            fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-            return false;
-        }
-        return true;
-    case WS_OP_CONTINUATION:
-        if (!c->message) { /* a continued binary message: already refused */
-            fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
-            return false;
-        }
-        if (evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
-            fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-            return false;
-        }
-        if (f->fin) {
-            size_t len = evbuffer_get_length(c->message);
-            const uint8_t *data = evbuffer_pullup(c->message, -1);
-            if (!data && len) {
+        case WS_OP_TEXT:
+            if (f->fin) {
+                handle_text(c, f->payload, f->payload_len);
+            } else if (!(c->message = evbuffer_new()) ||
+                       evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
                 fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
                 return false;
             }
-            handle_text(c, data, len);
-            if (c->message) evbuffer_free(c->message);
-            c->message = NULL;
+            return true;
+        case WS_OP_CONTINUATION:
+            if (!c->message) { /* a continued binary message: already refused */
+                fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
+                return false;
+            }
+            if (evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
+                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                return false;
+            }
+            if (f->fin) {
+                size_t len = evbuffer_get_length(c->message);
+                const uint8_t *data = evbuffer_pullup(c->message, -1);
+                if (!data && len) {
+                    fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                    return false;
+                }
+                handle_text(c, data, len);
+                if (c->message) evbuffer_free(c->message);
+                c->message = NULL;
+            }
+            return true;
+        case WS_OP_BINARY:
+            fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
+            return false;
+        case WS_OP_PING: {
+            uint8_t header[WS_MAX_HEADER_LEN];
+            size_t n = ws_frame_header(header, WS_OP_PONG, true, f->payload_len);
+            bufferevent_write(c->bev, header, n);
+            bufferevent_write(c->bev, f->payload, f->payload_len);
+            return true;
         }
-        return true;
-    case WS_OP_BINARY:
-        fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
-        return false;
-    case WS_OP_PING: {
-        uint8_t header[WS_MAX_HEADER_LEN];
-        size_t n = ws_frame_header(header, WS_OP_PONG, true, f->payload_len);
-        bufferevent_write(c->bev, header, n);
-        bufferevent_write(c->bev, f->payload, f->payload_len);
-        return true;
-    }
-    case WS_OP_PONG: return true;
-    case WS_OP_CLOSE:
-        /* Echo the peer's code, then close once it is flushed. */
-        c->peer_done = true;
-        queue_close(c, f->close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : f->close_code, NULL,
-                    f->close_code == WS_CLOSE_NO_STATUS);
-        return false;
+        case WS_OP_PONG: return true;
+        case WS_OP_CLOSE:
+            /* Echo the peer's code, then close once it is flushed. */
+            c->peer_done = true;
+            queue_close(c, f->close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : f->close_code,
+                        NULL, f->close_code == WS_CLOSE_NO_STATUS);
+            return false;
     }
     return true;
 }
@@ -513,10 +512,10 @@ static void read_frames(struct conn *c) {
                 return;
             }
             evbuffer_drain(in, len);
-            fail(c, f.error_code, f.error_code == WS_CLOSE_TOO_BIG ? "message too big"
-                                  : f.error_code == WS_CLOSE_INVALID_PAYLOAD
-                                      ? "invalid UTF-8"
-                                      : "protocol error");
+            fail(c, f.error_code,
+                 f.error_code == WS_CLOSE_TOO_BIG           ? "message too big"
+                 : f.error_code == WS_CLOSE_INVALID_PAYLOAD ? "invalid UTF-8"
+                                                            : "protocol error");
             return;
         }
         c->w->stats.bytes_in += (size_t)n;
@@ -540,8 +539,8 @@ static bool origin_allowed(const struct worker *w, const struct http_request *re
     if (!req->origin.ptr) return true; /* not a browser */
     const char *scheme_end = memmem(req->origin.ptr, req->origin.len, "://", 3);
     if (scheme_end && req->host.ptr) {
-        struct http_slice authority = {scheme_end + 3,
-                                       req->origin.len - (size_t)(scheme_end + 3 - req->origin.ptr)};
+        struct http_slice authority = {
+            scheme_end + 3, req->origin.len - (size_t)(scheme_end + 3 - req->origin.ptr)};
         if (authority.len == req->host.len &&
             strncasecmp(authority.ptr, req->host.ptr, authority.len) == 0)
             return true;
@@ -601,9 +600,9 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     struct worker *w = c->w;
     enum http_upgrade_status status = http_check_upgrade(req, "/ws");
     if (status != HTTP_UPGRADE_OK) {
-        http_refuse(c, (int)status, status == HTTP_UPGRADE_BAD_VERSION
-                                        ? "Unsupported WebSocket version"
-                                        : "Bad WebSocket upgrade request");
+        http_refuse(c, (int)status,
+                    status == HTTP_UPGRADE_BAD_VERSION ? "Unsupported WebSocket version"
+                                                       : "Bad WebSocket upgrade request");
         return;
     }
     if (!origin_allowed(w, req)) {
@@ -710,7 +709,8 @@ static void read_cb(struct bufferevent *bev, void *arg) {
     else if (c->upgraded)
         read_frames(c);
     else
-        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+        evbuffer_drain(bufferevent_get_input(c->bev),
+                       evbuffer_get_length(bufferevent_get_input(c->bev)));
 }
 
 static void write_cb(struct bufferevent *bev, void *arg) {

@@ -21,7 +21,8 @@ static void respond(struct http_response *resp, int status, const char *content_
     resp->head_len = n > 0 ? (size_t)n : 0;
 }
 
-int http_routes_serve(struct worker *w, const struct http_request *req, struct http_response *resp) {
+int http_routes_serve(struct worker *w, const struct http_request *req,
+                      struct http_response *resp) {
     memset(resp, 0, sizeof *resp);
     if (path_is(req, "/healthz")) {
         respond(resp, 200, "text/plain; charset=utf-8", "ok\n");
@@ -40,8 +41,8 @@ int http_routes_serve(struct worker *w, const struct http_request *req, struct h
     if (asset) {
         resp->body = (const char *)asset->data;
         resp->body_len = asset->len;
-        int n = http_build_head(resp->head, sizeof resp->head, 200, asset->content_type,
-                                asset->len);
+        int n =
+            http_build_head(resp->head, sizeof resp->head, 200, asset->content_type, asset->len);
         resp->head_len = n > 0 ? (size_t)n : 0;
         return 0;
     }

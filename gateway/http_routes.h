@@ -15,7 +15,7 @@ struct http_response {
     size_t head_len;
     const char *body; /* points into owned or static storage */
     size_t body_len;
-    char *owned;      /* freed by http_response_free */
+    char *owned; /* freed by http_response_free */
 };
 
 /* Serves req when its path is an endpoint; returns 0 with *resp filled, or -1

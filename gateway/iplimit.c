@@ -32,7 +32,8 @@ static uint32_t *cell(struct iplimit *l, int worker, uint32_t bucket) {
 
 bool iplimit_acquire(struct iplimit *l, int worker, uint32_t bucket, long max) {
     long total = 0;
-    for (int w = 0; w < l->workers; w++) total += __atomic_load_n(cell(l, w, bucket), __ATOMIC_RELAXED);
+    for (int w = 0; w < l->workers; w++)
+        total += __atomic_load_n(cell(l, w, bucket), __ATOMIC_RELAXED);
     if (total >= max) return false;
     __atomic_add_fetch(cell(l, worker, bucket), 1, __ATOMIC_RELAXED);
     return true;

@@ -16,7 +16,7 @@ struct evbuffer;
 
 struct shared_frame {
     unsigned refs;
-    size_t len;      /* bytes of data: frame header + payload */
+    size_t len; /* bytes of data: frame header + payload */
     uint8_t data[];
 };
 

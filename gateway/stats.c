@@ -20,7 +20,7 @@
 #include "subs.h"
 #include "worker.h"
 
-#define STATS_MIN_TTL 10
+#define STATS_MIN_TTL  10
 #define METRICS_PERIOD 10.0
 
 json_t *stats_worker_json(struct worker *w) {
@@ -33,21 +33,19 @@ json_t *stats_worker_json(struct worker *w) {
         (json_int_t)bs.reconnects, "outages", (json_int_t)bs.outages, "downSeconds",
         bs.down_since > 0 ? now - bs.down_since : 0.0, "lastOutageSeconds", bs.last_outage_seconds,
         "probeLagMs", bs.probe_lag_ms, "commandConnected", bs.command_connected);
-    return json_pack("{s:s, s:i, s:i, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                     "s:I, s:I, s:I, s:o}",
-                     "gatewayId", w->gateway_id, "worker", w->index, "pid", (int)getpid(), "host",
-                     w->host, "uptimeSeconds", now - w->started, "connections",
-                     (json_int_t)w->conn_count, "subscriptions",
-                     (json_int_t)subs_subscription_count(w->subs), "channels",
-                     (json_int_t)subs_channel_count(w->subs), "messagesIn",
-                     (json_int_t)s->messages_in, "messagesOut", (json_int_t)s->messages_out,
-                     "bytesIn", (json_int_t)s->bytes_in, "bytesOut", (json_int_t)s->bytes_out,
-                     "eventsReceived", (json_int_t)s->events_received, "eventsDelivered",
-                     (json_int_t)s->events_delivered, "eventsDropped",
-                     (json_int_t)s->events_dropped, "slowConsumerCloses",
-                     (json_int_t)s->slow_consumer_closes, "authFailures",
-                     (json_int_t)s->auth_failures, "connectionsTotal",
-                     (json_int_t)s->connections_total, "redis", redis);
+    return json_pack(
+        "{s:s, s:i, s:i, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:I, s:o}",
+        "gatewayId", w->gateway_id, "worker", w->index, "pid", (int)getpid(), "host", w->host,
+        "uptimeSeconds", now - w->started, "connections", (json_int_t)w->conn_count,
+        "subscriptions", (json_int_t)subs_subscription_count(w->subs), "channels",
+        (json_int_t)subs_channel_count(w->subs), "messagesIn", (json_int_t)s->messages_in,
+        "messagesOut", (json_int_t)s->messages_out, "bytesIn", (json_int_t)s->bytes_in, "bytesOut",
+        (json_int_t)s->bytes_out, "eventsReceived", (json_int_t)s->events_received,
+        "eventsDelivered", (json_int_t)s->events_delivered, "eventsDropped",
+        (json_int_t)s->events_dropped, "slowConsumerCloses", (json_int_t)s->slow_consumer_closes,
+        "authFailures", (json_int_t)s->auth_failures, "connectionsTotal",
+        (json_int_t)s->connections_total, "redis", redis);
 }
 
 /* Upper bounds (seconds) of the delivery-latency histogram; the last is +Inf. */
@@ -97,12 +95,23 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
         {"herald_redis_up", "gauge", "1 while the Redis subscriber is up"},
     };
     const double values[] = {
-        w->conn_count, (double)subs_subscription_count(w->subs),
-        (double)subs_channel_count(w->subs), (double)s->messages_in, (double)s->messages_out,
-        (double)s->bytes_in, (double)s->bytes_out, (double)s->events_received,
-        (double)s->events_delivered, (double)s->events_dropped, (double)s->slow_consumer_closes,
-        (double)s->rate_limited, (double)s->rate_limit_closes, (double)s->idle_closes,
-        (double)s->write_timeouts, (double)s->handshake_failures, (double)bs.reconnects,
+        w->conn_count,
+        (double)subs_subscription_count(w->subs),
+        (double)subs_channel_count(w->subs),
+        (double)s->messages_in,
+        (double)s->messages_out,
+        (double)s->bytes_in,
+        (double)s->bytes_out,
+        (double)s->events_received,
+        (double)s->events_delivered,
+        (double)s->events_dropped,
+        (double)s->slow_consumer_closes,
+        (double)s->rate_limited,
+        (double)s->rate_limit_closes,
+        (double)s->idle_closes,
+        (double)s->write_timeouts,
+        (double)s->handshake_failures,
+        (double)bs.reconnects,
         bs.state == BUS_UP ? 1 : 0,
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
@@ -132,10 +141,11 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
     }
     fprintf(out, "herald_delivery_latency_seconds_sum{%s} %.9f\n", labels, s->latency_sum);
     fprintf(out, "herald_delivery_latency_seconds_count{%s} %llu\n", labels,
-                 (unsigned long long)s->latency_count);
-    fprintf(out, "# HELP herald_redis_probe_lag_seconds Last publish-to-receive lag of the probe\n"
-                 "# TYPE herald_redis_probe_lag_seconds gauge\n"
-                 "herald_redis_probe_lag_seconds{%s} %.6f\n",
+            (unsigned long long)s->latency_count);
+    fprintf(out,
+            "# HELP herald_redis_probe_lag_seconds Last publish-to-receive lag of the probe\n"
+            "# TYPE herald_redis_probe_lag_seconds gauge\n"
+            "herald_redis_probe_lag_seconds{%s} %.6f\n",
             labels, bs.probe_lag_ms < 0 ? 0 : bs.probe_lag_ms / 1000.0);
     if (fclose(out) != 0) {
         free(text);
@@ -303,9 +313,9 @@ static int publish(struct worker *w, const char *channel, json_t *msg, json_t *b
 void stats_publish_health(struct worker *w, const char *event, json_t *extra) {
     char ts[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(ts);
-    json_t *msg = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "event", event, "gatewayId",
-                            w->gateway_id, "worker", w->index, "pid", (int)getpid(), "host",
-                            w->host, "timestamp", ts);
+    json_t *msg =
+        json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "event", event, "gatewayId", w->gateway_id,
+                  "worker", w->index, "pid", (int)getpid(), "host", w->host, "timestamp", ts);
     if (msg && extra) json_object_update(msg, extra);
     json_decref(extra);
     if (!w->health_backlog) w->health_backlog = json_array();

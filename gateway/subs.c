@@ -112,15 +112,15 @@ static void channel_settle(struct subs *subs, struct channel *ch) {
         return;
     }
     switch (ch->state) {
-    case CHANNEL_IDLE: channel_unlink(subs, ch); break;
-    case CHANNEL_ACTIVE:
-        if (bus_unsubscribe(subs->bus, ch->name) == 0)
-            ch->state = CHANNEL_UNSUBSCRIBING;
-        else
-            channel_unlink(subs, ch);
-        break;
-    case CHANNEL_SUBSCRIBING:
-    case CHANNEL_UNSUBSCRIBING: break; /* wait for the reply */
+        case CHANNEL_IDLE: channel_unlink(subs, ch); break;
+        case CHANNEL_ACTIVE:
+            if (bus_unsubscribe(subs->bus, ch->name) == 0)
+                ch->state = CHANNEL_UNSUBSCRIBING;
+            else
+                channel_unlink(subs, ch);
+            break;
+        case CHANNEL_SUBSCRIBING:
+        case CHANNEL_UNSUBSCRIBING: break; /* wait for the reply */
     }
 }
 

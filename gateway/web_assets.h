@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 struct web_asset {
-    const char *path;         /* "/", "/herald.js", ... */
+    const char *path; /* "/", "/herald.js", ... */
     const char *content_type;
     const unsigned char *data;
     size_t len;

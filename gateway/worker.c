@@ -2,8 +2,8 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <math.h>
 #include <event2/buffer.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -32,7 +32,8 @@ double worker_now(void) {
 }
 
 int worker_listen_socket(const char *host, int port) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res;
     char port_text[16];
@@ -217,8 +218,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg) {
 
 /* ---- configuration reload (SIGHUP) ----------------------------------------- */
 
-static int read_secret_file(const char *path, char *out, size_t size, char *err,
-                            size_t err_size) {
+static int read_secret_file(const char *path, char *out, size_t size, char *err, size_t err_size) {
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, err_size, "cannot read --jwt-secret-file %s: %s", path, strerror(errno));
@@ -285,8 +285,8 @@ static struct evconnlistener *listen_on(struct worker *w, int port) {
                   strerror(errno));
         return NULL;
     }
-    struct evconnlistener *l =
-        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0, fd); /* already listening */
+    struct evconnlistener *l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0,
+                                                  fd); /* already listening */
     if (!l) {
         close(fd);
         return NULL;
@@ -304,8 +304,8 @@ int worker_run(struct worker *w) {
     w->started_wall = time(NULL);
     w->base = event_base_new();
     if (!w->base) return 1;
-    struct bus_callbacks callbacks = {on_message, on_subscribed, on_unsubscribed, on_up,
-                                      on_down,    on_command_up,  w};
+    struct bus_callbacks callbacks = {
+        on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_command_up, w};
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
     w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
     w->subs = w->bus ? subs_new(w->bus) : NULL;

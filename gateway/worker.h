@@ -28,72 +28,72 @@ struct iplimit;
 
 /* Per-worker counters; reported by stats and written to Redis. */
 struct worker_stats {
-    uint64_t connections_total;   /* accepted upgrades since start */
-    uint64_t messages_in;         /* client messages (text frames) */
-    uint64_t messages_out;        /* messages queued to clients, events included */
+    uint64_t connections_total; /* accepted upgrades since start */
+    uint64_t messages_in;       /* client messages (text frames) */
+    uint64_t messages_out;      /* messages queued to clients, events included */
     uint64_t bytes_in;
     uint64_t bytes_out;
-    uint64_t events_received;     /* payloads from Redis for local channels */
-    uint64_t events_delivered;    /* event frames queued to clients */
-    uint64_t events_dropped;      /* invalid or oversized payloads */
+    uint64_t events_received;  /* payloads from Redis for local channels */
+    uint64_t events_delivered; /* event frames queued to clients */
+    uint64_t events_dropped;   /* invalid or oversized payloads */
     uint64_t slow_consumer_closes;
     uint64_t auth_failures;
     uint64_t auth_failures_by_reason[16]; /* indexed by -jwt_auth_result */
     uint64_t handshake_failures;
-    uint64_t rate_limited;        /* client messages refused by the rate limit */
-    uint64_t rate_limit_closes;   /* connections closed 4008 */
+    uint64_t rate_limited;      /* client messages refused by the rate limit */
+    uint64_t rate_limit_closes; /* connections closed 4008 */
     uint64_t idle_closes;
     uint64_t write_timeouts;
     uint64_t latency_buckets[STATS_LATENCY_BUCKETS]; /* delivery latency histogram */
     uint64_t latency_count;
-    double latency_sum;           /* seconds */
+    double latency_sum; /* seconds */
 };
 
 struct worker {
-    int index;               /* 0..workers-1 */
+    int index; /* 0..workers-1 */
     const struct config *cfg;
     struct event_base *base;
     struct evconnlistener *plain_listener;
     struct evconnlistener *tls_listener;
-    SSL_CTX *ssl_ctx;        /* NULL without TLS */
+    SSL_CTX *ssl_ctx; /* NULL without TLS */
     struct jwt_auth auth;
     const struct acl_rules *rules;
     struct acl_rules *owned_rules; /* rules loaded from --acl-file (else NULL) */
     struct iplimit *iplimit;       /* shared with the other workers */
     struct netaddr_cidr *trusted;  /* --trusted-proxies */
     size_t trusted_count;
-    struct wheel wheel;            /* connection timers */
+    struct wheel wheel; /* connection timers */
     struct redis_url redis;
     struct subs *subs;
     struct bus *bus;
-    struct conn *conns;      /* every live connection, a doubly linked list */
-    unsigned conn_count;     /* connections past the upgrade */
-    unsigned socket_count;   /* accepted sockets, in handshake included */
-    struct event *tick;      /* the once-a-second sweep */
+    struct conn *conns;    /* every live connection, a doubly linked list */
+    unsigned conn_count;   /* connections past the upgrade */
+    unsigned socket_count; /* accepted sockets, in handshake included */
+    struct event *tick;    /* the once-a-second sweep */
     struct event *sigterm, *sigint;
     struct event *drain_check;
     struct event *sighup;
-    unsigned drain_batch;    /* connections to close per drain step */
+    unsigned drain_batch; /* connections to close per drain step */
     bool draining;
-    double drain_deadline;   /* monotonic seconds */
-    double started;          /* monotonic seconds at start */
+    double drain_deadline; /* monotonic seconds */
+    double started;        /* monotonic seconds at start */
     time_t started_wall;
     struct event *stats_timer;
-    json_t *cluster;         /* last read of every live worker's stats (array), or NULL */
-    json_t *health_backlog;  /* system:health messages waiting for Redis (array, bounded) */
-    json_t *restored;        /* the redis_restored details, sent with the gaps */
+    json_t *cluster;          /* last read of every live worker's stats (array), or NULL */
+    json_t *health_backlog;   /* system:health messages waiting for Redis (array, bounded) */
+    json_t *restored;         /* the redis_restored details, sent with the gaps */
     double metrics_published; /* monotonic seconds of the last system:metrics */
-    unsigned resync_pending; /* resubscribes to confirm before clients get "gap" */
-    bool restarted;          /* this worker replaces one that died */
+    unsigned resync_pending;  /* resubscribes to confirm before clients get "gap" */
+    bool restarted;           /* this worker replaces one that died */
     char gateway_id[128];
     char host[64];
     struct worker_stats stats;
 };
 
 /* Runs the worker w (prepared by the supervisor: cfg, auth, ssl_ctx, redis,
- * rules, gateway_id, host, index, restarted) until drained or stopped. Listener sockets are opened here
- * with SO_REUSEPORT so that every worker accepts on the same ports. Returns
- * the process exit status. */
+ * rules, gateway_id, host, index, restarted) until drained or stopped. Listener sockets are opened
+ * here with SO_REUSEPORT so that every worker accepts on the same ports. Returns the process exit
+ * status. */
 int worker_run(struct worker *w);
 
 /* Monotonic time in seconds. */

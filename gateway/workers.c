@@ -32,12 +32,12 @@
 #endif
 
 #define RESTART_MIN_LIFETIME 2.0 /* a worker that dies younger than this backs off */
-#define RESTART_MAX_DELAY 30.0
+#define RESTART_MAX_DELAY    30.0
 
 struct slot {
-    pid_t pid;           /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     double started;
-    double restart_at;   /* when to start it again, 0: not scheduled */
+    double restart_at; /* when to start it again, 0: not scheduled */
     unsigned quick_deaths;
     int exit_status;
 };
@@ -110,16 +110,22 @@ int workers_supervise(const struct worker *tmpl, int count) {
                 struct slot *s = &slots[i];
                 s->pid = 0;
                 iplimit_reset_worker(tmpl->iplimit, i); /* its connections are gone */
-                s->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+                s->exit_status =
+                    WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
                 if (stopping) {
                     if (s->exit_status != 0) status = 1;
                     break;
                 }
                 log_error("event=worker_died worker=%d pid=%d status=%d", i, (int)pid,
                           s->exit_status);
-                if (now - s->started < RESTART_MIN_LIFETIME) s->quick_deaths++;
-                else s->quick_deaths = 0;
-                double delay = s->quick_deaths ? 0.5 * (double)(1u << (s->quick_deaths > 6 ? 6 : s->quick_deaths)) : 0;
+                if (now - s->started < RESTART_MIN_LIFETIME)
+                    s->quick_deaths++;
+                else
+                    s->quick_deaths = 0;
+                double delay =
+                    s->quick_deaths
+                        ? 0.5 * (double)(1u << (s->quick_deaths > 6 ? 6 : s->quick_deaths))
+                        : 0;
                 s->restart_at = now + (delay > RESTART_MAX_DELAY ? RESTART_MAX_DELAY : delay);
             }
         }

@@ -26,10 +26,10 @@ static bool slice_inside(const struct http_slice *s, const char *buf, size_t len
 }
 
 static void exercise_request(const struct http_request *req, const char *buf, size_t head) {
-    const struct http_slice *slices[] = {&req->method, &req->target, &req->path, &req->query,
-                                         &req->host, &req->origin, &req->authorization,
-                                         &req->ws_key, &req->ws_version, &req->ws_protocol,
-                                         &req->forwarded_for};
+    const struct http_slice *slices[] = {&req->method,        &req->target,       &req->path,
+                                         &req->query,         &req->host,         &req->origin,
+                                         &req->authorization, &req->ws_key,       &req->ws_version,
+                                         &req->ws_protocol,   &req->forwarded_for};
     for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++)
         require(slice_inside(slices[i], buf, head));
 

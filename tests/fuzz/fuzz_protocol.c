@@ -39,10 +39,12 @@ static json_t *check_reply(char *text, size_t len, const char *type, const json_
         require(echoed == NULL);
     } else if (json_is_string(id)) {
         require(json_is_string(echoed) && json_string_length(echoed) == json_string_length(id) &&
-                memcmp(json_string_value(echoed), json_string_value(id), json_string_length(id)) == 0);
+                memcmp(json_string_value(echoed), json_string_value(id), json_string_length(id)) ==
+                    0);
     } else if (json_is_integer(id)) {
         /* Read back as a real: the value must survive, within a double's precision. */
-        require(json_is_number(echoed) && json_number_value(echoed) == (double)json_integer_value(id));
+        require(json_is_number(echoed) &&
+                json_number_value(echoed) == (double)json_integer_value(id));
     } else {
         /* A real id is dumped with 10 significant digits (JSON_REAL_PRECISION(10)
          * in proto_finish), so only its presence and type are checked here. */
@@ -56,59 +58,58 @@ static void check_command(const struct proto_command *cmd) {
     size_t len = 0;
     json_t *msg;
     switch (cmd->type) {
-    case PROTO_CMD_SUBSCRIBE:
-    case PROTO_CMD_UNSUBSCRIBE: {
-        require(cmd->channel != NULL);
-        size_t channel_len = strlen(cmd->channel);
-        require(channel_len <= ACL_MAX_CHANNEL);
-        require(acl_channel_name_valid(cmd->channel, channel_len));
-        require(acl_may_subscribe(acl_default_rules(), NULL, cmd->channel) != ACL_INVALID_NAME);
+        case PROTO_CMD_SUBSCRIBE:
+        case PROTO_CMD_UNSUBSCRIBE: {
+            require(cmd->channel != NULL);
+            size_t channel_len = strlen(cmd->channel);
+            require(channel_len <= ACL_MAX_CHANNEL);
+            require(acl_channel_name_valid(cmd->channel, channel_len));
+            require(acl_may_subscribe(acl_default_rules(), NULL, cmd->channel) != ACL_INVALID_NAME);
 
-        const char *type = cmd->type == PROTO_CMD_SUBSCRIBE ? "subscribed" : "unsubscribed";
-        msg = check_reply(proto_build_channel_reply(type, cmd->channel, cmd->id, &len), len, type,
-                          cmd->id);
-        require(strcmp(json_string_value(json_object_get(msg, "channel")), cmd->channel) == 0);
-        json_decref(msg);
-
-        /* After a Redis outage the channel is listed in a gap message. */
-        const char *gap_channels[] = {"announcements", cmd->channel};
-        msg = check_reply(proto_build_gap(gap_channels, 2, &len), len, "gap", NULL);
-        require(strcmp(json_string_value(json_array_get(json_object_get(msg, "channels"), 1)),
-                       cmd->channel) == 0);
-        json_decref(msg);
-
-        /* The ACL refusal the gateway would send instead. */
-        herald_user user = {.user_id = "u1", .email = "a@b.c", .role = "user"};
-        enum proto_error refusal =
-            proto_error_from_acl(acl_may_subscribe(acl_default_rules(), &user, cmd->channel));
-        require(refusal == PROTO_OK || refusal == PROTO_ERR_FORBIDDEN ||
-                refusal == PROTO_ERR_UNKNOWN_CHANNEL);
-        if (refusal != PROTO_OK) {
-            msg = check_reply(proto_build_error(refusal, NULL, cmd->id, &len), len, "error", cmd->id);
+            const char *type = cmd->type == PROTO_CMD_SUBSCRIBE ? "subscribed" : "unsubscribed";
+            msg = check_reply(proto_build_channel_reply(type, cmd->channel, cmd->id, &len), len,
+                              type, cmd->id);
+            require(strcmp(json_string_value(json_object_get(msg, "channel")), cmd->channel) == 0);
             json_decref(msg);
+
+            /* After a Redis outage the channel is listed in a gap message. */
+            const char *gap_channels[] = {"announcements", cmd->channel};
+            msg = check_reply(proto_build_gap(gap_channels, 2, &len), len, "gap", NULL);
+            require(strcmp(json_string_value(json_array_get(json_object_get(msg, "channels"), 1)),
+                           cmd->channel) == 0);
+            json_decref(msg);
+
+            /* The ACL refusal the gateway would send instead. */
+            herald_user user = {.user_id = "u1", .email = "a@b.c", .role = "user"};
+            enum proto_error refusal =
+                proto_error_from_acl(acl_may_subscribe(acl_default_rules(), &user, cmd->channel));
+            require(refusal == PROTO_OK || refusal == PROTO_ERR_FORBIDDEN ||
+                    refusal == PROTO_ERR_UNKNOWN_CHANNEL);
+            if (refusal != PROTO_OK) {
+                msg = check_reply(proto_build_error(refusal, NULL, cmd->id, &len), len, "error",
+                                  cmd->id);
+                json_decref(msg);
+            }
+            return;
         }
-        return;
-    }
-    case PROTO_CMD_PING:
-        require(cmd->channel == NULL);
-        json_decref(check_reply(proto_build_pong(cmd->id, &len), len, "pong", cmd->id));
-        return;
-    case PROTO_CMD_LIST_CHANNELS: {
-        require(cmd->channel == NULL);
-        herald_user admin = {.user_id = "u1", .role = "admin", .admin = true};
-        msg = check_reply(proto_build_channels(NULL, acl_default_rules(), cmd->id, &len), len,
-                          "channels", cmd->id);
-        require(json_array_size(json_object_get(msg, "channels")) == 1);
-        json_decref(msg);
-        msg = check_reply(proto_build_channels(&admin, acl_default_rules(), cmd->id, &len), len,
-                          "channels", cmd->id);
-        require(json_array_size(json_object_get(msg, "channels")) > 1);
-        json_decref(msg);
-        return;
-    }
-    case PROTO_CMD_STATS:
-        require(cmd->channel == NULL);
-        return;
+        case PROTO_CMD_PING:
+            require(cmd->channel == NULL);
+            json_decref(check_reply(proto_build_pong(cmd->id, &len), len, "pong", cmd->id));
+            return;
+        case PROTO_CMD_LIST_CHANNELS: {
+            require(cmd->channel == NULL);
+            herald_user admin = {.user_id = "u1", .role = "admin", .admin = true};
+            msg = check_reply(proto_build_channels(NULL, acl_default_rules(), cmd->id, &len), len,
+                              "channels", cmd->id);
+            require(json_array_size(json_object_get(msg, "channels")) == 1);
+            json_decref(msg);
+            msg = check_reply(proto_build_channels(&admin, acl_default_rules(), cmd->id, &len), len,
+                              "channels", cmd->id);
+            require(json_array_size(json_object_get(msg, "channels")) > 1);
+            json_decref(msg);
+            return;
+        }
+        case PROTO_CMD_STATS: require(cmd->channel == NULL); return;
     }
     abort(); /* a command type outside the enum */
 }
@@ -120,8 +121,8 @@ static void check_event(const char *channel, const char *data, size_t size) {
     size_t len = 0;
     enum proto_error err = PROTO_ERR_COUNT;
     char *text = proto_build_event(channel, data, size, &len, &err);
-    json_t *payload = memchr(data, '\0', size) ? NULL
-                                                : json_loadb(data, size, PROTO_PAYLOAD_JSON_FLAGS, NULL);
+    json_t *payload =
+        memchr(data, '\0', size) ? NULL : json_loadb(data, size, PROTO_PAYLOAD_JSON_FLAGS, NULL);
     if (!payload) {
         require(text == NULL && err == PROTO_ERR_BAD_JSON);
         return;
@@ -160,7 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         size_t len = 0;
         json_t *msg = check_reply(proto_build_error(err, NULL, cmd.id, &len), len, "error", cmd.id);
-        require(strcmp(json_string_value(json_object_get(msg, "code")), proto_error_code(err)) == 0);
+        require(strcmp(json_string_value(json_object_get(msg, "code")), proto_error_code(err)) ==
+                0);
         json_decref(msg);
     }
 

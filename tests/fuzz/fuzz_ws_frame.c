@@ -12,10 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            abort();                                                                           \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) abort();                                                                      \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,12 +27,11 @@ static bool reader_eq(const struct ws_reader *a, const struct ws_reader *b) {
 
 /* Decodes a prefix of the original bytes with a copy of the reader and checks
  * it against the full result. */
-static void check_prefix(const struct ws_reader *r, const uint8_t *orig, size_t prefix, int full_ret,
-                         uint16_t full_error) {
+static void check_prefix(const struct ws_reader *r, const uint8_t *orig, size_t prefix,
+                         int full_ret, uint16_t full_error) {
     uint8_t *copy = malloc(prefix ? prefix : 1);
     FUZZ_CHECK(copy != NULL);
-    if (prefix)
-        memcpy(copy, orig, prefix);
+    if (prefix) memcpy(copy, orig, prefix);
     struct ws_reader rr = *r;
     struct ws_frame f;
     size_t need = 0;
@@ -42,8 +40,7 @@ static void check_prefix(const struct ws_reader *r, const uint8_t *orig, size_t 
         FUZZ_CHECK(reader_eq(&rr, r));
         FUZZ_CHECK(prefix == 0 || memcmp(copy, orig, prefix) == 0);
         FUZZ_CHECK(need == 0 || need > prefix);
-        if (full_ret > 0)
-            FUZZ_CHECK(need == 0 || need == (size_t)full_ret);
+        if (full_ret > 0) FUZZ_CHECK(need == 0 || need == (size_t)full_ret);
     } else {
         /* Only an error may surface before the whole input, and only the same one. */
         FUZZ_CHECK(ret == WS_INVALID && full_ret == WS_INVALID && f.error_code == full_error);
@@ -52,8 +49,7 @@ static void check_prefix(const struct ws_reader *r, const uint8_t *orig, size_t 
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     bool client_mode = data[0] & 1;
     size_t max_message_size = data[0] & 2 ? 125 : 4096;
     data++;
@@ -88,8 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(code == WS_CLOSE_PROTOCOL_ERROR || code == WS_CLOSE_INVALID_PAYLOAD ||
                        code == WS_CLOSE_TOO_BIG);
             check_prefix(&before, orig + off, remaining / 2, ret, code);
-            if (remaining > 0)
-                check_prefix(&before, orig + off, remaining - 1, ret, code);
+            if (remaining > 0) check_prefix(&before, orig + off, remaining - 1, ret, code);
             break;
         }
 
@@ -105,8 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         } else {
             FUZZ_CHECK(f.payload_len <= max_message_size);
         }
-        if (f.opcode == WS_OP_TEXT && f.fin)
-            FUZZ_CHECK(ws_utf8_valid(f.payload, f.payload_len));
+        if (f.opcode == WS_OP_TEXT && f.fin) FUZZ_CHECK(ws_utf8_valid(f.payload, f.payload_len));
         if (f.opcode == WS_OP_CLOSE) {
             if (f.payload_len == 0) {
                 FUZZ_CHECK(f.close_code == WS_CLOSE_NO_STATUS && f.close_reason_len == 0);
@@ -118,7 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
         }
         /* The bytes beyond this frame are untouched. */
-        FUZZ_CHECK(memcmp(buf + off + frame_len, orig + off + frame_len, remaining - frame_len) == 0);
+        FUZZ_CHECK(memcmp(buf + off + frame_len, orig + off + frame_len, remaining - frame_len) ==
+                   0);
 
         check_prefix(&before, orig + off, frame_len - 1, ret, 0);
         check_prefix(&before, orig + off, frame_len / 2, ret, 0);

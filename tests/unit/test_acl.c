@@ -32,11 +32,14 @@ static const struct {
     {"user:u1x", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
     {"system:health", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
     {"system:alerts", {ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW}},
-    {"foo:bar", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"foo:bar",
+     {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
     {"apps", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
     {"apps:", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
-    {"appsx:created", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
-    {"announcements:x", {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"appsx:created",
+     {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
+    {"announcements:x",
+     {ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL}},
     {"apps created", {ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME}},
     {"", {ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME, ACL_INVALID_NAME}},
 };
@@ -44,10 +47,11 @@ static const struct {
 static void test_acl_table_for_every_kind_of_user(void) {
     for (size_t i = 0; i < sizeof acl_table / sizeof acl_table[0]; i++) {
         for (int w = ANON; w <= ADMIN; w++) {
-            enum acl_result got = acl_may_subscribe(acl_default_rules(), user_of(w), acl_table[i].channel);
+            enum acl_result got =
+                acl_may_subscribe(acl_default_rules(), user_of(w), acl_table[i].channel);
             if (got != acl_table[i].expect[w])
-                fprintf(stderr, "  channel %s user %d: got %d want %d\n", acl_table[i].channel, w, got,
-                        acl_table[i].expect[w]);
+                fprintf(stderr, "  channel %s user %d: got %d want %d\n", acl_table[i].channel, w,
+                        got, acl_table[i].expect[w]);
             CHECK_INT(got, acl_table[i].expect[w]);
         }
     }
@@ -129,11 +133,12 @@ static char *write_temp(const char *text) {
 
 static void test_rules_file_replaces_the_defaults(void) {
     char err[256];
-    char *path = write_temp("{\"rules\":[{\"channel\":\"announcements\",\"access\":\"public\"},"
-                            "{\"namespace\":\"metrics\",\"access\":\"authenticated\"},"
-                            "{\"namespace\":\"user\",\"access\":\"owner\"},"
-                            "{\"namespace\":\"ops\",\"access\":\"admin\"}],"
-                            "\"known\":[\"metrics:cpu\",\"user:\",\"ops:pager\",\"announcements\"]}");
+    char *path =
+        write_temp("{\"rules\":[{\"channel\":\"announcements\",\"access\":\"public\"},"
+                   "{\"namespace\":\"metrics\",\"access\":\"authenticated\"},"
+                   "{\"namespace\":\"user\",\"access\":\"owner\"},"
+                   "{\"namespace\":\"ops\",\"access\":\"admin\"}],"
+                   "\"known\":[\"metrics:cpu\",\"user:\",\"ops:pager\",\"announcements\"]}");
     struct acl_rules *rules = acl_rules_load(path, err, sizeof err);
     unlink(path);
     CHECK(rules != NULL);

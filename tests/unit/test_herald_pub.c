@@ -22,15 +22,13 @@ struct fake_redis {
     int port;
 };
 
-static int fake_redis_open(struct fake_redis *f)
-{
+static int fake_redis_open(struct fake_redis *f) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
     socklen_t len = sizeof addr;
 
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (f->listen_fd < 0)
-        return -1;
+    if (f->listen_fd < 0) return -1;
     if (bind(f->listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
         listen(f->listen_fd, 4) < 0 ||
         getsockname(f->listen_fd, (struct sockaddr *)&addr, &len) < 0) {
@@ -42,31 +40,25 @@ static int fake_redis_open(struct fake_redis *f)
 }
 
 /* A port with nothing listening: bound, then closed. */
-static int refused_port(void)
-{
+static int refused_port(void) {
     struct fake_redis f;
-    if (fake_redis_open(&f) < 0)
-        return -1;
+    if (fake_redis_open(&f) < 0) return -1;
     close(f.listen_fd);
     return f.port;
 }
 
-static herald_pub *connect_to(const struct fake_redis *f, const char *prefix)
-{
+static herald_pub *connect_to(const struct fake_redis *f, const char *prefix) {
     char url[64], err[256] = "";
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", f->port);
     herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
-    if (!p)
-        fprintf(stderr, "  connect failed: %s\n", err);
+    if (!p) fprintf(stderr, "  connect failed: %s\n", err);
     return p;
 }
 
 /* Number of bytes the publisher has sent so far on the accepted connection. */
-static ssize_t pending_bytes(int conn_fd, char *buf, size_t size)
-{
+static ssize_t pending_bytes(int conn_fd, char *buf, size_t size) {
     ssize_t n = recv(conn_fd, buf, size, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     return n;
 }
 
@@ -98,16 +90,14 @@ static const struct refusal refusals[] = {
     {NULL, "{}", HERALD_PUB_BAD_CHANNEL, "invalid channel name ''"},
 };
 
-static void test_refused_events_fail_with_a_sentence_and_send_nothing(void)
-{
+static void test_refused_events_fail_with_a_sentence_and_send_nothing(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, NULL);
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
     CHECK(conn >= 0);
-    if (!p || conn < 0)
-        goto done;
+    if (!p || conn < 0) goto done;
 
     for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
         const struct refusal *r = &refusals[i];
@@ -115,8 +105,8 @@ static void test_refused_events_fail_with_a_sentence_and_send_nothing(void)
         enum herald_pub_status got = herald_pub_publish(p, r->channel, r->json, &receivers);
         const char *message = herald_pub_last_error(p);
         if (got != r->status || !strstr(message, r->message_part)) {
-            fprintf(stderr, "  case %zu: status %d, message \"%s\"; expected %d, \"%s\"\n", i,
-                    got, message, r->status, r->message_part);
+            fprintf(stderr, "  case %zu: status %d, message \"%s\"; expected %d, \"%s\"\n", i, got,
+                    message, r->status, r->message_part);
             CHECK(0);
         }
         CHECK_INT(receivers, -7);
@@ -126,20 +116,17 @@ static void test_refused_events_fail_with_a_sentence_and_send_nothing(void)
 
 done:
     herald_pub_close(p);
-    if (conn >= 0)
-        close(conn);
+    if (conn >= 0) close(conn);
     close(f.listen_fd);
 }
 
-static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote(void)
-{
+static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, NULL);
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0)
-        goto done;
+    if (!p || conn < 0) goto done;
 
     char name[130];
     memset(name, 'a', 129);
@@ -161,20 +148,17 @@ static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote
 
 done:
     herald_pub_close(p);
-    if (conn >= 0)
-        close(conn);
+    if (conn >= 0) close(conn);
     close(f.listen_fd);
 }
 
-static void test_size_limit_is_inclusive_and_settable(void)
-{
+static void test_size_limit_is_inclusive_and_settable(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, NULL);
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0)
-        goto done;
+    if (!p || conn < 0) goto done;
 
     /* "..." of the default limit plus one: 65537 bytes. */
     size_t big_len = 65537;
@@ -199,20 +183,17 @@ static void test_size_limit_is_inclusive_and_settable(void)
 
 done:
     herald_pub_close(p);
-    if (conn >= 0)
-        close(conn);
+    if (conn >= 0) close(conn);
     close(f.listen_fd);
 }
 
-static void test_accepted_event_is_one_binary_safe_publish_with_the_prefix(void)
-{
+static void test_accepted_event_is_one_binary_safe_publish_with_the_prefix(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, "tenant1:");
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0)
-        goto done;
+    if (!p || conn < 0) goto done;
 
     CHECK_INT(write(conn, ":3\r\n", 4), 4);
     long receivers = -1;
@@ -234,20 +215,17 @@ static void test_accepted_event_is_one_binary_safe_publish_with_the_prefix(void)
 
 done:
     herald_pub_close(p);
-    if (conn >= 0)
-        close(conn);
+    if (conn >= 0) close(conn);
     close(f.listen_fd);
 }
 
-static void test_redis_error_retries_once_then_reports_both_reasons(void)
-{
+static void test_redis_error_retries_once_then_reports_both_reasons(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, NULL);
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0)
-        goto done;
+    if (!p || conn < 0) goto done;
 
     /* The error reply triggers one reconnect, which is refused: nothing listens. */
     CHECK_INT(write(conn, "-ERR boom\r\n", 11), 11);
@@ -266,14 +244,11 @@ static void test_redis_error_retries_once_then_reports_both_reasons(void)
 
 done:
     herald_pub_close(p);
-    if (conn >= 0)
-        close(conn);
-    if (f.listen_fd >= 0)
-        close(f.listen_fd);
+    if (conn >= 0) close(conn);
+    if (f.listen_fd >= 0) close(f.listen_fd);
 }
 
-static void test_connect_to_refused_port_fails_with_a_message(void)
-{
+static void test_connect_to_refused_port_fails_with_a_message(void) {
     int port = refused_port();
     CHECK(port > 0);
     char url[64], err[256] = "";
@@ -287,8 +262,7 @@ static void test_connect_to_refused_port_fails_with_a_message(void)
     herald_pub_close(p);
 }
 
-static void test_connect_refuses_bad_url_and_bad_prefix_before_connecting(void)
-{
+static void test_connect_refuses_bad_url_and_bad_prefix_before_connecting(void) {
     char err[256] = "";
     CHECK(herald_pub_connect("http://127.0.0.1:1", NULL, err, sizeof err) == NULL);
     CHECK(strncmp(err, "invalid Redis URL: not a redis:// URL", 37) == 0);
@@ -297,8 +271,7 @@ static void test_connect_refuses_bad_url_and_bad_prefix_before_connecting(void)
     CHECK(strncmp(err, "invalid channel prefix", 22) == 0);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(test_refused_events_fail_with_a_sentence_and_send_nothing);
     RUN(test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote);
     RUN(test_size_limit_is_inclusive_and_settable);

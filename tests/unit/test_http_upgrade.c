@@ -7,11 +7,11 @@
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-#define UPGRADE_HEADERS                                                                        \
-    "Host: example.com\r\n"                                                                    \
-    "Upgrade: websocket\r\n"                                                                   \
-    "Connection: Upgrade\r\n"                                                                  \
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                                          \
+#define UPGRADE_HEADERS                                                                            \
+    "Host: example.com\r\n"                                                                        \
+    "Upgrade: websocket\r\n"                                                                       \
+    "Connection: Upgrade\r\n"                                                                      \
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                                              \
     "Sec-WebSocket-Version: 13\r\n"
 
 #define GOOD_UPGRADE "GET /ws HTTP/1.1\r\n" UPGRADE_HEADERS "\r\n"
@@ -75,7 +75,8 @@ static const struct {
     {"obs-fold continuation", "GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n"},
     {"tab continuation", "GET / HTTP/1.1\r\nX-A: a\r\n\tb\r\n\r\n"},
     {"whitespace before first header", "GET / HTTP/1.1\r\n Host: a\r\n\r\n"},
-    {"control char in value", "GET / HTTP/1.1\r\nX-A: a\x01" "b\r\n\r\n"},
+    {"control char in value", "GET / HTTP/1.1\r\nX-A: a\x01"
+                              "b\r\n\r\n"},
     {"DEL in value", "GET / HTTP/1.1\r\nX-A: a\x7f\r\n\r\n"},
     {"escape in value", "GET / HTTP/1.1\r\nX-A: \x1b[31m\r\n\r\n"},
     {"control char in name", "GET / HTTP/1.1\r\nX\x01: a\r\n\r\n"},
@@ -430,7 +431,8 @@ static void test_check_upgrade_outcomes(void) {
         const char *r = upgrade_cases[i].request;
         CHECK_INT(http_parse_request(r, strlen(r), &req), strlen(r));
         enum http_upgrade_status got = http_check_upgrade(&req, upgrade_cases[i].ws_path);
-        if (got != upgrade_cases[i].expected) fprintf(stderr, "  case: %s\n", upgrade_cases[i].name);
+        if (got != upgrade_cases[i].expected)
+            fprintf(stderr, "  case: %s\n", upgrade_cases[i].name);
         CHECK_INT(got, upgrade_cases[i].expected);
     }
 }
@@ -600,7 +602,8 @@ static const struct {
 
 static void test_find_protocol_cases(void) {
     for (size_t i = 0; i < COUNT(protocol_cases); i++) {
-        struct http_slice value = {protocol_cases[i].protocols, strlen(protocol_cases[i].protocols)};
+        struct http_slice value = {protocol_cases[i].protocols,
+                                   strlen(protocol_cases[i].protocols)};
         struct http_slice token = {NULL, 0};
         int got = http_find_protocol(&value, "token-", &token);
         if (protocol_cases[i].found) {
@@ -621,7 +624,10 @@ static void test_find_protocol_on_absent_header(void) {
 }
 
 static void test_find_protocol_respects_slice_end(void) {
-    struct http_slice value = {"chat, tok" "en-abc", 9}, token;
+    struct http_slice value = {"chat, tok"
+                               "en-abc",
+                               9},
+                      token;
     CHECK_INT(http_find_protocol(&value, "token-", &token), -1);
 }
 
@@ -765,15 +771,20 @@ static void test_status_texts(void) {
         int status;
         const char *text;
     } cases[] = {
-        {101, "Switching Protocols"}, {200, "OK"},
-        {400, "Bad Request"},         {403, "Forbidden"},
-        {404, "Not Found"},           {405, "Method Not Allowed"},
-        {426, "Upgrade Required"},    {429, "Too Many Requests"},
+        {101, "Switching Protocols"},
+        {200, "OK"},
+        {400, "Bad Request"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {426, "Upgrade Required"},
+        {429, "Too Many Requests"},
         {431, "Request Header Fields Too Large"},
         {500, "Internal Server Error"},
         {503, "Service Unavailable"},
     };
-    for (size_t i = 0; i < COUNT(cases); i++) CHECK_STR(http_status_text(cases[i].status), cases[i].text);
+    for (size_t i = 0; i < COUNT(cases); i++)
+        CHECK_STR(http_status_text(cases[i].status), cases[i].text);
     CHECK(http_status_text(299) != NULL);
 }
 

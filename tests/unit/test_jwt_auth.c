@@ -21,7 +21,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 
-#define NOW ((time_t)1700000000)
+#define NOW    ((time_t)1700000000)
 #define SECRET "correct horse battery staple"
 
 /* A generated key pair: private PEM in memory (for signing with libjwt) and
@@ -125,8 +125,7 @@ static char *sign_token(jwt_alg_t alg, const void *key, size_t key_len, const ch
     char *token = NULL;
 
     if (jwt_new(&jwt) != 0) return NULL;
-    if (jwt_add_grants_json(jwt, claims_json) == 0 &&
-        jwt_set_alg(jwt, alg, key, (int)key_len) == 0)
+    if (jwt_add_grants_json(jwt, claims_json) == 0 && jwt_set_alg(jwt, alg, key, (int)key_len) == 0)
         token = jwt_encode_str(jwt);
     jwt_free(jwt);
     return token;
@@ -193,8 +192,8 @@ static enum jwt_auth_result verify_and_free(const struct jwt_auth *auth, char *t
     herald_user *user = NULL;
     enum jwt_auth_result result = jwt_auth_verify(auth, token, NOW, &user);
 
-    if (result == JWT_AUTH_OK && !user) result = (enum jwt_auth_result)-100;
-    if (result != JWT_AUTH_OK && user) result = (enum jwt_auth_result)-101;
+    if (result == JWT_AUTH_OK && !user) result = (enum jwt_auth_result) - 100;
+    if (result != JWT_AUTH_OK && user) result = (enum jwt_auth_result) - 101;
     herald_user_free(user);
     free(token);
     return result;
@@ -368,8 +367,7 @@ static void test_es256_der_signature_refused(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_pem(&auth, "ES256", &ec256_key), 0);
-    CHECK_INT(verify_and_free(&auth, hand_token_es256(VALID_CLAIMS, 0)),
-              JWT_AUTH_BAD_SIGNATURE);
+    CHECK_INT(verify_and_free(&auth, hand_token_es256(VALID_CLAIMS, 0)), JWT_AUTH_BAD_SIGNATURE);
     jwt_auth_free(&auth);
 }
 
@@ -377,9 +375,9 @@ static void test_expired_token_refused(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
-    CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}",
-                                                    (long)NOW - 3600)),
-              JWT_AUTH_EXPIRED);
+    CHECK_INT(
+        verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}", (long)NOW - 3600)),
+        JWT_AUTH_EXPIRED);
     CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}",
                                                     (long)NOW - JWT_AUTH_DEFAULT_LEEWAY - 1)),
               JWT_AUTH_EXPIRED);
@@ -391,15 +389,14 @@ static void test_expired_within_leeway_accepted(void) {
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
     CHECK_INT(auth.leeway, JWT_AUTH_DEFAULT_LEEWAY);
-    CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}",
-                                                    (long)NOW - 10)),
-              JWT_AUTH_OK);
+    CHECK_INT(
+        verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}", (long)NOW - 10)),
+        JWT_AUTH_OK);
     CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}",
                                                     (long)NOW - JWT_AUTH_DEFAULT_LEEWAY)),
               JWT_AUTH_OK);
     auth.leeway = 0;
-    CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}",
-                                                    (long)NOW - 1)),
+    CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld}", (long)NOW - 1)),
               JWT_AUTH_EXPIRED);
     jwt_auth_free(&auth);
 }
@@ -443,8 +440,8 @@ static void test_non_integer_time_claims_malformed(void) {
     CHECK_INT(init_hs(&auth, "HS256"), 0);
     CHECK_INT(verify_hs256_claims(&auth, "{\"sub\":\"u1\",\"exp\":\"tomorrow\"}"),
               JWT_AUTH_MALFORMED);
-    CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld,\"nbf\":null}",
-                                                    (long)NOW + 600)),
+    CHECK_INT(verify_hs256_claims(
+                  &auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld,\"nbf\":null}", (long)NOW + 600)),
               JWT_AUTH_MALFORMED);
     jwt_auth_free(&auth);
 }
@@ -464,9 +461,9 @@ static void test_hs384_token_to_hs256_config_bad_alg(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
-    CHECK_INT(verify_and_free(&auth, sign_token(JWT_ALG_HS384, SECRET, strlen(SECRET),
-                                                VALID_CLAIMS)),
-              JWT_AUTH_BAD_ALG);
+    CHECK_INT(
+        verify_and_free(&auth, sign_token(JWT_ALG_HS384, SECRET, strlen(SECRET), VALID_CLAIMS)),
+        JWT_AUTH_BAD_ALG);
     jwt_auth_free(&auth);
 }
 
@@ -492,8 +489,7 @@ static void test_header_alg_must_match_exactly(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
-    CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"alg\":\"hs256\"}", VALID_CLAIMS,
-                                                      SECRET)),
+    CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"alg\":\"hs256\"}", VALID_CLAIMS, SECRET)),
               JWT_AUTH_BAD_ALG);
     CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"typ\":\"JWT\"}", VALID_CLAIMS, SECRET)),
               JWT_AUTH_BAD_ALG);
@@ -506,8 +502,8 @@ static void test_header_alg_must_match_exactly(void) {
  * HMAC-sign with its PEM bytes and hope the verifier uses them as a secret. */
 static void test_hmac_token_signed_with_public_key_pem_bad_alg(void) {
     struct jwt_auth auth;
-    char *token = sign_token(JWT_ALG_HS256, rsa_key.public_pem, strlen(rsa_key.public_pem),
-                             VALID_CLAIMS);
+    char *token =
+        sign_token(JWT_ALG_HS256, rsa_key.public_pem, strlen(rsa_key.public_pem), VALID_CLAIMS);
 
     CHECK(token != NULL);
     CHECK_INT(init_pem(&auth, "RS256", &rsa_key), 0);
@@ -535,8 +531,7 @@ static void test_wrong_secret_bad_signature(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
-    CHECK_INT(verify_and_free(&auth, sign_token(JWT_ALG_HS256, "not the secret", 14,
-                                                VALID_CLAIMS)),
+    CHECK_INT(verify_and_free(&auth, sign_token(JWT_ALG_HS256, "not the secret", 14, VALID_CLAIMS)),
               JWT_AUTH_BAD_SIGNATURE);
     jwt_auth_free(&auth);
 }
@@ -546,8 +541,7 @@ static void test_other_keys_signature_refused(void) {
 
     CHECK_INT(init_pem(&auth, "RS256", &rsa_key), 0);
     CHECK_INT(verify_and_free(&auth, sign_token(JWT_ALG_RS256, rsa_other_key.private_pem,
-                                                strlen(rsa_other_key.private_pem),
-                                                VALID_CLAIMS)),
+                                                strlen(rsa_other_key.private_pem), VALID_CLAIMS)),
               JWT_AUTH_BAD_SIGNATURE);
     jwt_auth_free(&auth);
 }
@@ -566,8 +560,8 @@ static char *tamper_payload(char *token, const char *claims_json) {
 }
 
 static void test_tampered_payload_bad_signature(void) {
-    const char *admin = claims_fmt("{\"sub\":\"u1\",\"role\":\"admin\",\"exp\":%ld}",
-                                   (long)NOW + 600);
+    const char *admin =
+        claims_fmt("{\"sub\":\"u1\",\"role\":\"admin\",\"exp\":%ld}", (long)NOW + 600);
     char admin_claims[256];
     struct jwt_auth hs, rs, es;
 
@@ -577,17 +571,16 @@ static void test_tampered_payload_bad_signature(void) {
     CHECK_INT(init_pem(&es, "ES256", &ec256_key), 0);
     CHECK_INT(verify_and_free(&hs, tamper_payload(sign_hs256(VALID_CLAIMS), admin_claims)),
               JWT_AUTH_BAD_SIGNATURE);
-    CHECK_INT(verify_and_free(&rs, tamper_payload(sign_token(JWT_ALG_RS256, rsa_key.private_pem,
-                                                             strlen(rsa_key.private_pem),
-                                                             VALID_CLAIMS),
-                                                  admin_claims)),
-              JWT_AUTH_BAD_SIGNATURE);
-    CHECK_INT(verify_and_free(&es, tamper_payload(sign_token(JWT_ALG_ES256,
-                                                             ec256_key.private_pem,
-                                                             strlen(ec256_key.private_pem),
-                                                             VALID_CLAIMS),
-                                                  admin_claims)),
-              JWT_AUTH_BAD_SIGNATURE);
+    CHECK_INT(
+        verify_and_free(&rs, tamper_payload(sign_token(JWT_ALG_RS256, rsa_key.private_pem,
+                                                       strlen(rsa_key.private_pem), VALID_CLAIMS),
+                                            admin_claims)),
+        JWT_AUTH_BAD_SIGNATURE);
+    CHECK_INT(
+        verify_and_free(&es, tamper_payload(sign_token(JWT_ALG_ES256, ec256_key.private_pem,
+                                                       strlen(ec256_key.private_pem), VALID_CLAIMS),
+                                            admin_claims)),
+        JWT_AUTH_BAD_SIGNATURE);
     jwt_auth_free(&hs);
     jwt_auth_free(&rs);
     jwt_auth_free(&es);
@@ -610,9 +603,9 @@ static void test_issuer_checked_when_configured(void) {
     struct jwt_auth auth;
     char err[256];
 
-    CHECK_INT(jwt_auth_init(&auth, "HS256", SECRET, NULL, "https://auth.example", NULL, err,
-                            sizeof(err)),
-              0);
+    CHECK_INT(
+        jwt_auth_init(&auth, "HS256", SECRET, NULL, "https://auth.example", NULL, err, sizeof(err)),
+        0);
     CHECK_INT(verify_hs256_claims(&auth, claims_fmt("{\"sub\":\"u1\",\"exp\":%ld,"
                                                     "\"iss\":\"https://auth.example\"}",
                                                     (long)NOW + 600)),
@@ -637,14 +630,10 @@ static void test_audience_string_or_array_must_contain_configured(void) {
         const char *aud_json; /* NULL: no aud claim */
         enum jwt_auth_result expected;
     } cases[] = {
-        {"\"herald\"", JWT_AUTH_OK},
-        {"[\"api\",\"herald\"]", JWT_AUTH_OK},
-        {"\"api\"", JWT_AUTH_BAD_AUDIENCE},
-        {"[\"api\",\"web\"]", JWT_AUTH_BAD_AUDIENCE},
-        {"[]", JWT_AUTH_BAD_AUDIENCE},
-        {"\"heraldx\"", JWT_AUTH_BAD_AUDIENCE},
-        {"42", JWT_AUTH_BAD_AUDIENCE},
-        {NULL, JWT_AUTH_BAD_AUDIENCE},
+        {"\"herald\"", JWT_AUTH_OK},        {"[\"api\",\"herald\"]", JWT_AUTH_OK},
+        {"\"api\"", JWT_AUTH_BAD_AUDIENCE}, {"[\"api\",\"web\"]", JWT_AUTH_BAD_AUDIENCE},
+        {"[]", JWT_AUTH_BAD_AUDIENCE},      {"\"heraldx\"", JWT_AUTH_BAD_AUDIENCE},
+        {"42", JWT_AUTH_BAD_AUDIENCE},      {NULL, JWT_AUTH_BAD_AUDIENCE},
     };
     struct jwt_auth auth;
     char err[256], claims[256];
@@ -669,7 +658,7 @@ static void test_audience_string_or_array_must_contain_configured(void) {
 
 static void test_user_id_from_userid_then_sub(void) {
     static const struct {
-        const char *claims; /* exp is appended */
+        const char *claims;  /* exp is appended */
         const char *user_id; /* NULL: NO_SUBJECT */
     } cases[] = {
         {"\"userId\":\"u-42\",\"sub\":\"auth0|abc\"", "u-42"},
@@ -689,8 +678,7 @@ static void test_user_id_from_userid_then_sub(void) {
     CHECK_INT(init_hs(&auth, "HS256"), 0);
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         herald_user *user = NULL;
-        char *token = sign_hs256(claims_fmt("{%s,\"exp\":%ld}", cases[i].claims,
-                                            (long)NOW + 600));
+        char *token = sign_hs256(claims_fmt("{%s,\"exp\":%ld}", cases[i].claims, (long)NOW + 600));
         enum jwt_auth_result rc = jwt_auth_verify(&auth, token, NOW, &user);
 
         if (cases[i].user_id) {
@@ -712,11 +700,8 @@ static void test_role_admin_makes_admin(void) {
         const char *role;
         bool admin;
     } cases[] = {
-        {"\"admin\"", "admin", true},
-        {"\"Admin\"", "Admin", false},
-        {"\"user\"", "user", false},
-        {"[\"admin\"]", NULL, false},
-        {NULL, NULL, false},
+        {"\"admin\"", "admin", true}, {"\"Admin\"", "Admin", false}, {"\"user\"", "user", false},
+        {"[\"admin\"]", NULL, false}, {NULL, NULL, false},
     };
     struct jwt_auth auth;
     size_t i;
@@ -759,10 +744,10 @@ static void test_garbage_tokens_malformed(void) {
         "eyJh bGciOiJIUzI1NiJ9.e30.sig",
         "eyJhbGciOiJIUzI1NiJ9.e30.sig=",
         "eyJhbGciOiJIUzI1NiJ9.e30.si+g",
-        "YWJj.YWJj.YWJj",              /* "abc": not JSON */
-        "WzFd.e30.c2ln",               /* header is [1], not an object */
+        "YWJj.YWJj.YWJj",                 /* "abc": not JSON */
+        "WzFd.e30.c2ln",                  /* header is [1], not an object */
         "eyJhbGciOiJIUzI1NiJ9.WzFd.c2ln", /* payload is [1] */
-        "eyJhbGciOiJIUzI1NiJ9.e.c2ln", /* payload of impossible base64 length */
+        "eyJhbGciOiJIUzI1NiJ9.e.c2ln",    /* payload of impossible base64 length */
     };
     struct jwt_auth auth;
     herald_user *user = (herald_user *)&auth; /* must be reset to NULL */
@@ -828,8 +813,7 @@ static void test_header_typ_must_be_jwt_when_present(void) {
     struct jwt_auth auth;
 
     CHECK_INT(init_hs(&auth, "HS256"), 0);
-    CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"alg\":\"HS256\"}", VALID_CLAIMS,
-                                                      SECRET)),
+    CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"alg\":\"HS256\"}", VALID_CLAIMS, SECRET)),
               JWT_AUTH_OK);
     CHECK_INT(verify_and_free(&auth, hand_token_hs256("{\"alg\":\"HS256\",\"typ\":\"jwt\"}",
                                                       VALID_CLAIMS, SECRET)),
@@ -910,8 +894,8 @@ static void test_init_errors_return_minus_one_with_reason(void) {
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct jwt_auth auth;
         char err[256] = "";
-        int rc = jwt_auth_init(&auth, cases[i].alg, cases[i].secret, cases[i].key_file, NULL,
-                               NULL, err, sizeof(err));
+        int rc = jwt_auth_init(&auth, cases[i].alg, cases[i].secret, cases[i].key_file, NULL, NULL,
+                               err, sizeof(err));
 
         if (rc != -1 || !strstr(err, cases[i].reason_word))
             fprintf(stderr, "  case %zu (%s): rc %d, err \"%s\"\n", i,
@@ -951,7 +935,7 @@ static void test_result_names_and_reasons(void) {
     CHECK_STR(jwt_auth_reason(JWT_AUTH_EXPIRED), "Token expired");
     CHECK_STR(jwt_auth_reason(JWT_AUTH_BAD_SIGNATURE), "Invalid token signature");
     CHECK_STR(jwt_auth_reason(JWT_AUTH_BAD_ALG), "Token algorithm not allowed");
-    CHECK(jwt_auth_result_name((enum jwt_auth_result)-99) != NULL);
+    CHECK(jwt_auth_result_name((enum jwt_auth_result) - 99) != NULL);
     CHECK(jwt_auth_reason((enum jwt_auth_result)5) != NULL);
 }
 

@@ -9,7 +9,9 @@ static void test_cidr_list_matches_v4_v6_and_mapped(void) {
     struct netaddr_cidr *list;
     size_t n;
     char err[128];
-    CHECK_INT(netaddr_parse_list("10.0.0.0/8, 127.0.0.1 ,::1, 2001:db8::/32, 192.168.1.128/25", &list, &n, err, sizeof err), 0);
+    CHECK_INT(netaddr_parse_list("10.0.0.0/8, 127.0.0.1 ,::1, 2001:db8::/32, 192.168.1.128/25",
+                                 &list, &n, err, sizeof err),
+              0);
     CHECK_INT(n, 5);
     CHECK(netaddr_in_list("10.200.3.4", list, n));
     CHECK(!netaddr_in_list("11.0.0.1", list, n));

@@ -134,7 +134,10 @@ static void test_event_embeds_payload_without_reencoding(void) {
     enum proto_error err;
     char *text = proto_build_event("apps:created", data, strlen(data), &len, &err);
     CHECK_INT(err, PROTO_OK);
-    CHECK(text && strncmp(text, "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":\"a1\", \"n\":[1,2,3]},\"timestamp\":\"", 85) == 0);
+    CHECK(text && strncmp(text,
+                          "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":"
+                          "\"a1\", \"n\":[1,2,3]},\"timestamp\":\"",
+                          85) == 0);
     CHECK_INT(len, strlen(text));
     json_t *msg = json_loads(text, 0, NULL);
     CHECK(msg != NULL);
@@ -201,7 +204,8 @@ static void test_every_error_has_a_distinct_code(void) {
     for (int a = 1; a < PROTO_ERR_COUNT; a++)
         for (int b = a + 1; b < PROTO_ERR_COUNT; b++)
             CHECK(strcmp(proto_error_code(a), proto_error_code(b)) != 0);
-    CHECK_STR(proto_error_message(PROTO_ERR_FORBIDDEN), "Not authorized to subscribe to this channel");
+    CHECK_STR(proto_error_message(PROTO_ERR_FORBIDDEN),
+              "Not authorized to subscribe to this channel");
     CHECK_INT(proto_error_from_acl(ACL_FORBIDDEN), PROTO_ERR_FORBIDDEN);
     CHECK_INT(proto_error_from_acl(ACL_UNKNOWN_CHANNEL), PROTO_ERR_UNKNOWN_CHANNEL);
     CHECK_INT(proto_error_from_acl(ACL_INVALID_NAME), PROTO_ERR_INVALID_CHANNEL);

@@ -69,15 +69,12 @@ static const struct bad_case bad_cases[] = {
     {"redis://a%g1:pw@host", "malformed %-escape in the user name"},
 };
 
-static int same_optional(const char *got, const char *want)
-{
-    if (!want)
-        return got == NULL;
+static int same_optional(const char *got, const char *want) {
+    if (!want) return got == NULL;
     return got && strcmp(got, want) == 0;
 }
 
-static void test_valid_urls_parse_to_their_parts(void)
-{
+static void test_valid_urls_parse_to_their_parts(void) {
     for (size_t i = 0; i < sizeof good_cases / sizeof good_cases[0]; i++) {
         const struct good_case *c = &good_cases[i];
         struct redis_url u;
@@ -100,8 +97,7 @@ static void test_valid_urls_parse_to_their_parts(void)
     }
 }
 
-static void test_invalid_urls_fail_with_a_reason_and_leave_out_empty(void)
-{
+static void test_invalid_urls_fail_with_a_reason_and_leave_out_empty(void) {
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
         const struct bad_case *c = &bad_cases[i];
         struct redis_url u;
@@ -113,21 +109,18 @@ static void test_invalid_urls_fail_with_a_reason_and_leave_out_empty(void)
             CHECK(0);
         }
         CHECK(u.host == NULL && u.user == NULL && u.password == NULL);
-        if (rc == 0)
-            redis_url_free(&u);
+        if (rc == 0) redis_url_free(&u);
     }
 }
 
-static void test_null_url_fails(void)
-{
+static void test_null_url_fails(void) {
     struct redis_url u;
     char err[128] = "";
     CHECK_INT(redis_url_parse(NULL, &u, err, sizeof err), -1);
     CHECK(err[0] != '\0');
 }
 
-static void test_reason_never_echoes_the_password(void)
-{
+static void test_reason_never_echoes_the_password(void) {
     struct redis_url u;
     char err[256] = "";
     CHECK_INT(redis_url_parse("http://:topsecret@host", &u, err, sizeof err), -1);
@@ -136,8 +129,7 @@ static void test_reason_never_echoes_the_password(void)
     CHECK(strstr(err, "topsecret") == NULL);
 }
 
-static void test_reason_is_truncated_to_err_size(void)
-{
+static void test_reason_is_truncated_to_err_size(void) {
     struct redis_url u;
     char err[8];
     memset(err, 'x', sizeof err);
@@ -146,8 +138,7 @@ static void test_reason_is_truncated_to_err_size(void)
     CHECK_INT(redis_url_parse("http://x", &u, NULL, 0), -1);
 }
 
-static void test_free_is_safe_twice_and_on_null(void)
-{
+static void test_free_is_safe_twice_and_on_null(void) {
     struct redis_url u;
     CHECK_INT(redis_url_parse("redis://a:b@h:1/2", &u, NULL, 0), 0);
     redis_url_free(&u);
@@ -156,8 +147,7 @@ static void test_free_is_safe_twice_and_on_null(void)
     redis_url_free(NULL);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(test_valid_urls_parse_to_their_parts);
     RUN(test_invalid_urls_fail_with_a_reason_and_leave_out_empty);
     RUN(test_null_url_fails);

@@ -11,9 +11,9 @@
 /* ---- fakes ---------------------------------------------------------------- */
 
 struct conn {
-    int replies;          /* "subscribed" replies sent */
+    int replies; /* "subscribed" replies sent */
     json_t *last_id;
-    int frames;           /* event frames queued */
+    int frames; /* event frames queued */
 };
 
 static bool bus_up = true;

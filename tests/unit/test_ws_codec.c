@@ -19,8 +19,7 @@ static size_t client_frame(uint8_t *out, uint8_t first_byte, const void *payload
     out[0] = first_byte;
     out[1] |= 0x80;
     memcpy(out + header_len, test_mask_key, 4);
-    if (len > 0)
-        memcpy(out + header_len + 4, payload, len);
+    if (len > 0) memcpy(out + header_len + 4, payload, len);
     ws_mask(out + header_len + 4, len, test_mask_key, 0);
     return header_len + 4 + len;
 }
@@ -34,7 +33,8 @@ static int decode_one(uint8_t *buf, size_t len, struct ws_frame *frame) {
 
 /* True when the decoded frame's payload is exactly bytes[0..len). */
 static bool payload_is(const struct ws_frame *f, const void *bytes, size_t len) {
-    return f->payload_len == len && (len == 0 || (f->payload && memcmp(f->payload, bytes, len) == 0));
+    return f->payload_len == len &&
+           (len == 0 || (f->payload && memcmp(f->payload, bytes, len) == 0));
 }
 
 static bool reader_eq(const struct ws_reader *a, const struct ws_reader *b) {
@@ -492,8 +492,7 @@ static void test_close_frame_with_disallowed_code_closes_1002(void) {
         size_t n = client_frame(buf, 0x88, payload, 2);
         struct ws_frame f;
         CHECK_INT(decode_one(buf, n, &f), WS_INVALID);
-        if (f.error_code != WS_CLOSE_PROTOCOL_ERROR)
-            fprintf(stderr, "  close code %u\n", codes[i]);
+        if (f.error_code != WS_CLOSE_PROTOCOL_ERROR) fprintf(stderr, "  close code %u\n", codes[i]);
         CHECK_INT(f.error_code, WS_CLOSE_PROTOCOL_ERROR);
     }
 }
@@ -509,12 +508,11 @@ static void test_close_code_validity_table(void) {
         uint16_t code;
         bool valid;
     } cases[] = {
-        {0, false},    {999, false},  {1000, true},  {1001, true},  {1002, true},
-        {1003, true},  {1004, false}, {1005, false}, {1006, false}, {1007, true},
-        {1008, true},  {1009, true},  {1010, true},  {1011, true},  {1012, true},
-        {1013, true},  {1014, true},  {1015, false}, {1016, false}, {2000, false},
-        {2999, false}, {3000, true},  {3999, true},  {4000, true},  {4001, true},
-        {4999, true},  {5000, false}, {65535, false},
+        {0, false},    {999, false},  {1000, true},  {1001, true},   {1002, true}, {1003, true},
+        {1004, false}, {1005, false}, {1006, false}, {1007, true},   {1008, true}, {1009, true},
+        {1010, true},  {1011, true},  {1012, true},  {1013, true},   {1014, true}, {1015, false},
+        {1016, false}, {2000, false}, {2999, false}, {3000, true},   {3999, true}, {4000, true},
+        {4001, true},  {4999, true},  {5000, false}, {65535, false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         if (ws_close_code_valid_from_peer(cases[i].code) != cases[i].valid)
@@ -578,8 +576,7 @@ static size_t decode_stream(uint8_t *buf, size_t len, struct decode_result *out,
         out[count].offset = off;
         int ret = ws_reader_next(&r, buf + off, len - off, &out[count].frame, NULL);
         out[count++].ret = ret;
-        if (ret <= 0)
-            break;
+        if (ret <= 0) break;
         off += (size_t)ret;
     }
     return count;
@@ -589,8 +586,7 @@ static size_t decode_stream(uint8_t *buf, size_t len, struct decode_result *out,
  * between them, a split UTF-8 character, and a close. */
 static size_t build_stream(uint8_t *buf) {
     static uint8_t big[70000];
-    for (size_t i = 0; i < sizeof(big); i++)
-        big[i] = (uint8_t)('a' + i % 26);
+    for (size_t i = 0; i < sizeof(big); i++) big[i] = (uint8_t)('a' + i % 26);
     size_t n = 0;
     n += client_frame(buf + n, 0x81, "{\"type\":\"ping\"}", 15);
     n += client_frame(buf + n, 0x81, big, 300);
@@ -600,7 +596,10 @@ static size_t build_stream(uint8_t *buf) {
     n += client_frame(buf + n, 0x80, big, LIMIT - 6);
     n += client_frame(buf + n, 0x82, big, LIMIT);
     n += client_frame(buf + n, 0x8A, "", 0);
-    n += client_frame(buf + n, 0x88, "\x03\xE8" "bye", 5);
+    n += client_frame(buf + n, 0x88,
+                      "\x03\xE8"
+                      "bye",
+                      5);
     return n;
 }
 
@@ -626,8 +625,7 @@ static void test_byte_at_a_time_matches_whole_feed(void) {
         calls++;
         const struct decode_result *want = &expected[frame_index];
         if (avail - off < (size_t)want->ret) {
-            if (ret != WS_PARTIAL)
-                mismatches++;
+            if (ret != WS_PARTIAL) mismatches++;
             avail++;
             continue;
         }
@@ -661,8 +659,7 @@ static void test_invalid_stream_prefixes_are_partial_or_same_error(void) {
         struct ws_frame f;
         int ret = decode_one(copy, len, &f);
         CHECK_INT(ret, len < n - bad_at ? WS_PARTIAL : WS_INVALID);
-        if (ret == WS_INVALID)
-            CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
+        if (ret == WS_INVALID) CHECK_INT(f.error_code, WS_CLOSE_INVALID_PAYLOAD);
     }
 }
 
@@ -706,20 +703,21 @@ static void test_utf8_table(void) {
         {"truncated 2-byte", "\xC3", 1, false},
         {"truncated 3-byte", "a\xE2\x82", 3, false},
         {"truncated 4-byte", "\xF0\x9F\x98", 3, false},
-        {"lead then ascii", "\xC3" "a", 2, false},
+        {"lead then ascii",
+         "\xC3"
+         "a",
+         2, false},
         {"lead then lead", "\xE2\xE2\x82\xAC", 4, false},
         {"5-byte form", "\xF8\x88\x80\x80\x80", 5, false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const uint8_t *bytes = (const uint8_t *)cases[i].bytes;
         bool valid = ws_utf8_valid(bytes, cases[i].len);
-        if (valid != cases[i].valid)
-            fprintf(stderr, "  utf8 case: %s\n", cases[i].name);
+        if (valid != cases[i].valid) fprintf(stderr, "  utf8 case: %s\n", cases[i].name);
         CHECK(valid == cases[i].valid);
         /* Fed one byte at a time, the verdict is the same. */
         uint32_t state = WS_UTF8_ACCEPT;
-        for (size_t j = 0; j < cases[i].len; j++)
-            state = ws_utf8_feed(state, bytes + j, 1);
+        for (size_t j = 0; j < cases[i].len; j++) state = ws_utf8_feed(state, bytes + j, 1);
         CHECK((state == WS_UTF8_ACCEPT) == cases[i].valid);
     }
 }
@@ -764,8 +762,7 @@ static void test_utf8_every_code_point(void) {
             n = 4;
         }
         bool surrogate = cp >= 0xD800 && cp <= 0xDFFF;
-        if (ws_utf8_valid(b, n) == surrogate)
-            failures++;
+        if (ws_utf8_valid(b, n) == surrogate) failures++;
     }
     CHECK_INT(failures, 0);
 }
@@ -778,8 +775,8 @@ static void test_frame_header_forms(void) {
         size_t header_len;
         uint8_t second_byte;
     } cases[] = {
-        {0, 2, 0},           {125, 2, 125},       {126, 4, 126},
-        {65535, 4, 126},     {65536, 10, 127},    {(uint64_t)1 << 40, 10, 127},
+        {0, 2, 0},       {125, 2, 125},    {126, 4, 126},
+        {65535, 4, 126}, {65536, 10, 127}, {(uint64_t)1 << 40, 10, 127},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint8_t out[WS_MAX_HEADER_LEN];
@@ -789,8 +786,7 @@ static void test_frame_header_forms(void) {
         uint64_t decoded = out[1];
         if (cases[i].header_len > 2) {
             decoded = 0;
-            for (size_t j = 2; j < cases[i].header_len; j++)
-                decoded = decoded << 8 | out[j];
+            for (size_t j = 2; j < cases[i].header_len; j++) decoded = decoded << 8 | out[j];
         }
         CHECK(decoded == cases[i].len);
     }
@@ -804,8 +800,7 @@ static void test_frame_header_forms(void) {
 static void test_encoder_round_trip(void) {
     static const size_t lengths[] = {0, 1, 125, 126, 1000, 65535, 65536};
     static uint8_t payload[65536], buf[65536 + 16];
-    for (size_t i = 0; i < sizeof(payload); i++)
-        payload[i] = (uint8_t)(' ' + i % 90);
+    for (size_t i = 0; i < sizeof(payload); i++) payload[i] = (uint8_t)(' ' + i % 90);
     for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
         size_t len = lengths[i];
         /* A client frame: our header with the mask bit, a key, masked in two
@@ -818,8 +813,7 @@ static void test_encoder_round_trip(void) {
         size_t half = len / 2 + (len & 1);
         ws_mask(body, half, test_mask_key, 0);
         ws_mask(body + half, len - half, test_mask_key, half);
-        if (len >= 4)
-            CHECK(memcmp(body, payload, 4) != 0);
+        if (len >= 4) CHECK(memcmp(body, payload, 4) != 0);
 
         struct ws_reader r;
         ws_reader_init(&r, 65536, true);
@@ -844,8 +838,7 @@ static void test_server_frame_decodes_with_client_reader(void) {
 
 static void test_mask_is_its_own_inverse_at_any_offset(void) {
     uint8_t data[11], orig[11];
-    for (size_t i = 0; i < sizeof(data); i++)
-        data[i] = orig[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof(data); i++) data[i] = orig[i] = (uint8_t)i;
     ws_mask(data, sizeof(data), test_mask_key, 3);
     CHECK_INT(data[0], 0 ^ test_mask_key[3]);
     CHECK_INT(data[1], 1 ^ test_mask_key[0]);
@@ -893,8 +886,7 @@ static void test_close_frame_reason_truncated_on_utf8_boundary(void) {
 
     /* A long reason of 4-byte characters is cut to 120 bytes, all whole. */
     reason[0] = '\0';
-    for (int i = 0; i < 40; i++)
-        strcat(reason, "\xF0\x9F\x98\x80");
+    for (int i = 0; i < 40; i++) strcat(reason, "\xF0\x9F\x98\x80");
     n = ws_close_frame(out, WS_CLOSE_POLICY, reason);
     CHECK_INT(n, 2 + 2 + 120);
     CHECK(ws_utf8_valid(out + 4, n - 4));
