@@ -80,7 +80,8 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(PUB_LIB) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 # The subscription index is tested against fakes of the bus and connections.
-$(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c) $(COMMON_LIB)
+$(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c gateway/shared_frame.c) \
+                          $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 

@@ -7,6 +7,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,8 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
         evutil_closesocket(fd);
         return -1;
     }
+    int one = 1; /* events are small and latency matters: no Nagle delay */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (tls) {
         SSL *ssl = SSL_new(w->ssl_ctx);
@@ -228,7 +231,7 @@ static void send_error(struct conn *c, enum proto_error err, const char *message
     send_built(c, text, len);
 }
 
-int conn_send_frame(struct conn *c, struct shared_frame *frame) {
+int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events) {
     if (c->state != CONN_OPEN) return -1;
     if (over_queue_limit(c, frame->len)) {
         slow_consumer(c);
@@ -238,7 +241,7 @@ int conn_send_frame(struct conn *c, struct shared_frame *frame) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
         return -1;
     }
-    c->w->stats.messages_out++;
+    c->w->stats.messages_out += events;
     c->w->stats.bytes_out += frame->len;
     return 0;
 }

@@ -24,9 +24,10 @@ struct conn;
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
                 bool tls);
 
-/* Queues a shared event frame. Returns 0 when queued, -1 when the connection
- * is not open or was just closed as a slow consumer (4009). */
-int conn_send_frame(struct conn *c, struct shared_frame *frame);
+/* Queues shared event frames (events: how many messages they hold). Returns 0
+ * when queued, -1 when the connection is not open or was just closed as a slow
+ * consumer (4009). */
+int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events);
 
 /* Sends "subscribed" for channel (echoing id when not NULL). */
 void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id);

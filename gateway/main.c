@@ -43,10 +43,11 @@ static SSL_CTX *load_tls(const struct config *cfg) {
     return ctx;
 }
 
-/* Binds each port once and lets go, so that a port in use is reported now
- * rather than by every worker. */
+/* Binds each port once, without SO_REUSEPORT, and lets go: a port in use (by
+ * anything, another gateway included) is reported now instead of being shared
+ * silently with that other listener. */
 static int check_port(const char *host, int port) {
-    int fd = worker_listen_socket(host, port);
+    int fd = worker_listen_socket(host, port, false);
     if (fd < 0) {
         fprintf(stderr, "herald-gateway: cannot listen on %s:%d: %s\n", host, port,
                 strerror(errno));

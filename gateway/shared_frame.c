@@ -11,10 +11,28 @@ struct shared_frame *shared_frame_text(const char *payload, size_t len) {
     struct shared_frame *frame = malloc(sizeof *frame + header_len + len);
     if (!frame) return NULL;
     frame->refs = 1;
-    frame->len = header_len + len;
+    frame->len = frame->capacity = header_len + len;
     memcpy(frame->data, header, header_len);
     memcpy(frame->data + header_len, payload, len);
     return frame;
+}
+
+int shared_frame_add_text(struct shared_frame **frame, const char *payload, size_t len) {
+    struct shared_frame *f = *frame;
+    uint8_t header[WS_MAX_HEADER_LEN];
+    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
+    size_t need = f->len + header_len + len;
+    if (need > f->capacity) {
+        size_t capacity = f->capacity * 2 > need ? f->capacity * 2 : need;
+        f = realloc(f, sizeof *f + capacity);
+        if (!f) return -1;
+        f->capacity = capacity;
+        *frame = f;
+    }
+    memcpy(f->data + f->len, header, header_len);
+    memcpy(f->data + f->len + header_len, payload, len);
+    f->len = need;
+    return 0;
 }
 
 static void release_reference(const void *data, size_t len, void *arg) {

@@ -12,6 +12,7 @@
 
 struct subs {
     struct bus *bus;
+    struct channel *dirty; /* channels with a batch to flush */
     struct channel **buckets;
     size_t bucket_count; /* a power of two */
     size_t channel_count;
@@ -38,6 +39,7 @@ struct subs *subs_new(struct bus *bus) {
 }
 
 static void channel_free(struct channel *ch) {
+    shared_frame_release(ch->batch);
     free(ch->name);
     free(ch);
 }
@@ -99,6 +101,11 @@ static void channel_unlink(struct subs *subs, struct channel *ch) {
     struct channel **p = &subs->buckets[hash_name(ch->name) & (subs->bucket_count - 1)];
     while (*p != ch) p = &(*p)->hash_next;
     *p = ch->hash_next;
+    if (ch->batch) { /* nobody left to deliver it to */
+        for (p = &subs->dirty; *p != ch; p = &(*p)->dirty_next) {
+        }
+        *p = ch->dirty_next;
+    }
     subs->channel_count--;
     channel_free(ch);
 }
@@ -237,14 +244,36 @@ size_t subs_on_bus_up(struct subs *subs) {
     return sent;
 }
 
-size_t subs_publish(struct subs *subs, const char *name, struct shared_frame *frame) {
+int subs_queue_event(struct subs *subs, const char *name, const char *text, size_t len) {
     struct channel *ch = subs_find(subs, name);
-    size_t delivered = 0;
-    if (!ch) return 0;
-    for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
-        if (!s->pending && conn_send_frame(s->conn, frame) == 0) delivered++;
+    if (!ch || ch->count == 0) return -1;
+    if (ch->batch) {
+        if (shared_frame_add_text(&ch->batch, text, len) != 0) return -1;
+        ch->batch_events++;
+        return 0;
     }
-    return delivered;
+    if (!(ch->batch = shared_frame_text(text, len))) return -1;
+    ch->batch_events = 1;
+    bool first = subs->dirty == NULL;
+    ch->dirty_next = subs->dirty;
+    subs->dirty = ch;
+    return first ? 1 : 0;
+}
+
+size_t subs_flush(struct subs *subs) {
+    size_t deliveries = 0;
+    while (subs->dirty) {
+        struct channel *ch = subs->dirty;
+        subs->dirty = ch->dirty_next;
+        struct shared_frame *batch = ch->batch;
+        ch->batch = NULL;
+        for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
+            if (!s->pending && conn_send_frame(s->conn, batch, ch->batch_events) == 0)
+                deliveries += ch->batch_events;
+        }
+        shared_frame_release(batch);
+    }
+    return deliveries;
 }
 
 size_t subs_channel_count(const struct subs *subs) {

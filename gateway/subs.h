@@ -44,6 +44,9 @@ struct channel {
     unsigned count;
     enum channel_state state;
     struct channel *hash_next;
+    struct shared_frame *batch; /* events queued since the last flush, or NULL */
+    unsigned batch_events;
+    struct channel *dirty_next; /* channels with a batch */
 };
 
 struct subs *subs_new(struct bus *bus);
@@ -75,9 +78,15 @@ void subs_on_bus_down(struct subs *subs);
 /* Redis is back: (re)subscribe every wanted channel; returns how many. */
 size_t subs_on_bus_up(struct subs *subs);
 
-/* Queues frame to every confirmed subscriber of channel; returns the number of
- * recipients (0 when the channel has no local subscriber). */
-size_t subs_publish(struct subs *subs, const char *channel, struct shared_frame *frame);
+/* Adds one event message (text, copied into the channel's batch) for channel.
+ * Returns 1 when it was the first event queued since the last flush (the
+ * caller then schedules subs_flush), 0 when queued after others, -1 when the
+ * channel has no local subscribers (nothing kept) or memory ran out. */
+int subs_queue_event(struct subs *subs, const char *channel, const char *text, size_t len);
+
+/* Queues every pending batch to every confirmed subscriber of its channel;
+ * returns the deliveries (events x recipients). */
+size_t subs_flush(struct subs *subs);
 
 /* The channel entry, or NULL. */
 struct channel *subs_find(struct subs *subs, const char *channel);

@@ -31,7 +31,7 @@ double worker_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int worker_listen_socket(const char *host, int port) {
+int worker_listen_socket(const char *host, int port, bool reuse_port) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -49,7 +49,7 @@ int worker_listen_socket(const char *host, int port) {
         if (fd < 0) continue;
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+            (!reuse_port || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) &&
             bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
             break;
         int saved = errno;
@@ -78,6 +78,22 @@ static void drop_event(struct worker *w, const char *channel, const char *why, s
     suppressed = 0;
 }
 
+/* Delivers the events queued since the last flush: runs once per loop
+ * iteration that received any, right after the Redis read that brought them. */
+static void flush_events(struct worker *w) {
+    if (w->pending_count == 0) return;
+    w->stats.events_delivered += subs_flush(w->subs);
+    double now = worker_now();
+    for (size_t i = 0; i < w->pending_count; i++)
+        stats_observe_latency(w, now - w->pending_arrivals[i]);
+    w->pending_count = 0;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    flush_events(arg);
+}
+
 static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
     struct worker *w = arg;
     double arrived = worker_now();
@@ -87,7 +103,8 @@ static void on_message(void *arg, const char *channel, const char *payload, size
         return;
     }
     if (!subs_find(w->subs, channel)) return;
-    /* Validated, serialized and framed once; every recipient shares the bytes. */
+    /* Validated and serialized once; framed into the channel's batch, which
+     * every recipient then shares. */
     size_t text_len;
     enum proto_error err;
     char *text = proto_build_event(channel, payload, len, &text_len, &err);
@@ -95,15 +112,22 @@ static void on_message(void *arg, const char *channel, const char *payload, size
         drop_event(w, channel, err == PROTO_ERR_BAD_JSON ? "bad_json" : "no_memory", len);
         return;
     }
-    struct shared_frame *frame = shared_frame_text(text, text_len);
-    free(text);
-    if (!frame) {
-        drop_event(w, channel, "no_memory", len);
-        return;
+    if (w->pending_count == w->pending_capacity) {
+        size_t capacity = w->pending_capacity ? w->pending_capacity * 2 : 256;
+        double *grown = realloc(w->pending_arrivals, capacity * sizeof *grown);
+        if (!grown) {
+            free(text);
+            drop_event(w, channel, "no_memory", len);
+            return;
+        }
+        w->pending_arrivals = grown;
+        w->pending_capacity = capacity;
     }
-    w->stats.events_delivered += subs_publish(w->subs, channel, frame);
-    shared_frame_release(frame);
-    stats_observe_latency(w, worker_now() - arrived);
+    int queued = subs_queue_event(w->subs, channel, text, text_len);
+    free(text);
+    if (queued < 0) return; /* no subscriber left, or out of memory */
+    w->pending_arrivals[w->pending_count++] = arrived;
+    if (queued == 1) event_active(w->flush, EV_TIMEOUT, 0);
 }
 
 /* The resubscribe after an outage is confirmed: tell clients and admins. */
@@ -117,6 +141,7 @@ static void finish_resync(struct worker *w) {
 
 static void on_subscribed(void *arg, const char *channel) {
     struct worker *w = arg;
+    flush_events(w); /* events that arrived before the confirmation are not the new subscriber's */
     subs_on_confirmed(w->subs, channel);
     if (w->resync_pending > 0 && --w->resync_pending == 0) finish_resync(w);
 }
@@ -145,6 +170,7 @@ static void on_up(void *arg, bool after_outage) {
 
 static void on_down(void *arg) {
     struct worker *w = arg;
+    flush_events(w);
     w->resync_pending = 0;
     subs_on_bus_down(w->subs);
     /* Published at once if only the subscriber died, else when Redis is back. */
@@ -279,7 +305,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg) {
 }
 
 static struct evconnlistener *listen_on(struct worker *w, int port) {
-    int fd = worker_listen_socket(w->cfg->host, port);
+    int fd = worker_listen_socket(w->cfg->host, port, true);
     if (fd < 0) {
         log_error("event=listen_failed host=%s port=%d error=\"%s\"", w->cfg->host, port,
                   strerror(errno));
@@ -312,12 +338,13 @@ int worker_run(struct worker *w) {
     wheel_init(&w->wheel, (uint64_t)floor(w->started));
     if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
         reload(w); /* the files may have changed since the supervisor read them */
+    w->flush = event_new(w->base, -1, 0, flush_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sigint = evsignal_new(w->base, SIGINT, signal_cb, w);
     w->sighup = evsignal_new(w->base, SIGHUP, sighup_cb, w);
     struct timeval one_second = {1, 0};
-    if (!w->subs || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
+    if (!w->subs || !w->flush || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
         event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
         event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || stats_start(w) != 0)
         goto out;
@@ -343,6 +370,8 @@ out:
     if (w->sigint) event_free(w->sigint);
     if (w->drain_check) event_free(w->drain_check);
     if (w->sighup) event_free(w->sighup);
+    if (w->flush) event_free(w->flush);
+    free(w->pending_arrivals);
     event_base_free(w->base);
     return status;
 }

@@ -73,6 +73,9 @@ struct worker {
     struct event *sigterm, *sigint;
     struct event *drain_check;
     struct event *sighup;
+    struct event *flush;      /* activated when events are queued: delivers them */
+    double *pending_arrivals; /* arrival times of the queued events (latency histogram) */
+    size_t pending_count, pending_capacity;
     unsigned drain_batch; /* connections to close per drain step */
     bool draining;
     double drain_deadline; /* monotonic seconds */
@@ -105,8 +108,9 @@ double worker_now(void);
 int worker_load_config(const struct config *cfg, struct jwt_auth *auth, struct acl_rules **rules,
                        char *err, size_t err_size);
 
-/* Opens a listening socket (SO_REUSEADDR, SO_REUSEPORT, non-blocking) on
- * host:port; returns the fd or -1 with errno set. */
-int worker_listen_socket(const char *host, int port);
+/* Opens a listening socket (SO_REUSEADDR, non-blocking; SO_REUSEPORT when
+ * reuse_port, so every worker can listen on the port) on host:port; returns the
+ * fd or -1 with errno set. */
+int worker_listen_socket(const char *host, int port, bool reuse_port);
 
 #endif

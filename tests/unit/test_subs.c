@@ -13,7 +13,8 @@
 struct conn {
     int replies; /* "subscribed" replies sent */
     json_t *last_id;
-    int frames; /* event frames queued */
+    int frames;   /* event messages queued */
+    size_t bytes; /* bytes of those frames */
 };
 
 static bool bus_up = true;
@@ -43,9 +44,9 @@ void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id
     c->last_id = id ? json_deep_copy(id) : NULL;
 }
 
-int conn_send_frame(struct conn *c, struct shared_frame *frame) {
-    (void)frame;
-    c->frames++;
+int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events) {
+    c->frames += (int)events;
+    c->bytes += frame->len;
     return 0;
 }
 
@@ -163,25 +164,56 @@ static void test_bus_down_answers_pending_and_up_resubscribes(void) {
     subs_free(s);
 }
 
-static void test_publish_reaches_only_confirmed_subscribers_of_the_channel(void) {
+static void test_events_reach_only_confirmed_subscribers_of_the_channel(void) {
     reset();
     struct subs *s = subs_new(NULL);
     struct conn a = {0}, b = {0}, other = {0};
     struct sub *ha = NULL, *hb = NULL, *ho = NULL;
     subs_add(s, &a, &ha, "apps:created", NULL);
-    CHECK_INT(subs_publish(s, "apps:created", NULL), 0); /* still pending */
+    CHECK_INT(subs_queue_event(s, "apps:created", "{}", 2), 1);
+    CHECK_INT(subs_flush(s), 0); /* a still pending */
     subs_on_confirmed(s, "apps:created");
     subs_add(s, &b, &hb, "apps:created", NULL);
     subs_add(s, &other, &ho, "apps:deleted", NULL);
     subs_on_confirmed(s, "apps:deleted");
-    CHECK_INT(subs_publish(s, "apps:created", NULL), 2);
+    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":1}", 7), 1);
+    CHECK_INT(subs_flush(s), 2);
     CHECK_INT(a.frames, 1);
     CHECK_INT(b.frames, 1);
     CHECK_INT(other.frames, 0);
-    CHECK_INT(subs_publish(s, "nobody:here", NULL), 0);
+    CHECK_INT(subs_queue_event(s, "nobody:here", "{}", 2), -1);
+    CHECK_INT(subs_flush(s), 0);
     subs_remove_all(s, &ha);
     subs_remove_all(s, &hb);
     subs_remove_all(s, &ho);
+    subs_free(s);
+}
+
+static void test_a_burst_is_one_shared_batch_per_channel(void) {
+    reset();
+    struct subs *s = subs_new(NULL);
+    struct conn a = {0}, b = {0};
+    struct sub *ha = NULL, *hb = NULL;
+    subs_add(s, &a, &ha, "apps:created", NULL);
+    subs_add(s, &b, &hb, "apps:deleted", NULL);
+    subs_on_confirmed(s, "apps:created");
+    subs_on_confirmed(s, "apps:deleted");
+    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":1}", 7), 1);
+    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":2}", 7), 0);
+    CHECK_INT(subs_queue_event(s, "apps:deleted", "{\"n\":3}", 7), 0);
+    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":4}", 7), 0);
+    CHECK_INT(subs_flush(s), 4);
+    CHECK_INT(a.frames, 3);
+    CHECK_INT(a.bytes, 3 * (2 + 7)); /* three complete frames in one buffer */
+    CHECK_INT(b.frames, 1);
+    CHECK_INT(subs_flush(s), 0);
+    /* A channel whose last subscriber leaves with a batch queued drops it. */
+    CHECK_INT(subs_queue_event(s, "apps:deleted", "{}", 2), 1);
+    bus_up = false;
+    subs_on_bus_down(s);
+    subs_remove_all(s, &hb); /* idle channel: unlinked with its batch */
+    CHECK_INT(subs_flush(s), 0);
+    subs_remove_all(s, &ha);
     subs_free(s);
 }
 
@@ -212,7 +244,8 @@ int main(void) {
     RUN(test_resubscribe_waits_for_unsubscribe_reply);
     RUN(test_leaving_before_confirmation_unsubscribes_after_it);
     RUN(test_bus_down_answers_pending_and_up_resubscribes);
-    RUN(test_publish_reaches_only_confirmed_subscribers_of_the_channel);
+    RUN(test_events_reach_only_confirmed_subscribers_of_the_channel);
+    RUN(test_a_burst_is_one_shared_batch_per_channel);
     RUN(test_many_channels_survive_table_growth);
     return TEST_SUMMARY();
 }
