@@ -54,20 +54,20 @@
 #include "redis_url.h"
 #include "ws_codec.h"
 
-#define MAX_PROCS 32
-#define MAX_SOURCES 256
-#define MAX_SECONDS 3600        /* per-second series length */
-#define MAX_FRAME (1u << 20)    /* a larger frame from the gateway fails the connection */
-#define MAX_HEAD 8192           /* largest 101 reply head accepted */
-#define HANDSHAKE_TIMEOUT 15    /* seconds from connect() to "connected" */
-#define FD_RESERVE 64           /* descriptors a child keeps for itself */
+#define MAX_PROCS         32
+#define MAX_SOURCES       256
+#define MAX_SECONDS       3600       /* per-second series length */
+#define MAX_FRAME         (1u << 20) /* a larger frame from the gateway fails the connection */
+#define MAX_HEAD          8192       /* largest 101 reply head accepted */
+#define HANDSHAKE_TIMEOUT 15         /* seconds from connect() to "connected" */
+#define FD_RESERVE        64         /* descriptors a child keeps for itself */
 
 /* ---- latency histogram ----------------------------------------------------
  * Log-linear over microseconds: exact below 128 us, then 64 buckets per power
  * of two (under 1.6% relative error), up to 2^40 us. */
 #define HIST_SUB_BITS 6
-#define HIST_BUCKETS 2240
-#define HIST_MAX_US ((UINT64_C(1) << 40) - 1)
+#define HIST_BUCKETS  2240
+#define HIST_MAX_US   ((UINT64_C(1) << 40) - 1)
 
 struct hist {
     uint64_t counts[HIST_BUCKETS];
@@ -138,14 +138,14 @@ struct options {
     const char *channel_base; /* channel k is channel_base + k */
     double duration;
     int procs;
-    long concurrency;         /* handshakes in flight per process */
+    long concurrency; /* handshakes in flight per process */
     const char *status_file;
     const char *csv_path;
     const char *hist_path;
     const char *redis_url;
     const char *prefix;
     double rate;
-    uint64_t start_ns;        /* CLOCK_REALTIME at start: second 0 of the series */
+    uint64_t start_ns; /* CLOCK_REALTIME at start: second 0 of the series */
 };
 
 struct second_stat {
@@ -160,13 +160,13 @@ struct child_result {
     volatile int done;  /* subscribe: every subscribed connection saw its end marker */
     uint64_t attempted, established, subscribed, handshakes;
     uint64_t failed_connect, failed_http, failed_auth, failed_subscribe, failed_protocol;
-    uint64_t disconnected;   /* closed by the gateway or the network after opening */
-    uint64_t pings;          /* pings from the gateway, each answered with a pong */
+    uint64_t disconnected; /* closed by the gateway or the network after opening */
+    uint64_t pings;        /* pings from the gateway, each answered with a pong */
     uint64_t received, lost, duplicates, misrouted, ended, other_messages;
-    uint64_t open_lost;      /* subscribed connections that went away before their end marker */
+    uint64_t open_lost; /* subscribed connections that went away before their end marker */
     uint64_t last_close_code;
-    double elapsed;          /* seconds the child ran its load */
-    struct hist latency;     /* subscribe: publish-to-receive; churn: connect-to-connected */
+    double elapsed;      /* seconds the child ran its load */
+    struct hist latency; /* subscribe: publish-to-receive; churn: connect-to-connected */
     struct second_stat seconds[MAX_SECONDS];
     char first_error[160];
 };
@@ -192,7 +192,7 @@ enum lconn_state {
     LC_WAIT_CONNECTED, /* 101 checked, waiting for {"type":"connected"} */
     LC_WAIT_SUBSCRIBED,
     LC_OPEN,
-    LC_CLOSING,        /* churn: our close frame sent, waiting for the gateway's */
+    LC_CLOSING, /* churn: our close frame sent, waiting for the gateway's */
 };
 
 struct load;
@@ -202,12 +202,12 @@ struct lconn {
     struct bufferevent *bev;
     struct event *connect_ev;
     evutil_socket_t fd;
-    long index;           /* global connection number: channel and source address */
+    long index; /* global connection number: channel and source address */
     enum lconn_state state;
     bool ended;
     uint64_t last_seq;
-    uint64_t started_ns;  /* CLOCK_MONOTONIC at connect() */
-    char accept[29];      /* the Sec-WebSocket-Accept we expect */
+    uint64_t started_ns; /* CLOCK_MONOTONIC at connect() */
+    char accept[29];     /* the Sec-WebSocket-Accept we expect */
 };
 
 struct load {
@@ -216,11 +216,11 @@ struct load {
     struct event_base *base;
     SSL_CTX *ssl_ctx;
     struct sockaddr_in target;
-    struct lconn *conns;  /* connect/subscribe: one per connection; churn: one per slot */
-    long first, count;    /* this child's share of global connection numbers */
-    long next;            /* next of them to open (churn: running counter) */
+    struct lconn *conns; /* connect/subscribe: one per connection; churn: one per slot */
+    long first, count;   /* this child's share of global connection numbers */
+    long next;           /* next of them to open (churn: running counter) */
     long in_flight;
-    long slots;           /* churn: concurrent connections */
+    long slots; /* churn: concurrent connections */
     bool stopping;
     uint64_t rng;
     size_t base_len;
@@ -327,12 +327,12 @@ static void conn_finish(struct lconn *c) {
 static void conn_fail(struct lconn *c, const char *why) {
     struct child_result *r = c->L->r;
     switch (c->state) {
-    case LC_CONNECTING: r->failed_connect++; break;
-    case LC_UPGRADING: r->failed_http++; break;
-    case LC_WAIT_CONNECTED: r->failed_auth++; break;
-    case LC_WAIT_SUBSCRIBED: r->failed_subscribe++; break;
-    case LC_OPEN: r->disconnected++; break;
-    case LC_CLOSING: break; /* churn: the gateway closed first; the cycle is complete */
+        case LC_CONNECTING: r->failed_connect++; break;
+        case LC_UPGRADING: r->failed_http++; break;
+        case LC_WAIT_CONNECTED: r->failed_auth++; break;
+        case LC_WAIT_SUBSCRIBED: r->failed_subscribe++; break;
+        case LC_OPEN: r->disconnected++; break;
+        case LC_CLOSING: break; /* churn: the gateway closed first; the cycle is complete */
     }
     if (c->state != LC_CLOSING) note_error(r, "%s", why);
     conn_finish(c);
@@ -440,27 +440,27 @@ static bool handle_text(struct lconn *c, const uint8_t *p, size_t len, uint64_t 
         return false;
     }
     switch (c->state) {
-    case LC_WAIT_CONNECTED:
-        if (!has_prefix(p, len, "{\"type\":\"connected\"")) break;
-        r->established++;
-        if (L->o->mode == MODE_CHURN) {
-            r->handshakes++;
-            hist_add(&r->latency, (now_ns(CLOCK_MONOTONIC) - c->started_ns) / 1000);
-            send_close(c, WS_CLOSE_NORMAL);
-            c->state = LC_CLOSING;
-        } else {
-            send_subscribe(c);
-            c->state = LC_WAIT_SUBSCRIBED;
-        }
-        return true;
-    case LC_WAIT_SUBSCRIBED:
-        if (!has_prefix(p, len, "{\"type\":\"subscribed\"")) break;
-        r->subscribed++;
-        c->state = LC_OPEN;
-        bufferevent_set_timeouts(c->bev, NULL, NULL); /* idle from now on */
-        settle(L);
-        return true;
-    default: break;
+        case LC_WAIT_CONNECTED:
+            if (!has_prefix(p, len, "{\"type\":\"connected\"")) break;
+            r->established++;
+            if (L->o->mode == MODE_CHURN) {
+                r->handshakes++;
+                hist_add(&r->latency, (now_ns(CLOCK_MONOTONIC) - c->started_ns) / 1000);
+                send_close(c, WS_CLOSE_NORMAL);
+                c->state = LC_CLOSING;
+            } else {
+                send_subscribe(c);
+                c->state = LC_WAIT_SUBSCRIBED;
+            }
+            return true;
+        case LC_WAIT_SUBSCRIBED:
+            if (!has_prefix(p, len, "{\"type\":\"subscribed\"")) break;
+            r->subscribed++;
+            c->state = LC_OPEN;
+            bufferevent_set_timeouts(c->bev, NULL, NULL); /* idle from now on */
+            settle(L);
+            return true;
+        default: break;
     }
     r->other_messages++;
     return true;
@@ -471,27 +471,27 @@ static bool handle_frame(struct lconn *c, uint8_t opcode, bool fin, const uint8_
                          size_t len, uint64_t recv_ns) {
     struct child_result *r = c->L->r;
     switch (opcode) {
-    case WS_OP_TEXT:
-        if (!fin) break; /* the gateway never fragments */
-        return handle_text(c, payload, len, recv_ns);
-    case WS_OP_PING:
-        r->pings++;
-        send_frame(c, WS_OP_PONG, payload, len);
-        return true;
-    case WS_OP_PONG: return true;
-    case WS_OP_CLOSE:
-        r->last_close_code = len >= 2 ? (uint64_t)(payload[0] << 8 | payload[1]) : 1005;
-        if (c->state == LC_CLOSING) { /* churn: the close handshake is complete */
-            conn_finish(c);
+        case WS_OP_TEXT:
+            if (!fin) break; /* the gateway never fragments */
+            return handle_text(c, payload, len, recv_ns);
+        case WS_OP_PING:
+            r->pings++;
+            send_frame(c, WS_OP_PONG, payload, len);
+            return true;
+        case WS_OP_PONG: return true;
+        case WS_OP_CLOSE:
+            r->last_close_code = len >= 2 ? (uint64_t)(payload[0] << 8 | payload[1]) : 1005;
+            if (c->state == LC_CLOSING) { /* churn: the close handshake is complete */
+                conn_finish(c);
+                return false;
+            }
+            {
+                char why[32];
+                snprintf(why, sizeof why, "close_%u", (unsigned)r->last_close_code);
+                conn_fail(c, why);
+            }
             return false;
-        }
-        {
-            char why[32];
-            snprintf(why, sizeof why, "close_%u", (unsigned)r->last_close_code);
-            conn_fail(c, why);
-        }
-        return false;
-    default: break;
+        default: break;
     }
     r->failed_protocol++;
     conn_fail(c, "unexpected_frame");
@@ -780,7 +780,8 @@ static int run_child(const struct options *o, int k, struct child_result *r) {
         L.next = (long)k * 1000003; /* spreads children over the source addresses */
         for (long i = 0; i < L.slots; i++) conn_open(&L, &L.conns[i], L.next++);
     } else {
-        L.first = o->connections / o->procs * k + (k < o->connections % o->procs ? k : o->connections % o->procs);
+        L.first = o->connections / o->procs * k +
+                  (k < o->connections % o->procs ? k : o->connections % o->procs);
         L.count = o->connections / o->procs + (k < o->connections % o->procs);
         L.conns = calloc((size_t)(L.count ? L.count : 1), sizeof *L.conns);
         if (!L.conns) return 1;
@@ -813,10 +814,10 @@ static void write_status(const char *path, const char *line) {
 
 static const char *mode_name(enum mode m) {
     switch (m) {
-    case MODE_CONNECT: return "connect";
-    case MODE_SUBSCRIBE: return "subscribe";
-    case MODE_PUBLISH: return "publish";
-    case MODE_CHURN: return "churn";
+        case MODE_CONNECT: return "connect";
+        case MODE_SUBSCRIBE: return "subscribe";
+        case MODE_PUBLISH: return "publish";
+        case MODE_CHURN: return "churn";
     }
     return "?";
 }
@@ -835,7 +836,8 @@ static void write_series(const struct options *o, const struct child_result *t) 
             for (long s = first; first >= 0 && s <= last; s++) {
                 const struct second_stat *st = &t->seconds[s];
                 fprintf(f, "%ld,%llu,%.3f,%.3f\n", s - first, (unsigned long long)st->deliveries,
-                        st->deliveries ? (double)st->latency_sum_us / (double)st->deliveries / 1e3 : 0.0,
+                        st->deliveries ? (double)st->latency_sum_us / (double)st->deliveries / 1e3
+                                       : 0.0,
                         (double)st->latency_max_us / 1e3);
             }
             fclose(f);
@@ -1103,8 +1105,7 @@ static int run_publish(const struct options *o) {
             char channel[256], payload[96];
             snprintf(channel, sizeof channel, "%s%s%ld", o->prefix, o->channel_base, k);
             snprintf(payload, sizeof payload, "{\"t\":%llu,\"seq\":%llu}",
-                     (unsigned long long)now_ns(CLOCK_REALTIME),
-                     (unsigned long long)++seq[k]);
+                     (unsigned long long)now_ns(CLOCK_REALTIME), (unsigned long long)++seq[k]);
             redisAppendCommand(rc, "PUBLISH %s %s", channel, payload);
         }
         for (long i = 0; i < batch; i++) {
@@ -1155,27 +1156,28 @@ static int run_publish(const struct options *o) {
 /* ---- command line --------------------------------------------------------- */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: herald-load MODE [options]\n"
-            "modes: connect | subscribe (alias subscribe+measure) | publish | churn\n"
-            "  --host ADDR            gateway address [127.0.0.1]\n"
-            "  --port N               gateway port (ws, or wss with --tls)\n"
-            "  --tls                  connect with TLS (wss)\n"
-            "  --sources A-B          source addresses, a range [127.0.0.2-127.0.0.20]\n"
-            "  --token JWT            sent as Authorization: Bearer\n"
-            "  --connections N        connect/subscribe: connections [1000]\n"
-            "  --channels C           channels: connection i uses channel i %% C [1]\n"
-            "  --channel-base S       channel k is S<k> [apps:bench-]\n"
-            "  --duration SECONDS     run time limit (publish: publishing time) [30]\n"
-            "  --procs N              client processes (raised to fit the file limit) [1]\n"
-            "  --concurrency K        handshakes in flight per process (churn: connections) [256]\n"
-            "  --status-file PATH     'ready ...' when all are open, 'done' when all end markers came\n"
-            "  --csv PATH             subscribe: deliveries and latency per second\n"
-            "  --hist PATH            latency histogram (bucket upper bound in us, count)\n"
-            "  --redis URL            publish: Redis [redis://127.0.0.1:6379]\n"
-            "  --prefix P             publish: Redis channel prefix [herald:]\n"
-            "  --rate R               publish: events per second [1000]\n"
-            "Prints one line of key=value figures; latency quantiles are bucket upper bounds.\n");
+    fprintf(
+        f,
+        "usage: herald-load MODE [options]\n"
+        "modes: connect | subscribe (alias subscribe+measure) | publish | churn\n"
+        "  --host ADDR            gateway address [127.0.0.1]\n"
+        "  --port N               gateway port (ws, or wss with --tls)\n"
+        "  --tls                  connect with TLS (wss)\n"
+        "  --sources A-B          source addresses, a range [127.0.0.2-127.0.0.20]\n"
+        "  --token JWT            sent as Authorization: Bearer\n"
+        "  --connections N        connect/subscribe: connections [1000]\n"
+        "  --channels C           channels: connection i uses channel i %% C [1]\n"
+        "  --channel-base S       channel k is S<k> [apps:bench-]\n"
+        "  --duration SECONDS     run time limit (publish: publishing time) [30]\n"
+        "  --procs N              client processes (raised to fit the file limit) [1]\n"
+        "  --concurrency K        handshakes in flight per process (churn: connections) [256]\n"
+        "  --status-file PATH     'ready ...' when all are open, 'done' when all end markers came\n"
+        "  --csv PATH             subscribe: deliveries and latency per second\n"
+        "  --hist PATH            latency histogram (bucket upper bound in us, count)\n"
+        "  --redis URL            publish: Redis [redis://127.0.0.1:6379]\n"
+        "  --prefix P             publish: Redis channel prefix [herald:]\n"
+        "  --rate R               publish: events per second [1000]\n"
+        "Prints one line of key=value figures; latency quantiles are bucket upper bounds.\n");
 }
 
 static int parse_sources(const char *text, struct options *o) {
@@ -1196,10 +1198,17 @@ static int parse_sources(const char *text, struct options *o) {
 }
 
 int main(int argc, char **argv) {
-    struct options o = {.host = "127.0.0.1", .port = 8888, .connections = 1000, .channels = 1,
-                        .channel_base = "apps:bench-", .duration = 30, .procs = 1,
-                        .concurrency = 256, .redis_url = "redis://127.0.0.1:6379",
-                        .prefix = "herald:", .rate = 1000};
+    struct options o = {.host = "127.0.0.1",
+                        .port = 8888,
+                        .connections = 1000,
+                        .channels = 1,
+                        .channel_base = "apps:bench-",
+                        .duration = 30,
+                        .procs = 1,
+                        .concurrency = 256,
+                        .redis_url = "redis://127.0.0.1:6379",
+                        .prefix = "herald:",
+                        .rate = 1000};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -1219,49 +1228,57 @@ int main(int argc, char **argv) {
         return 2;
     }
     parse_sources("127.0.0.2-127.0.0.20", &o);
-    static const struct option longopts[] = {
-        {"host", required_argument, NULL, 'H'},        {"port", required_argument, NULL, 'p'},
-        {"tls", no_argument, NULL, 'T'},               {"sources", required_argument, NULL, 's'},
-        {"token", required_argument, NULL, 't'},       {"connections", required_argument, NULL, 'n'},
-        {"channels", required_argument, NULL, 'c'},    {"channel-base", required_argument, NULL, 'b'},
-        {"duration", required_argument, NULL, 'd'},    {"procs", required_argument, NULL, 'P'},
-        {"concurrency", required_argument, NULL, 'k'}, {"status-file", required_argument, NULL, 'S'},
-        {"csv", required_argument, NULL, 'C'},         {"hist", required_argument, NULL, 'h'},
-        {"redis", required_argument, NULL, 'r'},       {"prefix", required_argument, NULL, 'x'},
-        {"rate", required_argument, NULL, 'R'},        {"help", no_argument, NULL, '?'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"host", required_argument, NULL, 'H'},
+                                             {"port", required_argument, NULL, 'p'},
+                                             {"tls", no_argument, NULL, 'T'},
+                                             {"sources", required_argument, NULL, 's'},
+                                             {"token", required_argument, NULL, 't'},
+                                             {"connections", required_argument, NULL, 'n'},
+                                             {"channels", required_argument, NULL, 'c'},
+                                             {"channel-base", required_argument, NULL, 'b'},
+                                             {"duration", required_argument, NULL, 'd'},
+                                             {"procs", required_argument, NULL, 'P'},
+                                             {"concurrency", required_argument, NULL, 'k'},
+                                             {"status-file", required_argument, NULL, 'S'},
+                                             {"csv", required_argument, NULL, 'C'},
+                                             {"hist", required_argument, NULL, 'h'},
+                                             {"redis", required_argument, NULL, 'r'},
+                                             {"prefix", required_argument, NULL, 'x'},
+                                             {"rate", required_argument, NULL, 'R'},
+                                             {"help", no_argument, NULL, '?'},
+                                             {NULL, 0, NULL, 0}};
     int opt;
     optind = 2;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'H': o.host = optarg; break;
-        case 'p': o.port = atoi(optarg); break;
-        case 'T': o.tls = true; break;
-        case 's':
-            if (parse_sources(optarg, &o) != 0) {
-                fprintf(stderr, "herald-load: bad --sources %s\n", optarg);
-                return 2;
-            }
-            break;
-        case 't': o.token = optarg; break;
-        case 'n': o.connections = atol(optarg); break;
-        case 'c': o.channels = atol(optarg); break;
-        case 'b': o.channel_base = optarg; break;
-        case 'd': o.duration = atof(optarg); break;
-        case 'P': o.procs = atoi(optarg); break;
-        case 'k': o.concurrency = atol(optarg); break;
-        case 'S': o.status_file = optarg; break;
-        case 'C': o.csv_path = optarg; break;
-        case 'h': o.hist_path = optarg; break;
-        case 'r': o.redis_url = optarg; break;
-        case 'x': o.prefix = optarg; break;
-        case 'R': o.rate = atof(optarg); break;
-        default: usage(stderr); return 2;
+            case 'H': o.host = optarg; break;
+            case 'p': o.port = atoi(optarg); break;
+            case 'T': o.tls = true; break;
+            case 's':
+                if (parse_sources(optarg, &o) != 0) {
+                    fprintf(stderr, "herald-load: bad --sources %s\n", optarg);
+                    return 2;
+                }
+                break;
+            case 't': o.token = optarg; break;
+            case 'n': o.connections = atol(optarg); break;
+            case 'c': o.channels = atol(optarg); break;
+            case 'b': o.channel_base = optarg; break;
+            case 'd': o.duration = atof(optarg); break;
+            case 'P': o.procs = atoi(optarg); break;
+            case 'k': o.concurrency = atol(optarg); break;
+            case 'S': o.status_file = optarg; break;
+            case 'C': o.csv_path = optarg; break;
+            case 'h': o.hist_path = optarg; break;
+            case 'r': o.redis_url = optarg; break;
+            case 'x': o.prefix = optarg; break;
+            case 'R': o.rate = atof(optarg); break;
+            default: usage(stderr); return 2;
         }
     }
-    if (o.port <= 0 || o.port > 65535 || o.connections < 0 || o.channels < 1 ||
-        o.duration <= 0 || o.procs < 1 || o.procs > MAX_PROCS || o.concurrency < 1 ||
-        o.rate <= 0 || o.duration > MAX_SECONDS) {
+    if (o.port <= 0 || o.port > 65535 || o.connections < 0 || o.channels < 1 || o.duration <= 0 ||
+        o.procs < 1 || o.procs > MAX_PROCS || o.concurrency < 1 || o.rate <= 0 ||
+        o.duration > MAX_SECONDS) {
         fprintf(stderr, "herald-load: an option is out of range\n");
         usage(stderr);
         return 2;
