@@ -8,8 +8,9 @@ import os
 import pytest
 
 import harness
-
-SECRET = "e2e-test-secret-0123456789abcdef"
+from harness import SECRET  # noqa: F401  (test modules import it from here)
+from harness_cluster import Cluster
+from harness_redis import RedisServer
 
 _live_gateways = []
 
@@ -22,9 +23,8 @@ def _require_binaries():
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    r = harness.RedisServer(tmp_path_factory.mktemp("redis"))
-    yield r
-    r.stop()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as r:
+        yield r
 
 
 @pytest.fixture(scope="session")
@@ -32,53 +32,42 @@ def secret():
     return SECRET
 
 
-class GatewayFactory:
-    """Starts gateways and stops every one of them at the end of its scope."""
+class GatewayFactory(Cluster):
+    """Starts gateways on one Redis (not owned) and stops every one of them
+    at the end of its scope."""
+
+    gateway_defaults = {}
 
     def __init__(self, tmpdir, redis_url):
-        self.tmpdir = tmpdir
+        super().__init__(tmpdir)
         self.redis_url = redis_url
-        self.started = []
 
     def __call__(self, extra=(), secret=SECRET, env=None, tls=None, name="gateway"):
         _require_binaries()
-        gw = harness.Gateway(self.tmpdir, self.redis_url, secret=secret, extra=extra, env=env,
-                             tls=tls, name=name)
-        self.started.append(gw)
+        gw = self.gateway(url=self.redis_url, secret=secret, extra=extra, env=env, tls=tls,
+                          name=name)
         _live_gateways.append(gw)
         return gw
 
     def stop_all(self):
-        problems = []
-        for gw in self.started:
-            reported = getattr(gw, "reported", False)
-            p = gw.stop_checked()
+        for gw in self.gateways:
             if gw in _live_gateways:
                 _live_gateways.remove(gw)
-            if p and not reported:
-                problems.append(p)
-        self.started = []
-        return problems
+        return super().stop_all()
 
 
 @pytest.fixture(scope="module")
 def start_gateway(tmp_path_factory, redis_server):
     """Module-scoped factory: start_gateway(extra=[...], secret=..., env=..., tls=(cert, key))."""
-    f = GatewayFactory(tmp_path_factory.mktemp("gw"), redis_server.url)
-    yield f
-    problems = f.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
+    with GatewayFactory(tmp_path_factory.mktemp("gw"), redis_server.url) as f:
+        yield f
 
 
 @pytest.fixture
 def fresh_gateway(tmp_path, redis_server):
     """Function-scoped factory, for tests that need their own gateway."""
-    f = GatewayFactory(tmp_path, redis_server.url)
-    yield f
-    problems = f.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
+    with GatewayFactory(tmp_path, redis_server.url) as f:
+        yield f
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +82,7 @@ def _gateway_crash_check():
     yield
     problems = []
     for gw in list(_live_gateways):
-        if getattr(gw, "reported", False):
+        if gw.reported:
             continue
         p = gw.health_problem()
         if p:

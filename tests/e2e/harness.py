@@ -1,7 +1,9 @@
 """Process and protocol helpers for Herald's end-to-end tests.
 
-Everything here talks to real processes: a redis-server and herald-gateway
-started on free ports, stopped by PID. Nothing waits without a timeout.
+Everything here talks to real processes: herald-gateway (GatewayProc) and
+any other child (Proc) started on free ports, stopped by PID. Nothing waits
+without a timeout. The redis-server wrapper is harness_redis.RedisServer;
+harness_cluster.Cluster owns a test's processes.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ import subprocess
 import time
 import urllib.parse
 
+import pytest
 import websockets
 import websockets.exceptions
 
@@ -28,6 +31,8 @@ GATEWAY_BIN = os.path.join(BUILD, "herald-gateway")
 TOKEN_BIN = os.path.join(BUILD, "herald-token")
 PUB_BIN = os.path.join(BUILD, "herald-pub")
 
+SECRET = "e2e-test-secret-0123456789abcdef"  # the gateways' default HS256 secret
+PREFIX = "herald:"  # the Redis channel prefix
 TIMEOUT = 5.0  # default for every network wait
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -40,6 +45,9 @@ UUID4_RE = re.compile(
 CRASH_RE = re.compile(
     r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|"
     r"Segmentation fault|SIGSEGV|SIGABRT|SIGBUS|core dumped")
+
+# A gateway's debug line for each connection it opens.
+OPEN_RE = re.compile(r"event=open conn=([0-9a-fA-F-]+)")
 
 ALL_KNOWN = [
     "apps:created", "apps:updated", "apps:deleted", "apps:deployed", "apps:status",
@@ -118,6 +126,44 @@ def describe_status(rc):
     return "exit status %d" % rc
 
 
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2:].split()[0] != "Z"
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def kill_leftovers(pids, name=None):
+    """SIGKILLs those of pids (workers recorded before their supervisor was
+    stopped) that outlived it, e.g. when the supervisor had to be SIGKILLed.
+    With name, only processes whose command line contains it."""
+    for pid in pids:
+        if pid_alive(pid) and (name is None or name in cmdline(pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def clean_env(**extra):
+    """os.environ without the variables that would redirect herald-pub."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HERALD_REDIS", "HERALD_CHANNEL_PREFIX")}
+    env.update(extra)
+    return env
+
+
 class Proc:
     """A child process with its output in a log file, stopped by PID."""
 
@@ -129,17 +175,61 @@ class Proc:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=full_env)
+        try:
+            self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=full_env)
+        except BaseException:
+            self._log.close()
+            raise
         self.pid = self.proc.pid
         self.stopped = False
         self.stop_status = None
 
+    def wait_started(self, *waits):
+        """Runs the startup waits; on any failure stops the process and re-raises."""
+        try:
+            for w in waits:
+                w()
+        except BaseException:
+            self.stop()
+            raise
+
     def alive(self):
         return self.proc.poll() is None
 
+    def poll(self):
+        return self.proc.poll()
+
     def tail(self, n=60):
         return log_tail(self.log_path, n)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_lines(self, word=None):
+        return [ln for ln in self.log_text().splitlines() if word is None or word in ln]
+
+    def wait_log_count(self, word, n, timeout=10.0):
+        """Waits until at least n log lines contain word; returns those lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log_lines(word)
+            if len(lines) >= n:
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %d log line(s) with %r expected within %.0fs, have %d"
+                                     "\n--- log tail ---\n%s"
+                                     % (self.name, n, word, timeout, len(lines), self.tail(40)))
+            time.sleep(0.05)
+
+    def crash_in_log(self):
+        """The first crash marker (CRASH_RE) in the log, or None."""
+        m = CRASH_RE.search(self.log_text())
+        return m.group(0) if m else None
 
     def wait_port(self, port, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -153,6 +243,13 @@ class Proc:
             time.sleep(0.05)
         raise AssertionError("%s did not accept on port %d within %.0fs: %s\n--- log tail ---\n%s"
                              % (self.name, port, timeout, " ".join(self.argv), self.tail()))
+
+    def wait_exit(self, timeout):
+        """Waits for the process to exit; returns its status or None on timeout."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self):
         """SIGTERM, SIGKILL after 5 s. Returns (died_before_stop, returncode)."""
@@ -172,82 +269,139 @@ class Proc:
         return early, self.proc.returncode
 
 
-class RedisServer(Proc):
-    def __init__(self, tmpdir):
-        self.port = free_port()
-        super().__init__("redis-server", [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(tmpdir)],
-            os.path.join(str(tmpdir), "redis-%d.log" % self.port))
-        self.wait_port(self.port)
-        self.url = "redis://127.0.0.1:%d" % self.port
+class GatewayProc(Proc):
+    """herald-gateway on free ports under its supervisor (this pid), with
+    --workers N; self.workers are the worker pids seen at startup.
 
+    The options map onto its command line: secret (None: no --jwt-secret;
+    use extra or env then), gateway_id, stats_interval (None: the default),
+    tls=(cert, key) (a free wss port), port (default a free one), log_level;
+    extra comes last. watch_workers=False accepts a replaced worker (for tests
+    that kill workers on purpose); expected_exit=True accepts its exit.
 
-class Gateway(Proc):
-    """herald-gateway on free ports. opts are extra argv items."""
+    problem() stops it and says what went wrong: it died, a worker was
+    replaced, it ended badly on SIGTERM, or its log shows a crash.
+    health_problem() checks the same without stopping it."""
 
-    def __init__(self, tmpdir, redis_url, secret=None, extra=(), env=None, tls=None,
-                 name="gateway"):
-        self.port = free_port()
-        self.tls_port = None
+    def __init__(self, tmpdir, redis_url, workers=1, secret=SECRET, gateway_id=None,
+                 stats_interval=None, tls=None, port=None, extra=(), env=None, name="gateway",
+                 log_level="debug", watch_workers=True):
+        if not os.path.exists(GATEWAY_BIN):
+            pytest.fail("missing %s (build first, or set HERALD_BUILD)" % GATEWAY_BIN)
+        self.port = port or free_port()
+        self.tls_port = free_port() if tls else None
+        self.gateway_id = gateway_id
+        self.nworkers = workers
+        self.watch_workers = watch_workers
+        self.expected_exit = False
+        self.reported = False  # a problem already reported by conftest's crash check
+        self.workers = []
         argv = [GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
-                "--redis", redis_url, "--workers", "1", "--log-level", "debug"]
+                "--tls-port", str(self.tls_port or 0), "--redis", redis_url,
+                "--workers", str(workers), "--log-level", log_level]
+        if tls:
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         if secret is not None:
             argv += ["--jwt-secret", secret]
-        if tls:
-            self.tls_port = free_port()
-            argv += ["--tls-port", str(self.tls_port), "--tls-cert", tls[0], "--tls-key", tls[1]]
-        argv += list(extra)
+        if gateway_id:
+            argv += ["--gateway-id", gateway_id]
+        if stats_interval is not None:
+            argv += ["--stats-interval", str(stats_interval)]
+        argv += [str(a) for a in extra]
         log = os.path.join(str(tmpdir), "%s-%d.log" % (name, self.port))
         super().__init__(name, argv, log, env=env)
-        self.wait_port(self.port)
-        if self.tls_port:
-            self.wait_port(self.tls_port)
-        self.workers = self._wait_workers()
         self.url = "ws://127.0.0.1:%d/ws" % self.port
         self.wss_url = "wss://127.0.0.1:%d/ws" % self.tls_port if self.tls_port else None
+        waits = [lambda: self.wait_port(self.port)]
+        if self.tls_port:
+            waits.append(lambda: self.wait_port(self.tls_port))
+        waits.append(lambda: setattr(self, "workers", self.wait_workers(workers)))
+        self.wait_started(*waits)
 
-    def _wait_workers(self):
-        deadline = time.monotonic() + 2
-        kids = children_of(self.pid)
-        while not kids and time.monotonic() < deadline:
+    def worker_pids(self):
+        return children_of(self.pid)
+
+    def wait_workers(self, n, timeout=10.0, exclude=()):
+        """Waits until the supervisor has n children not in exclude; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            kids = [p for p in self.worker_pids() if p not in exclude]
+            if len(kids) >= n:
+                return kids
+            if not self.alive():
+                raise AssertionError("%s died (%s)\n%s" % (
+                    self.name, describe_status(self.proc.returncode), self.tail()))
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %d workers expected, have %r\n%s"
+                                     % (self.name, n, kids, self.tail()))
             time.sleep(0.05)
-            kids = children_of(self.pid)
+
+    def conn_ids(self):
+        """Connection ids this gateway opened (its "event=open conn=<id>" debug lines)."""
+        return set(OPEN_RE.findall(self.log_text()))
+
+    def sigterm(self):
+        """Starts a drain; the exit that follows is expected."""
+        self.expected_exit = True
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill9(self):
+        """SIGKILLs the supervisor first (so it restarts nothing), then its worker(s)."""
+        self.expected_exit = True
+        kids = self.worker_pids()
+        os.kill(self.pid, signal.SIGKILL)
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while any(pid_alive(k) for k in kids):
+            assert time.monotonic() < deadline, "%s: worker(s) %r survived SIGKILL" % (
+                self.name, kids)
+            time.sleep(0.02)
         return kids
 
-    def health_problem(self):
-        """None when the gateway is healthy, else a description with the log tail."""
-        if not self.stopped and not self.alive():
-            return "%s died (%s)\n--- log tail ---\n%s" % (
-                self.name, describe_status(self.proc.returncode), self.tail())
-        if not self.stopped and self.workers and children_of(self.pid) != self.workers:
-            return "%s: worker process(es) %s died and were replaced by %s\n--- log tail ---\n%s" % (
-                self.name, self.workers, children_of(self.pid), self.tail())
-        try:
-            with open(self.log_path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        m = CRASH_RE.search(text)
-        if m:
-            return "%s log shows a crash (%r)\n--- log tail ---\n%s" % (
-                self.name, m.group(0), self.tail(80))
+    def stop(self):
+        """Proc.stop(), then SIGKILLs workers that outlived the supervisor."""
+        kids = self.worker_pids() if self.alive() else []
+        result = super().stop()
+        kill_leftovers(set(kids) | set(self.workers), os.path.basename(GATEWAY_BIN))
+        return result
+
+    def _state_problem(self):
+        if self.stopped:
+            return None
+        if not self.alive():
+            if self.expected_exit:
+                return None
+            return "%s died (%s)" % (self.name, describe_status(self.proc.returncode))
+        if self.watch_workers and self.workers and self.worker_pids() != self.workers:
+            return "%s: worker(s) %r were replaced by %r" % (self.name, self.workers,
+                                                             self.worker_pids())
         return None
 
-    def stop_checked(self):
-        """Stops; returns a problem description or None."""
-        problem = self.health_problem()
+    def _with_crash(self, p):
+        crash = self.crash_in_log()
+        if crash:
+            p = (p + "; " if p else "") + "%s log shows a crash (%r)" % (self.name, crash)
+        return None if p is None else p + "\n--- log tail ---\n" + self.tail(80)
+
+    def health_problem(self):
+        """None while the gateway is healthy, else a description with the log tail."""
+        return self._with_crash(self._state_problem())
+
+    def problem(self):
+        """Stops the gateway; returns a description of anything wrong, or None."""
+        p = self._state_problem()
         early, rc = self.stop()
-        if problem:
-            return problem
-        if early:
-            return "%s had exited before stop (%s)\n--- log tail ---\n%s" % (
-                self.name, describe_status(rc), self.tail())
-        if rc not in (0, -signal.SIGTERM):
-            return "%s ended badly on SIGTERM (%s)\n--- log tail ---\n%s" % (
-                self.name, describe_status(rc), self.tail())
-        problem = self.health_problem()
-        return problem
+        if p is None and not self.expected_exit:
+            if early:
+                p = "%s had exited before stop (%s)" % (self.name, describe_status(rc))
+            elif rc not in (0, -signal.SIGTERM):
+                p = "%s ended badly on SIGTERM (%s)" % (self.name, describe_status(rc))
+        return self._with_crash(p)
 
 
 def run_gateway_expect_exit(argv_extra, env=None, timeout=5.0, redis_url=None, port=None):
@@ -572,19 +726,8 @@ def accept_for(key):
     return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
-class RawWS:
-    """A hand-driven client: exact bytes out, parsed HTTP and frames in."""
-
-    def __init__(self, port, host="127.0.0.1", ssl_ctx=None, timeout=TIMEOUT):
-        s = socket.create_connection((host, port), timeout=timeout)
-        if ssl_ctx is not None:
-            s = ssl_ctx.wrap_socket(s, server_hostname="localhost")
-        self.sock = s
-        self.port = port
-        self.host = host
-        self.buf = b""
-        self.eof = False
-        self.timeout = timeout
+class SocketConn:
+    """A client over self.sock; close() closes it; usable as a context manager."""
 
     def close(self):
         try:
@@ -597,6 +740,34 @@ class RawWS:
 
     def __exit__(self, *a):
         self.close()
+
+
+class RawWS(SocketConn):
+    """A hand-driven client: exact bytes out, parsed HTTP and frames in.
+
+    rcvbuf sets SO_RCVBUF before connect (the kernel then holds little on
+    this side: see harness_ops.SlowWS)."""
+
+    def __init__(self, port, host="127.0.0.1", ssl_ctx=None, timeout=TIMEOUT, rcvbuf=None):
+        if rcvbuf is None:
+            s = socket.create_connection((host, port), timeout=timeout)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                s.settimeout(timeout)
+                s.connect((host, port))
+            except BaseException:
+                s.close()
+                raise
+        if ssl_ctx is not None:
+            s = ssl_ctx.wrap_socket(s, server_hostname="localhost")
+        self.sock = s
+        self.port = port
+        self.host = host
+        self.buf = b""
+        self.eof = False
+        self.timeout = timeout
 
     def send(self, data):
         self.sock.sendall(data)

@@ -1,13 +1,15 @@
-"""Helpers for the multi-process end-to-end tests (fan-out, Redis outage,
-worker processes, cluster stats).
+"""The fixture-owning process group, and helpers for the multi-process
+end-to-end tests (fan-out, Redis outage, worker processes, cluster stats).
 
-- Redis: a redis-server on a fixed free port that can be SIGKILLed and
-  restarted on the same port with the same command line.
-- GatewayProc: herald-gateway with any --workers N, --gateway-id and
-  --stats-interval; knows its supervisor pid and its workers' pids.
-- Cluster / the ``cluster`` fixture: starts these and stops every one of them
-  (gateways first, by PID) when the test ends, pass or fail. A gateway that
-  died unexpectedly or logged a crash fails the test at teardown.
+- Cluster / the ``cluster`` fixture: starts redis-servers
+  (harness_redis.RedisServer, re-exported as Redis: kill9() and restart()
+  keep the port) and gateways (harness.GatewayProc: any --workers N,
+  --gateway-id, --stats-interval; knows its workers' pids) for one test, and
+  stops every one of them (gateways first, by PID) when the test ends, pass
+  or fail. A gateway that died unexpectedly or logged a crash fails the test
+  at teardown. ``with Cluster(tmpdir) as c:`` does the same for any scope;
+  harness_ops.Ops, harness_topology.Topology and conftest's gateway
+  factories build on it.
 - Async websocket helpers (websockets 10.4, used inside asyncio.run): every
   wait has a deadline; ``request`` matches replies by their echoed "id".
 - Publishing: raw RESP PUBLISH, a pipelined burst over one socket, redis-cli,
@@ -18,7 +20,6 @@ import asyncio
 import itertools
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -27,191 +28,83 @@ import websockets
 import websockets.exceptions
 
 import harness
-from harness_redis import Resp
+from harness import PREFIX, SECRET, GatewayProc  # noqa: F401  (re-exported)
+from harness_redis import RedisServer, publish_burst  # noqa: F401  (re-exported)
 
-SECRET = "e2e-test-secret-0123456789abcdef"
-PREFIX = "herald:"
+Redis = RedisServer
 
 
 # ----------------------------------------------------------------- processes
 
-class Redis:
-    """redis-server on a fixed port; kill9() and restart() keep the port."""
-
-    def __init__(self, tmpdir, port=None, password=None):
-        self.tmpdir = str(tmpdir)
-        self.port = port or harness.free_port()
-        self.password = password
-        if password is None:
-            self.url = "redis://127.0.0.1:%d" % self.port
-        else:
-            self.url = "redis://:%s@127.0.0.1:%d" % (password, self.port)
-        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", self.tmpdir]
-        if password is not None:
-            self.argv += ["--requirepass", password]
-        self.log_path = os.path.join(self.tmpdir, "redis-%d.log" % self.port)
-        self.proc = None
-        self.start()
-
-    def start(self, timeout=10.0):
-        assert self.proc is None or not self.proc.alive(), "redis already running"
-        self.proc = harness.Proc("redis-server", self.argv, self.log_path)
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.proc.alive():
-                raise AssertionError("redis-server exited on start:\n" + self.proc.tail())
-            try:
-                with Resp(self.port, timeout=1, password=self.password) as r:
-                    if r.command("PING") == "PONG":
-                        return
-            except (OSError, ConnectionError, Exception):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("redis-server not ready on port %d:\n%s"
-                                     % (self.port, self.proc.tail()))
-            time.sleep(0.05)
-
-    restart = start
-
-    def kill9(self):
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.proc.wait(timeout=5)
-        self.proc.stop()  # closes its log handle; the process is already gone
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.stop()
-
-    def client(self):
-        return Resp(self.port, password=self.password)
-
-    def publish(self, channel, data, prefix=PREFIX):
-        """PUBLISH <prefix><channel> data over a raw RESP socket; returns receivers."""
-        with self.client() as r:
-            return r.command("PUBLISH", prefix + channel, data)
-
-
-class GatewayProc(harness.Proc):
-    """herald-gateway with --workers N under its supervisor (this pid)."""
-
-    def __init__(self, tmpdir, redis_url, workers=1, gateway_id=None, stats_interval=0.5,
-                 secret=SECRET, extra=(), name="gateway"):
-        self.port = harness.free_port()
-        self.gateway_id = gateway_id
-        self.nworkers = workers
-        argv = [harness.GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
-                "--tls-port", "0", "--redis", redis_url, "--jwt-secret", secret,
-                "--workers", str(workers), "--stats-interval", str(stats_interval),
-                "--log-level", "debug"]
-        if gateway_id:
-            argv += ["--gateway-id", gateway_id]
-        argv += list(extra)
-        log = os.path.join(str(tmpdir), "%s-%d.log" % (name, self.port))
-        if not os.path.exists(harness.GATEWAY_BIN):
-            pytest.fail("missing %s (run make all)" % harness.GATEWAY_BIN)
-        super().__init__(name, argv, log)
-        self.url = "ws://127.0.0.1:%d/ws" % self.port
-        self.expected_exit = False
-        self.wait_port(self.port)
-        self.wait_workers(workers)
-
-    def worker_pids(self):
-        return harness.children_of(self.pid)
-
-    def wait_workers(self, n, timeout=10.0, exclude=()):
-        """Waits until the supervisor has n children not in exclude; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            kids = [p for p in self.worker_pids() if p not in exclude]
-            if len(kids) >= n:
-                return kids
-            if not self.alive():
-                raise AssertionError("%s died (%s)\n%s" % (
-                    self.name, harness.describe_status(self.proc.returncode), self.tail()))
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: %d workers expected, have %r\n%s"
-                                     % (self.name, n, kids, self.tail()))
-            time.sleep(0.05)
-
-    def wait_exit(self, timeout):
-        """Waits for the supervisor to exit; returns its status or None on timeout."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def crash_in_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return None
-        m = harness.CRASH_RE.search(text)
-        return m.group(0) if m else None
-
-    def grep_log(self, word):
-        try:
-            with open(self.log_path, "rb") as f:
-                return [ln for ln in f.read().decode("utf-8", "replace").splitlines()
-                        if word in ln]
-        except OSError:
-            return []
-
-    def problem(self):
-        """Stops the gateway; returns a description of anything wrong, or None."""
-        if not self.stopped and not self.alive() and not self.expected_exit:
-            p = "%s died (%s)" % (self.name, harness.describe_status(self.proc.returncode))
-        else:
-            p = None
-        early, rc = self.stop()
-        if p is None and not self.expected_exit and not early and rc not in (0, -signal.SIGTERM):
-            p = "%s ended badly on SIGTERM (%s)" % (self.name, harness.describe_status(rc))
-        crash = self.crash_in_log()
-        if crash:
-            p = (p + "; " if p else "") + "%s log shows a crash (%r)" % (self.name, crash)
-        return None if p is None else p + "\n--- log tail ---\n" + self.tail(80)
-
-
 class Cluster:
-    """Processes for one test; stop_all() stops gateways first, then Redis."""
+    """The processes of one test (or module): redis() and gateway() start
+    them; stop_all() stops gateways first (by PID), then other processes
+    handed to own(), then the Redis servers, and returns what went wrong.
+    As a context manager it stops everything on exit and fails the test on
+    a problem.
+
+    gateway_defaults are the GatewayProc options of this kind of group:
+    here a 0.5 s stats interval, and workers may be replaced (tests kill
+    them on purpose)."""
+
+    gateway_defaults = {"stats_interval": 0.5, "watch_workers": False}
 
     def __init__(self, tmpdir):
         self.tmpdir = tmpdir
         self.gateways = []
+        self.others = []
         self.redises = []
 
-    def redis(self, password=None):
-        r = Redis(self.tmpdir, password=password)
+    def redis(self, **kw):
+        """A RedisServer (password=..., port=..., extra_args=...) in tmpdir."""
+        r = RedisServer(self.tmpdir, **kw)
         self.redises.append(r)
         return r
 
-    def gateway(self, redis, url=None, **kw):
-        """A gateway on redis (url overrides redis.url, e.g. to add a db number)."""
-        gw = GatewayProc(self.tmpdir, url or redis.url, **kw)
-        self.gateways.append(gw)
-        return gw
+    def gateway(self, redis=None, url=None, **kw):
+        """A GatewayProc on redis (default: the first one, started if none);
+        url overrides redis.url, e.g. to add a db number."""
+        if url is None:
+            if redis is None:
+                redis = self.redises[0] if self.redises else self.redis()
+            url = redis.url
+        return self.own(GatewayProc(self.tmpdir, url, **dict(self.gateway_defaults, **kw)))
+
+    def own(self, proc):
+        """Takes a started process over: a GatewayProc (checked at stop) or
+        another harness.Proc (its early exit is a problem); returns it."""
+        (self.gateways if isinstance(proc, GatewayProc) else self.others).append(proc)
+        return proc
 
     def stop_all(self):
         problems = []
         for gw in self.gateways:
             p = gw.problem()
-            if p:
+            if p and not gw.reported:
                 problems.append(p)
+        for proc in self.others:
+            early, rc = proc.stop()
+            if early:
+                problems.append("%s had exited (%s)\n%s" % (
+                    proc.name, harness.describe_status(rc), proc.tail()))
         for r in self.redises:
             r.stop()
+        self.gateways, self.others, self.redises = [], [], []
         return problems
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        problems = self.stop_all()
+        if problems and exc_type is None:
+            pytest.fail("\n\n".join(problems))
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
+    with Cluster(tmp_path) as c:
         yield c
-    finally:
-        problems = c.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
 
 
 def token(uid, role=None, secret=SECRET):
@@ -234,6 +127,22 @@ def tok(name):
 _ids = itertools.count(1)
 
 
+async def open_ws(url, token=None, timeout=5.0, origin=None, who="client"):
+    """A websockets connection (no pings, no compression, unbounded queue)
+    whose "connected" message has been read: returns (ws, hello)."""
+    hdrs = [("Authorization", "Bearer " + token)] if token else []
+    ws = await asyncio.wait_for(websockets.connect(
+        url, extra_headers=hdrs, origin=origin, ping_interval=None, max_size=None,
+        max_queue=None, open_timeout=timeout, close_timeout=2, compression=None), timeout + 1)
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    except BaseException:
+        await ws.close()
+        raise
+    assert hello.get("type") == "connected", "%s: first message %r" % (who, hello)
+    return ws, hello
+
+
 class Client:
     """An async websocket client; every wait has a deadline.
 
@@ -248,16 +157,7 @@ class Client:
 
     @classmethod
     async def open(cls, url, token=None, name="client", timeout=5.0):
-        hdrs = [("Authorization", "Bearer " + token)] if token else []
-        ws = await asyncio.wait_for(websockets.connect(
-            url, extra_headers=hdrs, ping_interval=None, max_size=None, max_queue=None,
-            open_timeout=timeout, close_timeout=2, compression=None), timeout + 1)
-        try:
-            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        except BaseException:
-            await ws.close()
-            raise
-        assert hello.get("type") == "connected", "%s: first message %r" % (name, hello)
+        ws, hello = await open_ws(url, token, timeout, who=name)
         return cls(ws, hello, name)
 
     async def send(self, obj):
@@ -367,6 +267,14 @@ class Client:
             pass
 
 
+async def open_client(clients, url, who, name):
+    """Client.open(url, tok(who), name) (who None: no token), appended to
+    clients so that run() closes it."""
+    c = await Client.open(url, tok(who) if who is not None else None, name)
+    clients.append(c)
+    return c
+
+
 async def open_clients(url, specs):
     """specs: list of (name, token or None); returns Clients in that order."""
     return list(await asyncio.gather(*(Client.open(url, t, name=n) for n, t in specs)))
@@ -404,15 +312,6 @@ async def poll(fn, check, timeout, interval=0.25, what="condition"):
 
 # ----------------------------------------------------------------- publishing
 
-def publish_burst(port, channel, payloads):
-    """PUBLISHes every payload on herald:<channel> over one pipelined socket;
-    returns the list of receiver counts."""
-    blob = b"".join(Resp.encode("PUBLISH", PREFIX + channel, p) for p in payloads)
-    with Resp(port, timeout=30) as r:
-        r.sock.sendall(blob)
-        return [r.read_reply(timeout=30) for _ in payloads]
-
-
 def redis_cli_publish(port, channel, data):
     out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "PUBLISH",
                           PREFIX + channel, data], capture_output=True, timeout=10, text=True)
@@ -422,9 +321,7 @@ def redis_cli_publish(port, channel, data):
 
 def herald_pub(redis_url, channel, data):
     out = subprocess.run([harness.PUB_BIN, "--redis", redis_url, channel, data],
-                         capture_output=True, timeout=10, text=True,
-                         env={k: v for k, v in os.environ.items()
-                              if k not in ("HERALD_REDIS", "HERALD_CHANNEL_PREFIX")})
+                         capture_output=True, timeout=10, text=True, env=harness.clean_env())
     assert out.returncode == 0, "herald-pub failed (%d): %s %s" % (
         out.returncode, out.stdout, out.stderr)
 

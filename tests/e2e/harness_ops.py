@@ -1,11 +1,12 @@
 """Helpers for the production-hardening end-to-end tests (limits, liveness,
 operations).
 
-- OpsGateway: herald-gateway with full control of its command line (any
-  --workers, secret or secret file, TLS, env), its supervisor pid and its
-  workers' pids; ``ops`` fixture: starts gateways and Redis servers for one
-  test and stops every one of them by PID afterwards (a gateway that died
-  unexpectedly or logged a crash fails the test).
+- Ops / the ``ops`` and ``ops_module`` fixtures: a harness_cluster.Cluster
+  whose gateways (harness.GatewayProc: any --workers, secret or secret file,
+  TLS, env) keep the default stats interval and must keep their workers;
+  it starts gateways and Redis servers for one test (or module) and stops
+  every one of them by PID afterwards (a gateway that died unexpectedly, had
+  a worker replaced or logged a crash fails the test).
 - HTTP: http_get() and scrape() for /healthz, /readyz and /metrics
   (Prometheus text parsed into a Metrics object).
 - Sockets: SlowWS (a raw websocket client with a small receive buffer that
@@ -14,9 +15,7 @@ operations).
 """
 
 import http.client
-import os
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -26,11 +25,7 @@ import pytest
 
 import harness
 from harness import RawWS
-from harness_cluster import Redis
-from harness_redis import Resp
-
-SECRET = "e2e-test-secret-0123456789abcdef"
-PREFIX = "herald:"
+from harness_cluster import Cluster
 
 
 # ----------------------------------------------------------------- waiting
@@ -51,141 +46,24 @@ def wait_until(fn, timeout, interval=0.05, what="condition"):
 
 # ----------------------------------------------------------------- processes
 
-class OpsGateway(harness.Proc):
-    """herald-gateway on a free port. secret=None passes no --jwt-secret (use
-    extra=["--jwt-secret-file", ...] or --jwt-key then)."""
+class Ops(Cluster):
+    """A Cluster whose gateways keep the gateway's default stats interval and
+    whose replaced workers are a problem."""
 
-    def __init__(self, tmpdir, redis_url, workers=1, secret=SECRET, extra=(), env=None, tls=None,
-                 name="gateway", log_level="debug", wait=True):
-        if not os.path.exists(harness.GATEWAY_BIN):
-            pytest.fail("missing %s (run make all)" % harness.GATEWAY_BIN)
-        self.port = harness.free_port()
-        self.tls_port = harness.free_port() if tls else 0
-        self.nworkers = workers
-        argv = [harness.GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
-                "--tls-port", str(self.tls_port), "--redis", redis_url,
-                "--workers", str(workers), "--log-level", log_level]
-        if tls:
-            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
-        if secret is not None:
-            argv += ["--jwt-secret", secret]
-        argv += [str(a) for a in extra]
-        log = os.path.join(str(tmpdir), "%s-%d.log" % (name, self.port))
-        super().__init__(name, argv, log, env=env)
-        self.url = "ws://127.0.0.1:%d/ws" % self.port
-        self.expected_exit = False
-        self.workers = []
-        if wait:
-            self.wait_port(self.port)
-            if self.tls_port:
-                self.wait_port(self.tls_port)
-            self.workers = self.wait_workers(workers)
-
-    def worker_pids(self):
-        return harness.children_of(self.pid)
-
-    def wait_workers(self, n, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            kids = self.worker_pids()
-            if len(kids) >= n:
-                return kids
-            if not self.alive():
-                raise AssertionError("%s died (%s)\n%s" % (
-                    self.name, harness.describe_status(self.proc.returncode), self.tail()))
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: %d workers expected, have %r\n%s"
-                                     % (self.name, n, kids, self.tail()))
-            time.sleep(0.05)
-
-    def wait_exit(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_lines(self, word=None):
-        return [ln for ln in self.log_text().splitlines() if word is None or word in ln]
-
-    def wait_log_count(self, word, n, timeout=10.0):
-        """Waits until at least n log lines contain word; returns those lines."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.log_lines(word)
-            if len(lines) >= n:
-                return lines
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: %d log line(s) with %r expected within %.0fs, have %d"
-                                     "\n--- log tail ---\n%s"
-                                     % (self.name, n, word, timeout, len(lines), self.tail(40)))
-            time.sleep(0.05)
-
-    def problem(self):
-        """Stops the gateway; returns a description of anything wrong, or None."""
-        p = None
-        if not self.stopped and not self.alive() and not self.expected_exit:
-            p = "%s died (%s)" % (self.name, harness.describe_status(self.proc.returncode))
-        elif (not self.stopped and self.alive() and self.workers
-              and self.worker_pids() != self.workers):
-            p = "%s: worker(s) %r were replaced by %r" % (self.name, self.workers,
-                                                          self.worker_pids())
-        early, rc = self.stop()
-        if p is None and not self.expected_exit and not early and rc not in (0, -signal.SIGTERM):
-            p = "%s ended badly on SIGTERM (%s)" % (self.name, harness.describe_status(rc))
-        m = harness.CRASH_RE.search(self.log_text())
-        if m:
-            p = (p + "; " if p else "") + "%s log shows a crash (%r)" % (self.name, m.group(0))
-        return None if p is None else p + "\n--- log tail ---\n" + self.tail(80)
-
-
-class Ops:
-    """Processes for one test: gateway(...) and redis(); stop_all() stops
-    gateways first (by PID), then the Redis servers."""
-
-    def __init__(self, tmpdir):
-        self.tmpdir = tmpdir
-        self.gateways = []
-        self.redises = []
-
-    def redis(self):
-        r = Redis(self.tmpdir)
-        self.redises.append(r)
-        return r
-
-    def gateway(self, redis=None, **kw):
-        if redis is None:
-            redis = self.redises[0] if self.redises else self.redis()
-        gw = OpsGateway(self.tmpdir, redis.url, **kw)
-        self.gateways.append(gw)
-        return gw
-
-    def stop_all(self):
-        problems = []
-        for gw in self.gateways:
-            p = gw.problem()
-            if p:
-                problems.append(p)
-        for r in self.redises:
-            r.stop()
-        return problems
+    gateway_defaults = {}
 
 
 @pytest.fixture
 def ops(tmp_path):
-    o = Ops(tmp_path)
-    try:
+    with Ops(tmp_path) as o:
         yield o
-    finally:
-        problems = o.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
+
+
+@pytest.fixture(scope="module")
+def ops_module(tmp_path_factory):
+    """Module-scoped Ops (a gateway shared by a module's tests)."""
+    with Ops(tmp_path_factory.mktemp("ops")) as o:
+        yield o
 
 
 def vm_rss_kb(pid):
@@ -194,15 +72,6 @@ def vm_rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def publish_pipelined(port, channel, payloads, timeout=30.0):
-    """PUBLISHes every payload on herald:<channel> over one pipelined socket;
-    returns the receiver counts."""
-    blob = b"".join(Resp.encode("PUBLISH", PREFIX + channel, p) for p in payloads)
-    with Resp(port, timeout=timeout) as r:
-        r.sock.sendall(blob)
-        return [r.read_reply(timeout=timeout) for _ in payloads]
 
 
 # ----------------------------------------------------------------- HTTP
@@ -326,16 +195,7 @@ class SlowWS(RawWS):
     kernel holds little on its side); it reads only when a method reads."""
 
     def __init__(self, port, rcvbuf=16384, host="127.0.0.1", timeout=harness.TIMEOUT):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(timeout)
-        s.connect((host, port))
-        self.sock = s
-        self.port = port
-        self.host = host
-        self.buf = b""
-        self.eof = False
-        self.timeout = timeout
+        super().__init__(port, host=host, timeout=timeout, rcvbuf=rcvbuf)
 
     def drain_all(self, timeout=15.0, bigbuf=4 << 20):
         """Enlarges the receive buffer and reads until EOF/reset. Returns
@@ -380,18 +240,6 @@ def ws_upgrade_status(port, headers=None, timeout=5.0):
     except BaseException:
         c.close()
         raise
-
-
-@pytest.fixture(scope="module")
-def ops_module(tmp_path_factory):
-    """Module-scoped Ops (a gateway shared by a module's tests)."""
-    o = Ops(tmp_path_factory.mktemp("ops"))
-    try:
-        yield o
-    finally:
-        problems = o.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
 
 
 def help_text():

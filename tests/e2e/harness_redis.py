@@ -1,46 +1,44 @@
 """Reusable pieces for end-to-end tests that need Redis.
 
-- free_port(): a TCP port on 127.0.0.1 with nothing listening (at the time of
-  the call).
-- RedisServer: a private redis-server on a free port, started with
-  subprocess.Popen and stopped by its PID; usable as a context manager.
+- RedisServer: a private redis-server on a free (or given) port, no
+  persistence, started with harness.Proc and stopped by its PID; kill9() and
+  restart() keep its port and command line; usable as a context manager.
+  harness_cluster.Cluster starts these for a test and stops them.
 - fresh_redis / redis_factory: pytest fixtures built on it (one server per
-  test; conftest.py's module-scoped ``redis_server`` is a different one).
+  test; conftest.py's module-scoped ``redis_server`` is another one).
   Import them into a test module (``from harness_redis import fresh_redis``)
   to use them; every server is stopped in the fixture's finalizer even when
   the test fails.
 - Resp: a minimal RESP2 client over a plain socket (commands, replies, and
   pub/sub messages), so tests need no Python Redis package.
 - Subscriber: Resp in PSUBSCRIBE mode, collecting (channel, data) pairs.
-- herald_build(): the directory with the built binaries (env HERALD_BUILD,
-  default /work/main/build).
+- publish_burst(): many PUBLISHes pipelined over one socket.
+- free_port(), herald_build(): from harness (herald_build() is the directory
+  with the built binaries: env HERALD_BUILD, default build/).
 """
 
 import os
 import shutil
+import signal
 import socket
-import subprocess
 import tempfile
 import time
 
 import pytest
 
+import harness
+from harness import PREFIX, free_port  # noqa: F401  (re-exported)
+
 
 def herald_build():
-    return os.environ.get("HERALD_BUILD", "/work/main/build")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return harness.BUILD
 
 
 class RespError(Exception):
     """An error reply (-ERR ...) from Redis."""
 
 
-class Resp:
+class Resp(harness.SocketConn):
     """A blocking RESP2 client: enough for PING, AUTH, PUBLISH, (P)SUBSCRIBE."""
 
     def __init__(self, port, host="127.0.0.1", password=None, timeout=5.0):
@@ -48,18 +46,6 @@ class Resp:
         self.buf = b""
         if password is not None:
             self.command("AUTH", password)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @staticmethod
     def encode(*args):
@@ -173,25 +159,28 @@ class Subscriber:
 
 
 class RedisServer:
-    """redis-server on a free port, no persistence, stopped by PID."""
+    """redis-server on a free (or given) port, no persistence, stopped by PID.
 
-    def __init__(self, password=None, extra_args=(), port=None):
+    kill9() and restart() keep the port and the command line. Without tmpdir
+    it works in a temporary directory of its own, which stop() removes."""
+
+    def __init__(self, tmpdir=None, port=None, password=None, extra_args=()):
+        self.own_dir = tmpdir is None
+        self.dir = tempfile.mkdtemp(prefix="herald-redis-") if self.own_dir else str(tmpdir)
         self.port = port or free_port()
         self.password = password
-        self.dir = tempfile.mkdtemp(prefix="herald-redis-")
-        args = [shutil.which("redis-server") or "redis-server",
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--dir", self.dir]
+        self.argv = [shutil.which("redis-server") or "redis-server",
+                     "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--daemonize", "no",
+                     "--dir", self.dir]
         if password is not None:
-            args += ["--requirepass", password]
-        args += list(extra_args)
-        self.log_path = os.path.join(self.dir, "redis.log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+            self.argv += ["--requirepass", password]
+        self.argv += [str(a) for a in extra_args]
+        self.log_path = os.path.join(self.dir, "redis-%d.log" % self.port)
+        self.proc = None
         try:
-            self._wait_ready()
-        except Exception:
+            self.start()
+        except BaseException:
             self.stop()
             raise
 
@@ -201,26 +190,46 @@ class RedisServer:
             return "redis://:%s@127.0.0.1:%d" % (self.password, self.port)
         return "redis://127.0.0.1:%d" % self.port
 
-    def _wait_ready(self, timeout=10.0):
+    def start(self, timeout=10.0):
+        """Starts the server (again) and waits until it answers PING."""
+        if self.proc is not None:
+            assert not self.proc.alive(), "redis already running"
+            self.proc.stop()  # closes the log handle of the one that died
+        self.proc = harness.Proc("redis-server", self.argv, self.log_path)
+        self.proc.wait_started(lambda: self._wait_ready(timeout))
+
+    restart = start
+
+    def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited: %s" % self.read_log())
+        while True:
+            if not self.proc.alive():
+                raise AssertionError("redis-server exited on start:\n" + self.tail())
             try:
                 with Resp(self.port, password=self.password, timeout=1) as r:
                     if r.command("PING") == "PONG":
                         return
-            except (OSError, RespError, ConnectionError):
+            except Exception:
                 pass
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server not ready on port %d:\n%s"
+                                     % (self.port, self.tail()))
             time.sleep(0.05)
-        raise RuntimeError("redis-server not ready on port %d" % self.port)
 
-    def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+    def tail(self, n=60):
+        return harness.log_tail(self.log_path, n)
+
+    def kill9(self):
+        """SIGKILLs the server (no shutdown); restart() brings it back on the same port."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.proc.wait(timeout=5)
+        self.proc.stop()  # closes its log handle; the process is already gone
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def client(self):
         return Resp(self.port, password=self.password)
@@ -228,22 +237,25 @@ class RedisServer:
     def subscriber(self, pattern="herald:*"):
         return Subscriber(self.port, pattern, password=self.password)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def publish(self, channel, data, prefix=PREFIX):
+        """PUBLISH <prefix><channel> data over a raw RESP socket; returns receivers."""
+        with self.client() as r:
+            return r.command("PUBLISH", prefix + channel, data)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def publish_burst(port, channel, payloads, timeout=30.0):
+    """PUBLISHes every payload on herald:<channel> over one pipelined socket;
+    returns the list of receiver counts."""
+    blob = b"".join(Resp.encode("PUBLISH", PREFIX + channel, p) for p in payloads)
+    with Resp(port, timeout=timeout) as r:
+        r.sock.sendall(blob)
+        return [r.read_reply(timeout=timeout) for _ in payloads]
 
 
 @pytest.fixture

@@ -7,12 +7,14 @@ and the deployment-file checks (tests/e2e/test_compose.py).
 - NginxLB: Debian's nginx in the foreground on a free port, with a config in
   the test's tmp dir, stopped by PID (its workers too, should the master
   have to be SIGKILLed).
-- TopoGateway: herald-gateway (--workers 1) on a chosen port behind the
-  balancer; kill9() SIGKILLs its supervisor and its worker, sigterm() starts
-  a drain; conn_gateway() tells which gateway serves a connection id (from
-  the gateway's "event=open conn=<id>" debug log line).
-- Topology / the ``topology`` fixture: one Redis, three gateways, nginx; all
-  stopped by PID at the end, pass or fail.
+- TopoGateway: harness.GatewayProc (--workers 1) configured as deployed
+  behind the balancer (secret from the environment, drain timeout, trusted
+  proxy); kill9() SIGKILLs its supervisor and its worker, sigterm() starts
+  a drain; conn_ids() are the connections it opened (from the gateway's
+  "event=open conn=<id>" debug log line).
+- Topology / the ``topology`` fixture: one Redis, three gateways, nginx,
+  owned by a harness_cluster.Cluster; all stopped by PID at the end, pass
+  or fail.
 - TClient: an asyncio websocket client that keeps reading in a task of its
   own, records every event per connection generation, and reconnects with
   jittered exponential backoff through the balancer when its connection ends.
@@ -30,7 +32,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import time
 
@@ -39,7 +40,8 @@ import websockets
 import websockets.exceptions
 
 import harness
-from harness_cluster import Redis, SECRET, PREFIX, token
+from harness import PREFIX, SECRET, kill_leftovers  # noqa: F401  (kill_leftovers re-exported)
+from harness_cluster import Cluster, open_ws, token
 
 REPO = harness.REPO
 DEPLOY = os.path.join(REPO, "deploy")
@@ -140,16 +142,15 @@ class NginxLB(harness.Proc):
         argv = [binary, "-e", "stderr", "-p", tmpdir + "/", "-c", self.conf,
                 "-g", "daemon off; pid %s;" % os.path.join(tmpdir, "nginx.pid")]
         super().__init__("nginx", argv, os.path.join(tmpdir, "nginx-%d.log" % self.port))
-        self.wait_port(self.port)
+        self.workers = []
+        self.wait_started(lambda: self.wait_port(self.port))
         self.workers = harness.children_of(self.pid)
         self.url = "ws://127.0.0.1:%d/ws" % self.port
 
     def stop(self):
         workers = harness.children_of(self.pid) if self.alive() else []
         result = super().stop()
-        for pid in set(workers) | set(self.workers):
-            if pid_alive(pid) and "nginx" in _cmdline(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(set(workers) | set(self.workers), "nginx")
         return result
 
     def upstreams_used(self):
@@ -159,35 +160,6 @@ class NginxLB(harness.Proc):
                 return re.findall(r"upstream=(\S+)", f.read())
         except OSError:
             return []
-
-
-def _cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def kill_leftovers(pids):
-    """SIGKILLs those of pids (workers recorded before their supervisor was
-    stopped) that outlived it, e.g. when the supervisor had to be SIGKILLed."""
-    for pid in pids:
-        if pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def pid_alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rfind(")") + 2:].split()[0] != "Z"
 
 
 # ----------------------------------------------------------------- haproxy
@@ -232,127 +204,39 @@ class HAProxyLB(harness.Proc):
             f.write(text)
         super().__init__("haproxy", [binary, "-db", "-f", self.cfg],
                          os.path.join(str(tmpdir), "haproxy-%d.log" % self.port))
-        self.wait_port(self.port)
+        self.wait_started(lambda: self.wait_port(self.port))
         self.url = "ws://127.0.0.1:%d/ws" % self.port
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
 
 # ----------------------------------------------------------------- gateways
 
-OPEN_RE = re.compile(r"event=open conn=([0-9a-fA-F-]+)")
-
-
-class TopoGateway(harness.Proc):
+class TopoGateway(harness.GatewayProc):
     """herald-gateway with one worker on a given port, as deployed behind nginx."""
 
     def __init__(self, tmpdir, redis_url, gateway_id, port=None, drain_timeout=4,
                  extra=()):
-        if not os.path.exists(harness.GATEWAY_BIN):
-            pytest.fail("missing %s (run make all)" % harness.GATEWAY_BIN)
-        self.port = port or harness.free_port()
-        self.gateway_id = gateway_id
         self.drain_timeout = drain_timeout
-        argv = [harness.GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
-                "--tls-port", "0", "--redis", redis_url, "--workers", "1",
-                "--gateway-id", gateway_id, "--stats-interval", "0.5",
-                "--drain-timeout", str(drain_timeout), "--trusted-proxies", "127.0.0.1",
-                "--log-level", "debug"] + [str(a) for a in extra]
-        super().__init__(gateway_id, argv,
-                         os.path.join(str(tmpdir), "%s-%d.log" % (gateway_id, self.port)),
-                         env={"HERALD_JWT_SECRET": SECRET})
-        self.expected_exit = False
-        self.wait_port(self.port)
-        self.workers = self.wait_workers()
-
-    def wait_workers(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            kids = harness.children_of(self.pid)
-            if kids:
-                return kids
-            if not self.alive() or time.monotonic() > deadline:
-                raise AssertionError("%s: no worker process\n%s" % (self.name, self.tail()))
-            time.sleep(0.05)
-
-    def kill9(self):
-        """SIGKILLs the supervisor first (so it restarts nothing), then its worker(s)."""
-        self.expected_exit = True
-        kids = harness.children_of(self.pid)
-        os.kill(self.pid, signal.SIGKILL)
-        for k in kids:
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=5)
-        deadline = time.monotonic() + 5
-        while any(pid_alive(k) for k in kids):
-            assert time.monotonic() < deadline, "%s: worker(s) %r survived SIGKILL" % (
-                self.name, kids)
-            time.sleep(0.02)
-        return kids
-
-    def sigterm(self):
-        self.expected_exit = True
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait_exit(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def conn_ids(self):
-        return set(OPEN_RE.findall(self.log_text()))
-
-    def problem(self):
-        """Stops the gateway; returns a description of anything wrong, or None."""
-        p = None
-        if not self.stopped and not self.alive() and not self.expected_exit:
-            p = "%s died (%s)" % (self.name, harness.describe_status(self.proc.returncode))
-        elif not self.stopped and self.alive() and harness.children_of(self.pid) != self.workers:
-            p = "%s: worker %r was replaced by %r" % (self.name, self.workers,
-                                                      harness.children_of(self.pid))
-        kids = harness.children_of(self.pid) if self.alive() else []
-        early, rc = self.stop()
-        kill_leftovers(kids)
-        if p is None and not self.expected_exit and not early and rc not in (0, -signal.SIGTERM):
-            p = "%s ended badly on SIGTERM (%s)" % (self.name, harness.describe_status(rc))
-        m = harness.CRASH_RE.search(self.log_text())
-        if m:
-            p = (p + "; " if p else "") + "%s log shows a crash (%r)" % (self.name, m.group(0))
-        return None if p is None else p + "\n--- log tail ---\n" + self.tail(60)
+        super().__init__(tmpdir, redis_url, secret=None, env={"HERALD_JWT_SECRET": SECRET},
+                         gateway_id=gateway_id, port=port, stats_interval=0.5, name=gateway_id,
+                         extra=["--drain-timeout", drain_timeout,
+                                "--trusted-proxies", "127.0.0.1"] + list(extra))
 
 
 class Topology:
-    """One Redis, three gateways (gw1..gw3) and nginx in front, for one test."""
+    """One Redis, three gateways (gw1..gw3) and nginx in front, for one test;
+    self.procs (a Cluster) owns them. As a context manager it stops them all
+    on exit and fails the test on a problem."""
 
     def __init__(self, tmpdir, drain_timeout=4):
-        self.tmpdir = tmpdir
-        self.redis = None
-        self.gateways = []
-        self.lb = None
+        self.procs = Cluster(tmpdir)
         try:
-            self.redis = Redis(tmpdir)
-            for i in range(3):
-                self.gateways.append(TopoGateway(tmpdir, self.redis.url, "gw%d" % (i + 1),
-                                                 drain_timeout=drain_timeout))
-            self.lb = NginxLB(tmpdir, [g.port for g in self.gateways])
+            self.redis = self.procs.redis()
+            self.gateways = [self.procs.own(TopoGateway(tmpdir, self.redis.url, "gw%d" % (i + 1),
+                                                        drain_timeout=drain_timeout))
+                             for i in range(3)]
+            self.lb = self.procs.own(NginxLB(tmpdir, [g.port for g in self.gateways]))
         except BaseException:
-            self.stop_all()
+            self.procs.stop_all()
             raise
         self.url = self.lb.url
 
@@ -368,31 +252,20 @@ class Topology:
         return out
 
     def stop_all(self):
-        problems = []
-        for g in self.gateways:
-            p = g.problem()
-            if p:
-                problems.append(p)
-        if self.lb is not None:
-            early, rc = self.lb.stop()
-            if early:
-                problems.append("nginx had exited (%s)\n%s" % (harness.describe_status(rc),
-                                                               self.lb.tail()))
-        if self.redis is not None:
-            self.redis.stop()
-        return problems
+        return self.procs.stop_all()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.procs.__exit__(*exc)
 
 
 @pytest.fixture
 def topology(tmp_path):
     require_nginx()
-    t = Topology(tmp_path)
-    try:
+    with Topology(tmp_path) as t:
         yield t
-    finally:
-        problems = t.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
 
 
 # ----------------------------------------------------------------- clients
@@ -427,16 +300,7 @@ class TClient:
 
     async def connect(self, url, timeout=10.0, origin=None):
         """Opens one connection and reads "connected"; starts the reader task."""
-        ws = await asyncio.wait_for(websockets.connect(
-            url, extra_headers=[("Authorization", "Bearer " + self.token)], origin=origin,
-            ping_interval=None, max_size=None, max_queue=None, open_timeout=timeout,
-            close_timeout=2, compression=None), timeout + 1)
-        try:
-            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        except BaseException:
-            await ws.close()
-            raise
-        assert hello.get("type") == "connected", "%r: first message %r" % (self, hello)
+        ws, hello = await open_ws(url, self.token, timeout, origin=origin, who=repr(self))
         self.ws = ws
         self.closed = asyncio.Event()
         self.gens.append({"conn": hello["connectionId"], "gateway": None,
@@ -587,11 +451,10 @@ class RespPublisher:
         seqs = [self.next_seq() for _ in range(n)]
         lines = "".join(json.dumps({"seq": s, "via": "herald-pub"}) + "\n" for s in seqs)
         t = time.monotonic()
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("HERALD_REDIS", "HERALD_CHANNEL_PREFIX")}
         p = await asyncio.create_subprocess_exec(
             harness.PUB_BIN, "--redis", redis_url, "-v", channel, "-",
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=harness.clean_env())
         out, err = await asyncio.wait_for(p.communicate(lines.encode()), 20)
         assert p.returncode == 0, "herald-pub failed (%d): %s" % (p.returncode, err.decode())
         receivers = [int(x) for x in re.findall(rb"(\d+) receivers?", out)]

@@ -10,7 +10,8 @@ import signal
 import time
 
 import harness
-from harness_cluster import Client, cluster, in_thread_publish, poll, run, tok  # noqa: F401
+from harness_cluster import (Client, cluster, in_thread_publish, open_client, poll,  # noqa: F401
+                             run, tok)
 
 WORKER_FIELDS = {
     "gatewayId": str, "worker": int, "pid": int, "host": str, "uptimeSeconds": (int, float),
@@ -115,8 +116,8 @@ def test_stats_are_forbidden_to_users_and_anonymous_clients(cluster):
     a = cluster.gateway(redis, gateway_id="forbid-a")
 
     async def main(clients):
-        u1 = await Client.open(a.url, tok("u1"), "u1"); clients.append(u1)
-        anon = await Client.open(a.url, None, "anon"); clients.append(anon)
+        u1 = await open_client(clients, a.url, "u1", "u1")
+        anon = await open_client(clients, a.url, None, "anon")
         for c in (u1, anon):
             r = await c.request({"type": "stats"})
             harness.assert_error(r, "forbidden")
@@ -133,8 +134,8 @@ def test_stopped_gateway_drops_out_of_the_cluster_view_within_the_ttl(cluster):
     b = cluster.gateway(redis, gateway_id="ttl-b", name="gw-b")
 
     async def main(clients):
-        adm = await Client.open(a.url, tok("admin"), "adm@a"); clients.append(adm)
-        gone = await Client.open(b.url, tok("u1"), "u1@b"); clients.append(gone)
+        adm = await open_client(clients, a.url, "admin", "adm@a")
+        gone = await open_client(clients, b.url, "u1", "u1@b")
         await poll(adm.stats, lambda s: set(by_gateway(s)) == {"ttl-a", "ttl-b"}, 5,
                    what="both gateways listed")
         b.expected_exit = True

@@ -15,22 +15,17 @@ import pytest
 
 import harness
 from harness_cluster import (Client, Cluster, build_lib_publisher, cluster,  # noqa: F401
-                             herald_pub, in_thread, lib_publish, poll, publish_burst,
-                             redis_cli_publish, run, tok)
+                             herald_pub, in_thread, lib_publish, open_client, poll,
+                             publish_burst, redis_cli_publish, run, tok)
 
 
 @pytest.fixture(scope="module")
 def fan(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("fanout"))
-    try:
+    with Cluster(tmp_path_factory.mktemp("fanout")) as c:
         r = c.redis()
         a = c.gateway(r, gateway_id="fan-a", name="gw-a")
         b = c.gateway(r, gateway_id="fan-b", name="gw-b")
         yield c, r, a, b
-    finally:
-        problems = c.stop_all()
-    if problems:
-        pytest.fail("\n\n".join(problems))
 
 
 def check_event(msg, channel, data):
@@ -105,13 +100,13 @@ def test_clients_on_other_channels_or_without_subscriptions_receive_nothing(fan)
     _, redis, a, b = fan
 
     async def main(clients):
-        sub_a = await Client.open(a.url, tok("u1"), "a-sub"); clients.append(sub_a)
-        sub_b = await Client.open(b.url, tok("u2"), "b-sub"); clients.append(sub_b)
-        other_a = await Client.open(a.url, tok("u2"), "a-other"); clients.append(other_a)
-        other_b = await Client.open(b.url, tok("admin"), "b-other"); clients.append(other_b)
-        idle_a = await Client.open(a.url, tok("u1"), "a-idle"); clients.append(idle_a)
-        idle_b = await Client.open(b.url, None, "b-anon-idle"); clients.append(idle_b)
-        anon_a = await Client.open(a.url, None, "a-anon-ann"); clients.append(anon_a)
+        sub_a = await open_client(clients, a.url, "u1", "a-sub")
+        sub_b = await open_client(clients, b.url, "u2", "b-sub")
+        other_a = await open_client(clients, a.url, "u2", "a-other")
+        other_b = await open_client(clients, b.url, "admin", "b-other")
+        idle_a = await open_client(clients, a.url, "u1", "a-idle")
+        idle_b = await open_client(clients, b.url, None, "b-anon-idle")
+        anon_a = await open_client(clients, a.url, None, "a-anon-ann")
         for c in (sub_a, sub_b):
             await c.subscribe("apps:created")
         for c in (other_a, other_b):
@@ -138,9 +133,9 @@ def test_unsubscribed_client_stops_receiving_and_last_leaver_releases_redis_chan
     _, redis, a, b = fan
 
     async def main(clients):
-        a1 = await Client.open(a.url, tok("u1"), "a1"); clients.append(a1)
-        a2 = await Client.open(a.url, tok("u2"), "a2"); clients.append(a2)
-        b1 = await Client.open(b.url, tok("u1"), "b1"); clients.append(b1)
+        a1 = await open_client(clients, a.url, "u1", "a1")
+        a2 = await open_client(clients, a.url, "u2", "a2")
+        b1 = await open_client(clients, b.url, "u1", "b1")
         for c in (a1, a2, b1):
             await c.subscribe("apps:deleted")
         await in_thread(redis.publish, "apps:deleted", '{"n":1}')
@@ -168,11 +163,11 @@ def test_user_channel_events_reach_only_that_user_and_a_subscribed_admin(fan):
     _, redis, a, b = fan
 
     async def main(clients):
-        u1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(u1)
-        u1b = await Client.open(b.url, tok("u1"), "u1@b"); clients.append(u1b)
-        u2 = await Client.open(b.url, tok("u2"), "u2@b"); clients.append(u2)
-        adm = await Client.open(b.url, tok("admin"), "admin@b"); clients.append(adm)
-        adm_idle = await Client.open(a.url, tok("admin"), "admin-idle@a"); clients.append(adm_idle)
+        u1 = await open_client(clients, a.url, "u1", "u1@a")
+        u1b = await open_client(clients, b.url, "u1", "u1@b")
+        u2 = await open_client(clients, b.url, "u2", "u2@b")
+        adm = await open_client(clients, b.url, "admin", "admin@b")
+        adm_idle = await open_client(clients, a.url, "admin", "admin-idle@a")
         await u1.subscribe("user:u1")
         await u1b.subscribe("user:u1")
         await u2.subscribe("user:u2")
@@ -265,8 +260,8 @@ def test_invalid_payloads_are_dropped_counted_and_serving_continues(fan):
         return (await c.stats())["worker"]["eventsDropped"]
 
     async def main(clients):
-        adm = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm)
-        u1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(u1)
+        adm = await open_client(clients, a.url, "admin", "admin@a")
+        u1 = await open_client(clients, a.url, "u1", "u1@a")
         await adm.subscribe("apps:updated")
         await u1.subscribe("apps:updated")
         before = await dropped(adm)
@@ -307,8 +302,8 @@ def test_any_json_value_is_delivered_unchanged_as_data(fan):
     ]
 
     async def main(clients):
-        ca = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(ca)
-        cb = await Client.open(b.url, tok("u2"), "u2@b"); clients.append(cb)
+        ca = await open_client(clients, a.url, "u1", "u1@a")
+        cb = await open_client(clients, b.url, "u2", "u2@b")
         for c in (ca, cb):
             await c.subscribe("database:row_updated")
         missing = []
@@ -334,7 +329,7 @@ def test_integer_beyond_64_bits_is_valid_json_and_delivered(fan):
     payload = '{"u64":18446744073709551615,"big":123456789012345678901234567890}'
 
     async def main(clients):
-        ca = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(ca)
+        ca = await open_client(clients, a.url, "u1", "u1@a")
         await ca.subscribe("database:table_created")
         await in_thread(redis.publish, "database:table_created", payload)
         await in_thread(redis.publish, "database:table_created", '{"marker":1}')
@@ -354,8 +349,8 @@ def test_password_protected_redis_with_db_and_custom_channel_prefix(cluster):
     b = cluster.gateway(redis, gateway_id="pfx-b", name="gw-b")
 
     async def main(clients):
-        ca = await Client.open(a.url, tok("admin"), "admin@acme"); clients.append(ca)
-        cb = await Client.open(b.url, tok("u1"), "u1@herald"); clients.append(cb)
+        ca = await open_client(clients, a.url, "admin", "admin@acme")
+        cb = await open_client(clients, b.url, "u1", "u1@herald")
         for c in (ca, cb):
             await c.subscribe("apps:created")
         n = await in_thread(redis.publish, "apps:created", '{"to":"acme"}', "acme:")

@@ -15,8 +15,9 @@ import pytest
 import harness
 from harness import OP_CLOSE, OP_TEXT, RawWS, assert_error, build_frame
 from harness_cluster import tok
-from harness_ops import (SlowWS, help_line, ops, parse_frames, publish_pipelined,  # noqa: F401
+from harness_ops import (SlowWS, help_line, ops, parse_frames,  # noqa: F401
                          scrape, vm_rss_kb, wait_until, ws_upgrade_status)
+from harness_redis import publish_burst
 
 
 def text(obj):
@@ -229,7 +230,7 @@ def test_consumer_over_send_queue_gets_4009_behind_its_backlog(ops):
         while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
             assert seq < 3000, "30 MB published to a client that does not read and no " \
                 "slow-consumer close (--max-send-queue 1 MiB)"
-            publish_pipelined(redis.port, "announcements", [payload(seq + i) for i in range(20)])
+            publish_burst(redis.port, "announcements", [payload(seq + i) for i in range(20)])
             seq += 20
         # start reading at once: the backlog, then the close frame 4009
         data, closed = slow.drain_all(timeout=15)
@@ -274,7 +275,7 @@ def test_never_reading_client_is_closed_while_100mb_flow_and_memory_stays_bounde
         t0 = time.monotonic()
         for start in range(0, total, batch):
             # pace by the normal client, so only the never-reading one falls behind
-            counts = publish_pipelined(redis.port, "announcements",
+            counts = publish_burst(redis.port, "announcements",
                                        [payload(start + i) for i in range(batch)])
             assert counts == [1] * batch, counts[:3]
             for i in range(batch):
@@ -323,6 +324,19 @@ def _attempt(port, xff=None):
     return status, c
 
 
+def _attempt_until_accepted(port, refused):
+    """Retries the upgrade until a freed slot accepts it (within 5 s); every
+    refusal meanwhile must be `refused`. Returns the accepted connection."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, c = _attempt(port)
+        if status == 101:
+            return c
+        assert status == refused, status
+        assert time.monotonic() < deadline, "slot not freed 5 s after a close"
+        time.sleep(0.1)
+
+
 def test_max_connections_per_ip_is_counted_across_workers_and_xff_ignored(ops):
     gw = ops.gateway(workers=2, extra=["--max-connections-per-ip", 3])
     held = []
@@ -336,15 +350,7 @@ def test_max_connections_per_ip_is_counted_across_workers_and_xff_ignored(ops):
         assert statuses == [429] * 10, "4th connection from 127.0.0.1 (untrusted " \
             "X-Forwarded-For ignored): %r" % statuses
         held.pop(0).close()
-        deadline = time.monotonic() + 5
-        while True:
-            status, c = _attempt(gw.port)
-            if status == 101:
-                held.append(c)
-                break
-            assert status == 429, status
-            assert time.monotonic() < deadline, "slot not freed 5 s after a close"
-            time.sleep(0.1)
+        held.append(_attempt_until_accepted(gw.port, 429))
         statuses = [_attempt(gw.port)[0] for _ in range(6)]
         assert statuses == [429] * 6, statuses
     finally:
@@ -385,15 +391,7 @@ def test_max_connections_per_worker_refuses_with_503(ops):
             held.append(c)
         assert [_attempt(gw.port)[0] for _ in range(3)] == [503] * 3
         held.pop().close()
-        deadline = time.monotonic() + 5
-        while True:
-            status, c = _attempt(gw.port)
-            if status == 101:
-                held.append(c)
-                break
-            assert status == 503, status
-            assert time.monotonic() < deadline, "slot not freed 5 s after a close"
-            time.sleep(0.1)
+        held.append(_attempt_until_accepted(gw.port, 503))
         assert _attempt(gw.port)[0] == 503
     finally:
         for c in held:

@@ -15,8 +15,9 @@ import pytest
 
 import harness
 from harness import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame
-from harness_ops import (help_line, ops, ops_module, parse_frames, publish_pipelined,  # noqa: F401
+from harness_ops import (help_line, ops, ops_module, parse_frames,  # noqa: F401
                          scrape, SlowWS, wait_until)
+from harness_redis import publish_burst
 
 PING_INTERVAL = 1
 IDLE = 3
@@ -299,7 +300,7 @@ def test_write_timeout_drops_client_whose_queue_makes_no_progress(ops):
         counts = []
         got = 0
         for i in range(0, n, 100):  # the reader keeps up; the stuck client never reads
-            counts += publish_pipelined(redis.port, "announcements", payloads[i:i + 100])
+            counts += publish_burst(redis.port, "announcements", payloads[i:i + 100])
             while got < i + 100:
                 ev = reader.read_json(10)
                 assert ev.get("type") == "event" and ev["data"]["seq"] == got, ev.get("data", ev)

@@ -8,8 +8,8 @@ import signal
 import time
 
 import harness
-from harness_cluster import (Client, cluster, in_thread_publish,  # noqa: F401
-                             kill_subscriber_connections_of, poll, run, tok)
+from harness_cluster import (cluster, in_thread_publish,  # noqa: F401
+                             kill_subscriber_connections_of, open_client, poll, run)
 
 GAP_WAIT = 12.0  # backoff is at most 5 s between attempts, plus resubscribe
 
@@ -32,12 +32,12 @@ def test_redis_killed_and_restarted_clients_stay_get_gap_and_events_flow_again(c
     b = cluster.gateway(redis, gateway_id="out-b", name="gw-b")
 
     async def main(clients):
-        c1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(c1)
-        c2 = await Client.open(a.url, tok("u2"), "u2@a"); clients.append(c2)
-        c3 = await Client.open(b.url, tok("u1"), "u1@b"); clients.append(c3)
-        idle = await Client.open(a.url, tok("u2"), "idle@a"); clients.append(idle)
-        adm_a = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm_a)
-        health = await Client.open(b.url, tok("admin"), "health@b"); clients.append(health)
+        c1 = await open_client(clients, a.url, "u1", "u1@a")
+        c2 = await open_client(clients, a.url, "u2", "u2@a")
+        c3 = await open_client(clients, b.url, "u1", "u1@b")
+        idle = await open_client(clients, a.url, "u2", "idle@a")
+        adm_a = await open_client(clients, a.url, "admin", "admin@a")
+        health = await open_client(clients, b.url, "admin", "health@b")
         subs = {c1: ["apps:created", "user:u1"], c2: ["apps:updated"], c3: ["apps:created"],
                 health: ["system:health", "apps:status"]}
         for c, chans in subs.items():
@@ -115,7 +115,7 @@ def test_redis_dropping_the_subscriber_connection_causes_resubscribe_and_gap(clu
     a = cluster.gateway(redis, gateway_id="kill-a", name="gw-a")
 
     async def main(clients):
-        c1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(c1)
+        c1 = await open_client(clients, a.url, "u1", "u1@a")
         await c1.subscribe("deployments:status")
         await c1.subscribe("apps:created")
         with redis.client() as r:
@@ -138,8 +138,8 @@ def test_silently_stalled_redis_is_detected_by_the_probe(cluster):
     a = cluster.gateway(redis, gateway_id="stall-a", name="gw-a")
 
     async def main(clients):
-        c1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(c1)
-        adm = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm)
+        c1 = await open_client(clients, a.url, "u1", "u1@a")
+        adm = await open_client(clients, a.url, "admin", "admin@a")
         await c1.subscribe("storage:uploaded")
         before = (await adm.stats())["worker"]["redis"]["outages"]
         os.kill(redis.proc.pid, signal.SIGSTOP)
@@ -170,9 +170,9 @@ def test_one_gateway_losing_its_subscriber_is_announced_on_system_health(cluster
     b = cluster.gateway(redis, gateway_id="health-b", name="gw-b")
 
     async def main(clients):
-        c1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(c1)
-        health = await Client.open(b.url, tok("admin"), "health@b"); clients.append(health)
-        c3 = await Client.open(b.url, tok("u2"), "u2@b"); clients.append(c3)
+        c1 = await open_client(clients, a.url, "u1", "u1@a")
+        health = await open_client(clients, b.url, "admin", "health@b")
+        c3 = await open_client(clients, b.url, "u2", "u2@b")
         await c1.subscribe("apps:created")
         await health.subscribe("system:health")
         await c3.subscribe("apps:created")
@@ -214,8 +214,8 @@ def test_subscription_changes_during_an_outage_apply_after_restore(cluster):
     a = cluster.gateway(redis, gateway_id="chg-a", name="gw-a")
 
     async def main(clients):
-        c1 = await Client.open(a.url, tok("u1"), "u1@a"); clients.append(c1)
-        adm = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm)
+        c1 = await open_client(clients, a.url, "u1", "u1@a")
+        adm = await open_client(clients, a.url, "admin", "admin@a")
         await c1.subscribe("apps:created")
         await c1.subscribe("apps:updated")
         redis.kill9()
@@ -258,7 +258,7 @@ def test_admin_on_a_gateway_that_lost_redis_sees_its_redis_restored(cluster):
     a = cluster.gateway(redis, gateway_id="self-a", name="gw-a")
 
     async def main(clients):
-        adm = await Client.open(a.url, tok("admin"), "admin@a"); clients.append(adm)
+        adm = await open_client(clients, a.url, "admin", "admin@a")
         await adm.subscribe("system:health")
         [wpid] = a.worker_pids()
         redis.kill9()

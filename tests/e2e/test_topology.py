@@ -17,7 +17,7 @@ import time
 import pytest
 
 import harness
-from harness_cluster import Redis
+from harness_cluster import Cluster
 from harness_topology import (HAProxyLB, TopoGateway, haproxy_bin, TClient, RespPublisher, stream, reconcile, all_received,
                               gather_bounded, close_clients, apoll, topology)  # noqa: F401
 
@@ -362,13 +362,13 @@ def test_haproxy_active_readyz_check_keeps_clients_off_an_unready_gateway(tmp_pa
     if not haproxy_bin():
         pytest.skip("haproxy is not installed (apt-get install haproxy); nginx, the "
                     "compose balancer, is tested above")
-    redis = Redis(tmp_path)
-    gws, lb, clients = [], None, []
-    try:
+    with Cluster(tmp_path) as procs:
+        redis = procs.redis()
+        gws, clients = [], []
         dead_redis = "redis://127.0.0.1:%d" % harness.free_port()
         for i, url in enumerate((redis.url, redis.url, dead_redis)):
-            gws.append(TopoGateway(tmp_path, url, "gw%d" % (i + 1)))
-        lb = HAProxyLB(tmp_path, [g.port for g in gws])
+            gws.append(procs.own(TopoGateway(tmp_path, url, "gw%d" % (i + 1))))
+        lb = procs.own(HAProxyLB(tmp_path, [g.port for g in gws]))
         deadline = time.monotonic() + 15
         while "gateway3 is DOWN" not in lb.log_text():
             assert lb.alive(), lb.tail()
@@ -402,10 +402,3 @@ def test_haproxy_active_readyz_check_keeps_clients_off_an_unready_gateway(tmp_pa
                 await pub.close()
                 await close_clients(cs)
         asyncio.run(main())
-    finally:
-        problems = [g.problem() for g in gws]
-        if lb is not None:
-            lb.stop()
-        redis.stop()
-    problems = [p for p in problems if p]
-    assert not problems, "\n\n".join(problems)
