@@ -314,12 +314,6 @@ static void http_refuse(struct conn *c, int status, const char *message) {
 
 /* ---- protocol -------------------------------------------------------------- */
 
-static bool subscribed_to(const struct conn *c, const char *channel) {
-    for (const struct sub *s = c->subs; s; s = s->conn_next)
-        if (strcmp(s->channel->name, channel) == 0) return true;
-    return false;
-}
-
 static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
     struct worker *w = c->w;
     enum acl_result acl = acl_may_subscribe(w->rules, c->user, cmd->channel);
@@ -327,7 +321,7 @@ static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
         send_error(c, proto_error_from_acl(acl), NULL, cmd->id);
         return;
     }
-    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions && !subscribed_to(c, cmd->channel)) {
+    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions && !subs_contains(c->subs, cmd->channel)) {
         send_error(c, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, cmd->id);
         return;
     }

@@ -138,10 +138,15 @@ static void send_confirmation(struct sub *s) {
     s->pending = false;
 }
 
+bool subs_contains(const struct sub *head, const char *name) {
+    for (; head; head = head->conn_next)
+        if (strcmp(head->channel->name, name) == 0) return true;
+    return false;
+}
+
 enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub **head,
                               const char *name, const json_t *id) {
-    for (struct sub *s = *head; s; s = s->conn_next)
-        if (strcmp(s->channel->name, name) == 0) return SUBS_ALREADY;
+    if (subs_contains(*head, name)) return SUBS_ALREADY;
 
     struct sub *s = calloc(1, sizeof *s);
     if (!s) return SUBS_NO_MEMORY;

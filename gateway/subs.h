@@ -59,6 +59,9 @@ enum subs_add_result {
     SUBS_NO_MEMORY,
 };
 
+/* True when the subscription list head holds channel. */
+bool subs_contains(const struct sub *head, const char *channel);
+
 /* Subscribes conn to channel; *head is the connection's subscription list. */
 enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub **head,
                               const char *channel, const json_t *id);
