@@ -240,9 +240,10 @@ static bool ws_key_valid(const struct http_slice *key) {
 }
 
 enum http_upgrade_status http_check_upgrade(const struct http_request *req, const char *ws_path) {
+    /* An unknown path is 404 whatever the method: nothing else lives there. */
+    if (!slice_equals(&req->path, ws_path ? ws_path : "/ws")) return HTTP_UPGRADE_NOT_FOUND;
     if (!slice_equals(&req->method, "GET")) return HTTP_UPGRADE_BAD_REQUEST;
     if (req->minor_version < 1) return HTTP_UPGRADE_BAD_REQUEST;
-    if (!slice_equals(&req->path, ws_path ? ws_path : "/ws")) return HTTP_UPGRADE_NOT_FOUND;
     if (!req->upgrade_websocket || !req->connection_upgrade) return HTTP_UPGRADE_BAD_REQUEST;
     if (req->ws_key.ptr == NULL || req->ws_version.ptr == NULL) return HTTP_UPGRADE_BAD_REQUEST;
     if (!slice_equals(&req->ws_version, "13")) return HTTP_UPGRADE_BAD_VERSION;

@@ -28,12 +28,14 @@
 #define PROBE_INTERVAL     1.0  /* seconds between probes */
 #define PROBE_TIMEOUT      3.0  /* a probe not back, and nothing else read, by then: dead */
 #define PROBE_HARD_TIMEOUT 30.0 /* a probe not back by then: dead, however busy the link */
+#define READY_TIMEOUT      5.0  /* seconds from connecting to the probe's SUBSCRIBE confirmed */
 
 struct link {
     struct bus *bus;
     redisAsyncContext *ac; /* NULL while disconnected */
     bool ready;            /* connected and authenticated */
     unsigned attempts;     /* failed attempts since the last success */
+    double started;        /* when the current connection attempt began */
     struct event *retry;
     const char *name;
 };
@@ -54,8 +56,17 @@ struct bus {
     double probe_sent_at;  /* 0: no probe outstanding */
     double sub_last_reply; /* when the subscriber last delivered anything */
     double probe_lag_ms;
+    char last_error[128]; /* the last connection or command error, "" when none */
     bool freeing;
 };
+
+/* Records err as the bus's last error and logs it, rarely when it repeats. */
+static void note_error(struct bus *bus, struct link *l, const char *what, const char *err) {
+    bool repeat = strcmp(bus->last_error, err) == 0;
+    snprintf(bus->last_error, sizeof bus->last_error, "%s", err);
+    if (!repeat || l->attempts % 20 == 0)
+        log_warn("event=%s link=%s error=\"%s\" attempts=%u", what, l->name, err, l->attempts);
+}
 
 static void link_connect(struct link *l);
 
@@ -94,6 +105,7 @@ static void set_up(struct bus *bus) {
     }
     bus->state = BUS_UP;
     bus->was_up = true;
+    bus->last_error[0] = '\0';
     bus->down_since = 0;
     bus->probe_sent_at = 0;
     if (bus->cb.on_up) bus->cb.on_up(bus->cb.arg, after_outage);
@@ -105,6 +117,10 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
     redisReply *reply = r;
     if (!reply || bus->freeing) return;
     bus->sub_last_reply = worker_now();
+    if (reply->type == REDIS_REPLY_ERROR) {
+        note_error(bus, &bus->sub, "redis_error", reply->str);
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -167,7 +183,7 @@ static void select_cb(redisAsyncContext *ac, void *r, void *privdata) {
     struct link *l = link_of(ac);
     if (!reply || !l) return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_error("event=redis_select_failed link=%s error=\"%s\"", l->name, reply->str);
+        note_error(l->bus, l, "redis_select_failed", reply->str);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -180,7 +196,7 @@ static void auth_cb(redisAsyncContext *ac, void *r, void *privdata) {
     struct link *l = link_of(ac);
     if (!reply || !l) return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_error("event=redis_auth_failed link=%s error=\"%s\"", l->name, reply->str);
+        note_error(l->bus, l, "redis_auth_failed", reply->str);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -194,8 +210,7 @@ static void connect_cb(const redisAsyncContext *ac, int status) {
     struct link *l = link_of(ac);
     if (!l) return;
     if (status != REDIS_OK) {
-        if (l->attempts == 0 || log_enabled(LOG_LEVEL_DEBUG))
-            log_warn("event=redis_connect_failed link=%s error=\"%s\"", l->name, ac->errstr);
+        note_error(l->bus, l, "redis_connect_failed", ac->errstr);
         l->ac = NULL; /* hiredis frees the context after this callback */
         schedule_retry(l);
         return;
@@ -222,6 +237,8 @@ static void disconnect_cb(const redisAsyncContext *ac, int status) {
     l->ac = NULL;
     l->ready = false;
     if (bus->freeing) return;
+    if (l == &bus->sub && bus->state != BUS_UP)
+        note_error(bus, l, "redis_subscriber_failed", ac->errstr[0] ? ac->errstr : "disconnected");
     if (l == &bus->sub) {
         if (bus->state == BUS_UP) {
             bus->outages++;
@@ -259,6 +276,7 @@ static void link_connect(struct link *l) {
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     l->ac = ac;
+    l->started = worker_now();
 }
 
 /* ---- probe ----------------------------------------------------------------- */
@@ -267,6 +285,20 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct bus *bus = arg;
     double now = worker_now();
+    /* A Redis that accepts the connection but never answers is as good as none. */
+    struct link *links[] = {&bus->sub, &bus->cmd};
+    for (int i = 0; i < 2; i++) {
+        struct link *l = links[i];
+        bool ready = l == &bus->sub ? bus->state == BUS_UP : l->ready;
+        if (l->ac && !ready && now - l->started > READY_TIMEOUT) {
+            note_error(bus, l, "redis_not_answering", "no answer within 5 s of connecting");
+            redisAsyncFree(l->ac); /* runs the connect or disconnect callback: retry */
+            if (l->ac) {           /* it never connected: no callback ran */
+                l->ac = NULL;
+                schedule_retry(l);
+            }
+        }
+    }
     if (bus->state != BUS_UP || !bus->cmd.ready) return;
     if (bus->probe_sent_at != 0) {
         /* A probe may wait behind a burst of real messages: the link is dead
@@ -359,6 +391,7 @@ void bus_status(const struct bus *bus, struct bus_status *out) {
     out->last_outage_seconds = bus->last_outage_seconds;
     out->probe_lag_ms = bus->probe_lag_ms;
     out->command_connected = bus->cmd.ready;
+    out->last_error = bus->last_error;
 }
 
 const char *bus_state_name(enum bus_state state) {

@@ -47,6 +47,7 @@ struct bus_status {
     double last_outage_seconds;
     double probe_lag_ms; /* last measured publish-to-receive lag, -1 unknown */
     bool command_connected;
+    const char *last_error; /* borrowed; "" when none since the last success */
 };
 
 /* Starts connecting at once; never fails for an unreachable Redis (it retries).

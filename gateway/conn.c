@@ -214,6 +214,21 @@ static void send_text(struct conn *c, const char *text, size_t len) {
     c->w->stats.bytes_out += header_len + len;
 }
 
+/* Queues a ping or pong; like every other frame it counts against the send
+ * queue cap, so a peer that pings without reading is closed 4009. */
+static void send_control(struct conn *c, enum ws_opcode opcode, const uint8_t *payload,
+                         size_t len) {
+    uint8_t frame[WS_MAX_HEADER_LEN + WS_MAX_CONTROL_PAYLOAD];
+    size_t header_len = ws_frame_header(frame, opcode, true, len);
+    if (over_queue_limit(c, header_len + len)) {
+        slow_consumer(c);
+        return;
+    }
+    if (len) memcpy(frame + header_len, payload, len);
+    if (bufferevent_write(c->bev, frame, header_len + len) != 0)
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+}
+
 /* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
 static void send_built(struct conn *c, char *text, size_t len) {
     if (!text) {
@@ -292,12 +307,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 }
 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
-    if (c->state == CONN_CLOSING) return;
-    if (c->state == CONN_HANDSHAKE) { /* nothing to say yet: the next sweep frees it */
-        c->peer_done = true;
-        enter_closing(c, worker_now());
-        return;
-    }
+    if (c->state != CONN_OPEN) return; /* closing already, or not a WebSocket yet */
     log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
     queue_close(c, code, reason, false);
 }
@@ -321,7 +331,8 @@ static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
         send_error(c, proto_error_from_acl(acl), NULL, cmd->id);
         return;
     }
-    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions && !subs_contains(c->subs, cmd->channel)) {
+    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions &&
+        !subs_contains(c->subs, cmd->channel)) {
         send_error(c, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, cmd->id);
         return;
     }
@@ -332,6 +343,7 @@ static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
             break;
         case SUBS_ADDED_PENDING: c->sub_count++; break;
         case SUBS_ALREADY: conn_reply_subscribed(c, cmd->channel, cmd->id); break;
+        case SUBS_ALREADY_PENDING: break; /* answered with the first request */
         case SUBS_NO_MEMORY: send_error(c, PROTO_ERR_INTERNAL, NULL, cmd->id); break;
     }
 }
@@ -463,13 +475,12 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
         case WS_OP_BINARY:
             fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
             return false;
-        case WS_OP_PING: {
-            uint8_t header[WS_MAX_HEADER_LEN];
-            size_t n = ws_frame_header(header, WS_OP_PONG, true, f->payload_len);
-            bufferevent_write(c->bev, header, n);
-            bufferevent_write(c->bev, f->payload, f->payload_len);
+        case WS_OP_PING:
+            /* Pings share the message rate; one over it goes unanswered (a
+             * later pong answers for it, RFC 6455 5.5.3). */
+            if (rate_allow(c, worker_now()))
+                send_control(c, WS_OP_PONG, f->payload, f->payload_len);
             return true;
-        }
         case WS_OP_PONG: return true;
         case WS_OP_CLOSE:
             /* Echo the peer's code, then close once it is flushed. */
@@ -629,7 +640,9 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     struct http_slice protocol;
     int has_token = find_token(req, token, sizeof token, &protocol);
 
-    char accept[29], reply[512];
+    /* The 101 echoes a token-<jwt> subprotocol: room for the longest token. */
+    static char reply[JWT_AUTH_MAX_TOKEN + 512];
+    char accept[29];
     int n = -1;
     if (http_ws_accept(&req->ws_key, accept) == 0)
         n = http_build_101(reply, sizeof reply, accept, protocol.ptr ? &protocol : NULL);
@@ -746,22 +759,17 @@ static void schedule_open(struct conn *c, double now) {
         if (stall_at < next) next = stall_at;
     }
     if (c->user && c->user->exp) {
-        double expires_at = now + (double)(c->user->exp + c->w->auth.leeway - time(NULL)) + 1;
+        double expires_at =
+            now + ((double)c->user->exp - (double)(time(NULL) - c->w->auth.leeway)) + 1;
         if (expires_at < next) next = expires_at;
     }
     wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(next));
 }
 
-static void send_ping(struct conn *c) {
-    uint8_t header[WS_MAX_HEADER_LEN];
-    size_t n = ws_frame_header(header, WS_OP_PING, true, 0);
-    bufferevent_write(c->bev, header, n);
-}
-
 static void check_open(struct conn *c, double now) {
     struct worker *w = c->w;
     const struct config *cfg = w->cfg;
-    if (c->user && c->user->exp && time(NULL) > c->user->exp + w->auth.leeway) {
+    if (c->user && c->user->exp && time(NULL) - w->auth.leeway > c->user->exp) {
         log_info("event=token_expired conn=%s user=%s", c->id, c->user->user_id);
         send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL, NULL);
         conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
@@ -781,7 +789,7 @@ static void check_open(struct conn *c, double now) {
         return;
     }
     if (now - c->last_ping >= cfg->ping_interval) {
-        send_ping(c);
+        send_control(c, WS_OP_PING, NULL, 0);
         c->last_ping = now;
     }
     schedule_open(c, now);

@@ -28,11 +28,12 @@ json_t *stats_worker_json(struct worker *w) {
     bus_status(w->bus, &bs);
     double now = worker_now();
     const struct worker_stats *s = &w->stats;
-    json_t *redis = json_pack(
-        "{s:s, s:I, s:I, s:f, s:f, s:f, s:b}", "state", bus_state_name(bs.state), "reconnects",
-        (json_int_t)bs.reconnects, "outages", (json_int_t)bs.outages, "downSeconds",
-        bs.down_since > 0 ? now - bs.down_since : 0.0, "lastOutageSeconds", bs.last_outage_seconds,
-        "probeLagMs", bs.probe_lag_ms, "commandConnected", bs.command_connected);
+    json_t *redis =
+        json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:b, s:s}", "state", bus_state_name(bs.state),
+                  "reconnects", (json_int_t)bs.reconnects, "outages", (json_int_t)bs.outages,
+                  "downSeconds", bs.down_since > 0 ? now - bs.down_since : 0.0, "lastOutageSeconds",
+                  bs.last_outage_seconds, "probeLagMs", bs.probe_lag_ms, "commandConnected",
+                  bs.command_connected, "lastError", bs.last_error);
     return json_pack(
         "{s:s, s:i, s:i, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
         "s:I, s:I, s:I, s:o}",

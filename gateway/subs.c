@@ -131,11 +131,24 @@ static void channel_settle(struct subs *subs, struct channel *ch) {
     }
 }
 
+static void unlink_sub(struct subs *subs, struct sub *s);
+
+/* Sends every "subscribed" reply the subscription owes. */
 static void send_confirmation(struct sub *s) {
-    conn_reply_subscribed(s->conn, s->channel->name, s->pending_id);
-    json_decref(s->pending_id);
-    s->pending_id = NULL;
-    s->pending = false;
+    json_t *ids = s->pending_ids;
+    s->pending_ids = NULL;
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id) {
+        conn_reply_subscribed(s->conn, s->channel->name, json_is_null(id) ? NULL : id);
+    }
+    json_decref(ids);
+}
+
+/* Records one more reply owed; false when out of memory. */
+static bool owe_reply(struct sub *s, const json_t *id) {
+    if (!s->pending_ids && !(s->pending_ids = json_array())) return false;
+    return json_array_append_new(s->pending_ids, id ? json_deep_copy(id) : json_null()) == 0;
 }
 
 bool subs_contains(const struct sub *head, const char *name) {
@@ -146,7 +159,11 @@ bool subs_contains(const struct sub *head, const char *name) {
 
 enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub **head,
                               const char *name, const json_t *id) {
-    if (subs_contains(*head, name)) return SUBS_ALREADY;
+    for (struct sub *s = *head; s; s = s->conn_next) {
+        if (strcmp(s->channel->name, name) != 0) continue;
+        if (!s->pending_ids) return SUBS_ALREADY;
+        return owe_reply(s, id) ? SUBS_ALREADY_PENDING : SUBS_NO_MEMORY;
+    }
 
     struct sub *s = calloc(1, sizeof *s);
     if (!s) return SUBS_NO_MEMORY;
@@ -168,8 +185,13 @@ enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub *
     if (ch->state == CHANNEL_ACTIVE || ch->state == CHANNEL_IDLE) return SUBS_ADDED_CONFIRMED;
     /* SUBSCRIBING: confirmed with the channel. UNSUBSCRIBING: the SUBSCRIBE is
      * sent when the UNSUBSCRIBE comes back, and confirms this one. */
-    s->pending = true;
-    s->pending_id = id ? json_deep_copy(id) : NULL;
+    if (!owe_reply(s, id)) {
+        struct sub **p = head;
+        while (*p != s) p = &(*p)->conn_next;
+        *p = s->conn_next;
+        unlink_sub(subs, s);
+        return SUBS_NO_MEMORY;
+    }
     return SUBS_ADDED_PENDING;
 }
 
@@ -182,7 +204,7 @@ static void unlink_sub(struct subs *subs, struct sub *s) {
     if (s->channel_next) s->channel_next->channel_prev = s->channel_prev;
     ch->count--;
     subs->subscription_count--;
-    json_decref(s->pending_id);
+    json_decref(s->pending_ids);
     free(s);
     channel_settle(subs, ch);
 }
@@ -192,6 +214,7 @@ bool subs_remove(struct subs *subs, struct sub **head, const char *name) {
         if (strcmp((*p)->channel->name, name) != 0) continue;
         struct sub *s = *p;
         *p = s->conn_next;
+        if (s->pending_ids) send_confirmation(s); /* answer the subscribe before the unsubscribe */
         unlink_sub(subs, s);
         return true;
     }
@@ -211,7 +234,7 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
     if (!ch || ch->state != CHANNEL_SUBSCRIBING) return;
     ch->state = CHANNEL_ACTIVE;
     for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-        if (s->pending) send_confirmation(s);
+        if (s->pending_ids) send_confirmation(s);
     channel_settle(subs, ch);
 }
 
@@ -229,7 +252,7 @@ void subs_on_bus_down(struct subs *subs) {
             next = ch->hash_next;
             ch->state = CHANNEL_IDLE;
             for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-                if (s->pending) send_confirmation(s);
+                if (s->pending_ids) send_confirmation(s);
             if (ch->count == 0) channel_unlink(subs, ch);
         }
     }
@@ -273,7 +296,7 @@ size_t subs_flush(struct subs *subs) {
         struct shared_frame *batch = ch->batch;
         ch->batch = NULL;
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
-            if (!s->pending && conn_send_frame(s->conn, batch, ch->batch_events) == 0)
+            if (!s->pending_ids && conn_send_frame(s->conn, batch, ch->batch_events) == 0)
                 deliveries += ch->batch_events;
         }
         shared_frame_release(batch);

@@ -27,8 +27,10 @@ struct sub {
     struct channel *channel;
     struct sub *channel_prev, *channel_next; /* the channel's subscribers */
     struct sub *conn_next;                   /* the connection's subscriptions */
-    json_t *pending_id; /* the request id to echo once Redis confirms (owned) */
-    bool pending;       /* "subscribed" not yet sent to the client */
+    /* While Redis has not confirmed: one entry per subscribe request still
+     * owed a "subscribed" reply, holding its id (JSON null: none); NULL once
+     * confirmed. */
+    json_t *pending_ids;
 };
 
 enum channel_state {
@@ -55,7 +57,8 @@ void subs_free(struct subs *subs);
 enum subs_add_result {
     SUBS_ADDED_CONFIRMED, /* reply "subscribed" now */
     SUBS_ADDED_PENDING,   /* the reply follows on confirmation (id kept) */
-    SUBS_ALREADY,         /* already subscribed: reply "subscribed" now */
+    SUBS_ALREADY,         /* already subscribed and confirmed: reply "subscribed" now */
+    SUBS_ALREADY_PENDING, /* a repeat before confirmation: its reply follows with the first */
     SUBS_NO_MEMORY,
 };
 
@@ -66,7 +69,9 @@ bool subs_contains(const struct sub *head, const char *channel);
 enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub **head,
                               const char *channel, const json_t *id);
 
-/* Removes conn from channel; returns true when it was subscribed. */
+/* Removes conn from channel; returns true when it was subscribed. Replies
+ * still owed for it ("subscribed") are sent first, so every request gets its
+ * answer, in order. */
 bool subs_remove(struct subs *subs, struct sub **head, const char *channel);
 
 /* Removes every subscription in *head (a closing connection). */

@@ -154,17 +154,21 @@ static void on_unsubscribed(void *arg, const char *channel) {
 static void on_up(void *arg, bool after_outage) {
     struct worker *w = arg;
     size_t resubscribed = subs_on_bus_up(w->subs);
-    if (after_outage) {
+    if (!after_outage)
+        stats_publish_health(w, w->restarted ? "worker_restarted" : "worker_started", NULL);
+    /* Channels wanted before Redis was reached, or during an outage, may have
+     * missed events: their subscribers get a gap once Redis confirmed them. */
+    if (after_outage || resubscribed > 0) {
         struct bus_status bs;
         bus_status(w->bus, &bs);
         log_info("event=resubscribe channels=%zu", resubscribed);
         json_decref(w->restored);
-        w->restored = json_pack("{s:f, s:I}", "outageSeconds", bs.last_outage_seconds, "channels",
-                                (json_int_t)resubscribed);
+        w->restored = after_outage
+                          ? json_pack("{s:f, s:I}", "outageSeconds", bs.last_outage_seconds,
+                                      "channels", (json_int_t)resubscribed)
+                          : NULL;
         w->resync_pending = (unsigned)resubscribed;
         if (resubscribed == 0) finish_resync(w);
-    } else {
-        stats_publish_health(w, w->restarted ? "worker_restarted" : "worker_started", NULL);
     }
 }
 
@@ -183,17 +187,50 @@ static void on_command_up(void *arg) {
 
 /* ---- accept, sweep, drain -------------------------------------------------- */
 
+/* Sockets still in their handshake count too: at most this many beyond
+ * --max-connections are held at once, so idle TCP connections cannot use up
+ * the worker's descriptors. */
+#define HANDSHAKE_ALLOWANCE 1024
+
 static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
                       int addr_len, void *arg) {
     struct worker *w = arg;
     bool tls = listener == w->tls_listener;
+    if (w->socket_count >= (unsigned long)w->cfg->max_connections + HANDSHAKE_ALLOWANCE) {
+        evutil_closesocket(fd);
+        w->stats.handshake_failures++;
+        return;
+    }
     if (conn_accept(w, fd, addr, addr_len, tls) != 0)
         log_error("event=accept_failed reason=no_memory");
 }
 
+static void set_listening(struct worker *w, bool on) {
+    struct evconnlistener *listeners[] = {w->plain_listener, w->tls_listener};
+    for (int i = 0; i < 2; i++) {
+        if (!listeners[i]) continue;
+        if (on)
+            evconnlistener_enable(listeners[i]);
+        else
+            evconnlistener_disable(listeners[i]);
+    }
+}
+
+static void resume_accept_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    struct worker *w = arg;
+    if (!w->draining) set_listening(w, true);
+}
+
+/* Out of descriptors (or another accept failure): pause accepting for a
+ * second instead of spinning on a listener that stays readable. */
 static void accept_error_cb(struct evconnlistener *listener, void *arg) {
-    (void)listener, (void)arg;
-    log_error("event=accept_error error=\"%s\"", strerror(errno));
+    (void)listener;
+    struct worker *w = arg;
+    log_error("event=accept_error error=\"%s\" action=pause_1s", strerror(errno));
+    set_listening(w, false);
+    struct timeval one_second = {1, 0};
+    event_add(w->resume_accept, &one_second);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
@@ -339,13 +376,14 @@ int worker_run(struct worker *w) {
     if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
         reload(w); /* the files may have changed since the supervisor read them */
     w->flush = event_new(w->base, -1, 0, flush_cb, w);
+    w->resume_accept = evtimer_new(w->base, resume_accept_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sigint = evsignal_new(w->base, SIGINT, signal_cb, w);
     w->sighup = evsignal_new(w->base, SIGHUP, sighup_cb, w);
     struct timeval one_second = {1, 0};
-    if (!w->subs || !w->flush || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
-        event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
+    if (!w->subs || !w->flush || !w->resume_accept || !w->tick || !w->sigterm || !w->sigint ||
+        !w->sighup || event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
         event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || stats_start(w) != 0)
         goto out;
     if (w->cfg->port && !(w->plain_listener = listen_on(w, w->cfg->port))) goto out;
@@ -371,6 +409,7 @@ out:
     if (w->drain_check) event_free(w->drain_check);
     if (w->sighup) event_free(w->sighup);
     if (w->flush) event_free(w->flush);
+    if (w->resume_accept) event_free(w->resume_accept);
     free(w->pending_arrivals);
     event_base_free(w->base);
     return status;

@@ -264,6 +264,31 @@ def test_rs256_token_signed_by_openssl_authenticates(rs256_gateway, rsa_keys):
         assert hello["user"]["role"] == "admin"
 
 
+def test_rs256_token_as_subprotocol_is_echoed_in_the_101(rs256_gateway, rsa_keys):
+    """Browsers can only send a token as a subprotocol, and an RS256 token is
+    ~460 characters: the 101 must echo it whole (it once got HTTP 500)."""
+    tok = harness.herald_token("--alg", "RS256", "--private-key", rsa_keys[0], "--user", "r3")
+    assert len(tok) > 400
+    proto = "token-" + tok
+    c, hello = connect(rs256_gateway.url, subprotocols=[proto])
+    with c:
+        assert c.subprotocol == proto
+        assert hello["user"]["userId"] == "r3"
+
+
+def test_multi_kib_subprotocol_token_is_echoed_in_the_101(gateway):
+    """A token of several KiB, padded with claims."""
+    claims = claims_for("big")
+    claims["pad"] = "x" * 2500  # (the client library reads header lines up to 4 KiB)
+    tok = craft_jwt(claims, SECRET.encode())
+    assert 3000 < len(tok) < 4000
+    proto = "token-" + tok
+    c, hello = connect(gateway.url, subprotocols=[proto])
+    with c:
+        assert c.subprotocol == proto
+        assert hello["user"]["userId"] == "big"
+
+
 def test_hs256_token_signed_with_rsa_public_key_is_refused(rs256_gateway, rsa_keys):
     with open(rsa_keys[1], "rb") as f:
         pem = f.read()

@@ -31,6 +31,11 @@ def test_other_path_is_404(gateway):
         assert c.request(path="/nope").status == 404
 
 
+def test_other_path_is_404_whatever_the_method(gateway):
+    with RawWS(gateway.port) as c:
+        assert c.request(path="/nope", method="POST").status == 404
+
+
 def test_query_string_on_ws_path_is_accepted(gateway):
     with RawWS(gateway.port) as c:
         assert c.request(path="/ws?foo=bar").status == 101

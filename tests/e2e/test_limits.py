@@ -13,7 +13,7 @@ import time
 import pytest
 
 import harness
-from harness import OP_CLOSE, OP_TEXT, RawWS, assert_error, build_frame
+from harness import OP_CLOSE, OP_PING, OP_TEXT, RawWS, assert_error, build_frame
 from harness_cluster import tok
 from harness_ops import (SlowWS, help_line, ops, parse_frames,  # noqa: F401
                          scrape, vm_rss_kb, wait_until, ws_upgrade_status)
@@ -311,6 +311,42 @@ def test_never_reading_client_is_closed_while_100mb_flow_and_memory_stays_bounde
         print("100 MB run: %.1fs, worker RSS %d -> max %d kB" % (elapsed, rss0, rss_max))
     finally:
         normal.close()
+        slow.close()
+
+
+def test_pings_from_a_client_that_never_reads_are_held_to_the_send_queue_cap(ops):
+    """Pongs count against --max-send-queue like every other frame: a client
+    that floods pings and never reads is closed 4009 and the worker's memory
+    stays bounded (pongs once bypassed the cap: one anonymous client grew a
+    worker by hundreds of MB in seconds)."""
+    redis = ops.redis()
+    # A rate limit out of the way, so the queue cap is what must hold.
+    gw = ops.gateway(redis, extra=["--rate-limit", "10000000", "--rate-burst", "10000000"])
+    [worker] = gw.workers
+    slow = SlowWS(gw.port, rcvbuf=4096)
+    try:
+        slow.handshake()
+        rss0 = rss_max = vm_rss_kb(worker)
+        chunk = build_frame(OP_PING, b"p" * 125) * 512  # 64 KiB of pings
+        sent = 0
+        slow.sock.settimeout(5)
+        deadline = time.monotonic() + 30
+        while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
+            assert time.monotonic() < deadline, "no slow-consumer close after %d MB of " \
+                "pings" % (sent >> 20)
+            try:
+                slow.sock.sendall(chunk)
+            except (OSError, socket.timeout):
+                break  # the gateway closed us
+            sent += len(chunk)
+            rss_max = max(rss_max, vm_rss_kb(worker))
+        rss_max = max(rss_max, vm_rss_kb(worker))
+        assert (rss_max - rss0) / 1024.0 < 32, "worker VmRSS grew by %.1f MB (%d -> %d kB) " \
+            "under %d MB of pings" % ((rss_max - rss0) / 1024.0, rss0, rss_max, sent >> 20)
+        wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 8,
+                   what="the pinging client closed")
+        assert scrape(gw.port).total("herald_slow_consumer_closes_total") == 1
+    finally:
         slow.close()
 
 

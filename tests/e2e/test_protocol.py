@@ -2,11 +2,12 @@
 stats, and the error replies that leave the connection open."""
 
 import json
+import os
 
 import pytest
 
 import harness
-from harness import assert_error, assert_timestamp, connect
+from harness import OP_TEXT, RawWS, assert_error, assert_timestamp, build_frame, connect
 
 
 @pytest.fixture
@@ -242,3 +243,22 @@ def test_unicode_in_json_strings_is_accepted(anon):
     anon.send_text(json.dumps({"type": "ping", "id": "héllo ✓ 𝄞"}, ensure_ascii=False))
     r = anon.recv_json()
     assert r["type"] == "pong" and r["id"] == "héllo ✓ 𝄞", r
+
+
+def test_every_pipelined_request_is_answered_once_in_order(gateway, tokens):
+    """Requests sent in one write while Redis has not yet confirmed a new
+    channel: the repeated subscribe is not answered before the first (which
+    waits for Redis), and an unsubscribe arriving first still leaves the
+    subscribe answered, before it."""
+    channel = "apps:pipelined-" + os.urandom(4).hex()  # new on this gateway: pending
+    msgs = [{"type": "subscribe", "channel": channel, "id": "a"},
+            {"type": "subscribe", "channel": channel, "id": "a2"},
+            {"type": "unsubscribe", "channel": channel, "id": "b"},
+            {"type": "subscribe", "channel": channel, "id": "c"}]
+    with RawWS(gateway.port) as c:
+        c.handshake(headers={"Authorization": "Bearer " + tokens["u1"]})
+        c.send(b"".join(build_frame(OP_TEXT, json.dumps(m).encode()) for m in msgs))
+        replies = [c.read_json() for _ in msgs]
+        assert [(r["type"], r.get("id")) for r in replies] == [
+            ("subscribed", "a"), ("subscribed", "a2"), ("unsubscribed", "b"),
+            ("subscribed", "c")], replies

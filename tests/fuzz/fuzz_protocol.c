@@ -122,11 +122,11 @@ static void check_event(const char *channel, const char *data, size_t size) {
     enum proto_error err = PROTO_ERR_COUNT;
     char *text = proto_build_event(channel, data, size, &len, &err);
     /* An independent parse with the documented rules is the oracle. */
-    json_t *payload = memchr(data, '\0', size)
-                          ? NULL
-                          : json_loadb(data, size,
-                                       JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
-                                       NULL);
+    json_t *payload =
+        memchr(data, '\0', size)
+            ? NULL
+            : json_loadb(data, size, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                         NULL);
     if (!payload) {
         require(text == NULL && err == PROTO_ERR_BAD_JSON);
         return;

@@ -360,6 +360,8 @@ static const struct {
      HTTP_UPGRADE_OK},
     {"HTTP/1.2 accepted", "GET /ws HTTP/1.2\r\n" UPGRADE_HEADERS "\r\n", "/ws", HTTP_UPGRADE_OK},
     {"POST", "POST /ws HTTP/1.1\r\n" UPGRADE_HEADERS "\r\n", "/ws", HTTP_UPGRADE_BAD_REQUEST},
+    {"POST elsewhere", "POST /nope HTTP/1.1\r\n" UPGRADE_HEADERS "\r\n", "/ws",
+     HTTP_UPGRADE_NOT_FOUND},
     {"lowercase get", "get /ws HTTP/1.1\r\n" UPGRADE_HEADERS "\r\n", "/ws",
      HTTP_UPGRADE_BAD_REQUEST},
     {"HTTP/1.0", "GET /ws HTTP/1.0\r\n" UPGRADE_HEADERS "\r\n", "/ws", HTTP_UPGRADE_BAD_REQUEST},

@@ -126,16 +126,43 @@ static void test_leaving_before_confirmation_unsubscribes_after_it(void) {
     struct subs *s = subs_new(NULL);
     struct conn a = {0};
     struct sub *ha = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
+    json_t *id = json_string("sub-1");
+    subs_add(s, &a, &ha, "apps:created", id);
     CHECK(subs_remove(s, &ha, "apps:created"));
+    /* The subscribe still gets its answer, before the unsubscribe's. */
+    CHECK_INT(a.replies, 1);
+    CHECK_STR(json_string_value(a.last_id), "sub-1");
     CHECK_INT(command_count, 1); /* SUBSCRIBE still in flight: no UNSUBSCRIBE yet */
     subs_on_confirmed(s, "apps:created");
-    CHECK_INT(a.replies, 0);
+    CHECK_INT(a.replies, 1); /* nothing more for a connection that left */
+    json_decref(id);
+    json_decref(a.last_id);
     CHECK_INT(command_count, 2);
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
     subs_on_unsubscribed(s, "apps:created");
     CHECK_INT(subs_channel_count(s), 0);
     CHECK(subs_find(s, "apps:created") == NULL);
+    subs_free(s);
+}
+
+static void test_repeat_subscribe_before_confirmation_is_answered_with_it(void) {
+    reset();
+    struct subs *s = subs_new(NULL);
+    struct conn a = {0};
+    struct sub *ha = NULL;
+    json_t *first = json_integer(1), *second = json_integer(2);
+    CHECK_INT(subs_add(s, &a, &ha, "apps:created", first), SUBS_ADDED_PENDING);
+    CHECK_INT(subs_add(s, &a, &ha, "apps:created", second), SUBS_ALREADY_PENDING);
+    CHECK_INT(a.replies, 0); /* not before Redis confirmed */
+    CHECK_INT(subs_subscription_count(s), 1);
+    subs_on_confirmed(s, "apps:created");
+    CHECK_INT(a.replies, 2);
+    CHECK_INT(json_integer_value(a.last_id), 2); /* in request order */
+    CHECK_INT(subs_add(s, &a, &ha, "apps:created", first), SUBS_ALREADY);
+    subs_remove_all(s, &ha);
+    json_decref(first);
+    json_decref(second);
+    json_decref(a.last_id);
     subs_free(s);
 }
 
@@ -243,6 +270,7 @@ int main(void) {
     RUN(test_second_subscriber_on_active_channel_is_confirmed_at_once);
     RUN(test_resubscribe_waits_for_unsubscribe_reply);
     RUN(test_leaving_before_confirmation_unsubscribes_after_it);
+    RUN(test_repeat_subscribe_before_confirmation_is_answered_with_it);
     RUN(test_bus_down_answers_pending_and_up_resubscribes);
     RUN(test_events_reach_only_confirmed_subscribers_of_the_channel);
     RUN(test_a_burst_is_one_shared_batch_per_channel);
