@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
-#include "worker.h"
 
 #define BACKOFF_BASE       0.1  /* seconds */
 #define BACKOFF_MAX        5.0  /* seconds */
@@ -95,7 +95,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void set_up(struct bus *bus) {
     bool after_outage = bus->was_up;
-    double now = worker_now();
+    double now = clock_now();
     if (after_outage) {
         bus->reconnects++;
         bus->last_outage_seconds = now - bus->down_since;
@@ -116,7 +116,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
     struct bus *bus = privdata;
     redisReply *reply = r;
     if (!reply || bus->freeing) return;
-    bus->sub_last_reply = worker_now();
+    bus->sub_last_reply = clock_now();
     if (reply->type == REDIS_REPLY_ERROR) {
         note_error(bus, &bus->sub, "redis_error", reply->str);
         return;
@@ -139,7 +139,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
         if (is_probe) {
             double sent = atof(payload->str);
             if (bus->probe_sent_at != 0 && sent == bus->probe_sent_at) {
-                bus->probe_lag_ms = (worker_now() - sent) * 1000.0;
+                bus->probe_lag_ms = (clock_now() - sent) * 1000.0;
                 bus->probe_sent_at = 0;
             }
             return;
@@ -242,7 +242,7 @@ static void disconnect_cb(const redisAsyncContext *ac, int status) {
     if (l == &bus->sub) {
         if (bus->state == BUS_UP) {
             bus->outages++;
-            bus->down_since = worker_now();
+            bus->down_since = clock_now();
             log_warn("event=redis_lost error=\"%s\"", ac->errstr[0] ? ac->errstr : "disconnected");
             bus->state = BUS_DOWN;
             if (bus->cb.on_down) bus->cb.on_down(bus->cb.arg);
@@ -276,7 +276,7 @@ static void link_connect(struct link *l) {
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     l->ac = ac;
-    l->started = worker_now();
+    l->started = clock_now();
 }
 
 /* ---- probe ----------------------------------------------------------------- */
@@ -284,7 +284,7 @@ static void link_connect(struct link *l) {
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct bus *bus = arg;
-    double now = worker_now();
+    double now = clock_now();
     /* A Redis that accepts the connection but never answers is as good as none. */
     struct link *links[] = {&bus->sub, &bus->cmd};
     for (int i = 0; i < 2; i++) {

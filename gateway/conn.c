@@ -91,7 +91,7 @@ static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     (void)buf;
     struct conn *c = arg;
     if (info->n_deleted > 0 || (info->n_added > 0 && info->orig_size == 0))
-        c->write_progress = worker_now();
+        c->write_progress = clock_now();
 }
 
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
@@ -125,7 +125,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     c->w = w;
     c->tls = tls;
     c->state = CONN_HANDSHAKE;
-    c->last_activity = c->write_progress = worker_now();
+    c->last_activity = c->write_progress = clock_now();
     c->deadline = c->last_activity + w->cfg->handshake_timeout;
     wheel_schedule(&w->wheel, &c->timer, (uint64_t)ceil(c->deadline));
     make_uuid(c->id);
@@ -299,7 +299,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
         len = ws_close_frame(frame, code, reason);
     }
     bufferevent_write(c->bev, frame, len);
-    enter_closing(c, worker_now() + CLOSE_TIMEOUT);
+    enter_closing(c, clock_now() + CLOSE_TIMEOUT);
     if (c->message) {
         evbuffer_free(c->message);
         c->message = NULL;
@@ -319,7 +319,27 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
     c->w->stats.handshake_failures++;
     log_debug("event=http_refused peer=%s status=%d", c->peer, status);
-    enter_closing(c, worker_now() + CLOSE_TIMEOUT);
+    enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+}
+
+void conn_recheck_access(struct conn *c) {
+    if (c->state != CONN_OPEN) return;
+    struct sub *s = c->subs;
+    while (s) {
+        struct sub *next = s->conn_next;
+        if (acl_may_subscribe(c->w->rules, c->user, s->channel->name) != ACL_ALLOW) {
+            char channel[ACL_MAX_CHANNEL + 1];
+            snprintf(channel, sizeof channel, "%s", s->channel->name);
+            if (subs_remove(c->w->subs, &c->subs, channel)) c->sub_count--;
+            log_info("event=access_revoked conn=%s channel=%s", c->id, channel);
+            size_t len;
+            char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed",
+                                                "channel", channel, "reason", "access revoked"),
+                                      NULL, &len);
+            send_built(c, text, len);
+        }
+        s = next;
+    }
 }
 
 /* ---- protocol -------------------------------------------------------------- */
@@ -407,7 +427,7 @@ static void refuse_over_rate(struct conn *c, const uint8_t *data, size_t len, do
 
 static void handle_text(struct conn *c, const uint8_t *data, size_t len) {
     c->w->stats.messages_in++;
-    double now = worker_now();
+    double now = clock_now();
     if (!rate_allow(c, now)) {
         refuse_over_rate(c, data, len, now);
         return;
@@ -478,8 +498,7 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
         case WS_OP_PING:
             /* Pings share the message rate; one over it goes unanswered (a
              * later pong answers for it, RFC 6455 5.5.3). */
-            if (rate_allow(c, worker_now()))
-                send_control(c, WS_OP_PONG, f->payload, f->payload_len);
+            if (rate_allow(c, clock_now())) send_control(c, WS_OP_PONG, f->payload, f->payload_len);
             return true;
         case WS_OP_PONG: return true;
         case WS_OP_CLOSE:
@@ -656,7 +675,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     c->upgraded = true;
     w->conn_count++;
     w->stats.connections_total++;
-    c->last_ping = c->tokens_at = worker_now();
+    c->last_ping = c->tokens_at = clock_now();
     c->tokens = (double)w->cfg->rate_burst;
 
     enum jwt_auth_result result = JWT_AUTH_OK;
@@ -676,7 +695,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
               c->user ? c->user->user_id : "-", c->tls);
     send_connected(c);
-    schedule_open(c, worker_now());
+    schedule_open(c, clock_now());
 }
 
 static void read_handshake(struct conn *c) {
@@ -700,7 +719,7 @@ static void read_handshake(struct conn *c) {
             bufferevent_write(c->bev, resp.head, resp.head_len);
             if (resp.body_len) bufferevent_write(c->bev, resp.body, resp.body_len);
             http_response_free(&resp);
-            enter_closing(c, worker_now() + CLOSE_TIMEOUT);
+            enter_closing(c, clock_now() + CLOSE_TIMEOUT);
             return;
         }
     }
@@ -713,7 +732,7 @@ static void read_handshake(struct conn *c) {
 static void read_cb(struct bufferevent *bev, void *arg) {
     (void)bev;
     struct conn *c = arg;
-    c->last_activity = worker_now();
+    c->last_activity = clock_now();
     if (c->state == CONN_HANDSHAKE)
         read_handshake(c);
     else if (c->upgraded)

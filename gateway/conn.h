@@ -48,6 +48,11 @@ void conn_tick(struct worker *w, double now);
 /* Frees the connection at once (worker shutdown). */
 void conn_free(struct conn *c);
 
+/* After new channel rules: drops every subscription the rules no longer
+ * allow, telling the client {"type":"unsubscribed","channel":C,"reason":
+ * "access revoked"}. */
+void conn_recheck_access(struct conn *c);
+
 /* True once upgraded and until its close starts. */
 bool conn_is_open(const struct conn *c);
 

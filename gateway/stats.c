@@ -26,7 +26,7 @@
 json_t *stats_worker_json(struct worker *w) {
     struct bus_status bs;
     bus_status(w->bus, &bs);
-    double now = worker_now();
+    double now = clock_now();
     const struct worker_stats *s = &w->stats;
     json_t *redis =
         json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:b, s:s}", "state", bus_state_name(bs.state),
@@ -336,7 +336,7 @@ static void stats_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct worker *w = arg;
     refresh(w);
-    double now = worker_now();
+    double now = clock_now();
     if (now - w->metrics_published >= METRICS_PERIOD) {
         w->metrics_published = now;
         publish(w, "system:metrics", stats_worker_json(w), NULL);
@@ -348,7 +348,7 @@ int stats_start(struct worker *w) {
     if (!w->stats_timer) return -1;
     double d = w->cfg->stats_interval;
     struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6)};
-    w->metrics_published = worker_now();
+    w->metrics_published = clock_now();
     return event_add(w->stats_timer, &tv);
 }
 

@@ -25,12 +25,6 @@
 
 #define DRAIN_CHECK_INTERVAL_US 50000
 
-double worker_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int worker_listen_socket(const char *host, int port, bool reuse_port) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -67,7 +61,7 @@ static void drop_event(struct worker *w, const char *channel, const char *why, s
     static double last_log;
     static unsigned suppressed;
     w->stats.events_dropped++;
-    double now = worker_now();
+    double now = clock_now();
     if (now - last_log < 1.0) {
         suppressed++;
         return;
@@ -83,7 +77,7 @@ static void drop_event(struct worker *w, const char *channel, const char *why, s
 static void flush_events(struct worker *w) {
     if (w->pending_count == 0) return;
     w->stats.events_delivered += subs_flush(w->subs);
-    double now = worker_now();
+    double now = clock_now();
     for (size_t i = 0; i < w->pending_count; i++)
         stats_observe_latency(w, now - w->pending_arrivals[i]);
     w->pending_count = 0;
@@ -96,7 +90,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
     struct worker *w = arg;
-    double arrived = worker_now();
+    double arrived = clock_now();
     w->stats.events_received++;
     if (len > (size_t)w->cfg->max_message_size) {
         drop_event(w, channel, "too_big", len);
@@ -235,7 +229,7 @@ static void accept_error_cb(struct evconnlistener *listener, void *arg) {
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
-    conn_tick(arg, worker_now());
+    conn_tick(arg, clock_now());
 }
 
 /* One drain step: close the next batch of clients with 1001, so that the
@@ -252,7 +246,7 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
             closed++;
         }
     }
-    double now = worker_now();
+    double now = clock_now();
     conn_tick(w, now); /* frees connections whose close is done or late */
     if (!w->conns || now >= w->drain_deadline) event_base_loopbreak(w->base);
 }
@@ -260,7 +254,7 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
 static void start_drain(struct worker *w) {
     if (w->draining) return;
     w->draining = true; /* /readyz answers 503 and new upgrades 503 from now on */
-    w->drain_deadline = worker_now() + w->cfg->drain_timeout;
+    w->drain_deadline = clock_now() + w->cfg->drain_timeout;
     double steps = floor(w->cfg->drain_timeout / 2 / (DRAIN_CHECK_INTERVAL_US / 1e6));
     if (steps < 1) steps = 1;
     w->drain_batch = (unsigned)ceil(w->conn_count / steps);
@@ -333,6 +327,7 @@ static void reload(struct worker *w) {
     acl_rules_free(w->owned_rules);
     w->owned_rules = rules;
     w->rules = rules ? rules : acl_default_rules();
+    for (struct conn *c = w->conns; c; c = conn_next(c)) conn_recheck_access(c);
     log_info("event=reloaded");
 }
 
@@ -363,7 +358,7 @@ int worker_run(struct worker *w) {
     char tag[32], probe_id[200];
     snprintf(tag, sizeof tag, "worker=%d", w->index);
     log_set_tag(tag);
-    w->started = worker_now();
+    w->started = clock_now();
     w->started_wall = time(NULL);
     w->base = event_base_new();
     if (!w->base) return 1;

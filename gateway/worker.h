@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "acl.h"
+#include "clock.h"
 #include "config.h"
 #include "jwt_auth.h"
 #include "netaddr.h"
@@ -99,9 +100,6 @@ struct worker {
  * here with SO_REUSEPORT so that every worker accepts on the same ports. Returns the process exit
  * status. */
 int worker_run(struct worker *w);
-
-/* Monotonic time in seconds. */
-double worker_now(void);
 
 /* Loads the reloadable settings (JWT secret or key, channel rules) from cfg
  * and its files into *auth and *rules (NULL rules: the defaults). Returns 0, or

@@ -74,11 +74,11 @@ int workers_supervise(const struct worker *tmpl, int count) {
     if (!slots) return 1;
     for (int i = 0; i < count; i++) {
         slots[i].pid = spawn(tmpl, i, false, &old);
-        slots[i].started = worker_now();
+        slots[i].started = clock_now();
         if (slots[i].pid < 0) {
             log_error("event=fork_failed error=\"%s\"", strerror(errno));
             slots[i].pid = 0;
-            slots[i].restart_at = worker_now() + 1;
+            slots[i].restart_at = clock_now() + 1;
         }
     }
     log_info("event=supervisor_ready workers=%d", count);
@@ -89,7 +89,7 @@ int workers_supervise(const struct worker *tmpl, int count) {
     for (;;) {
         struct timespec wait = {0, 200 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &wait);
-        double now = worker_now();
+        double now = clock_now();
         if (sig == SIGHUP && !stopping) {
             log_info("event=reload_requested");
             for (int i = 0; i < count; i++)

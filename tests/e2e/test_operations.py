@@ -351,9 +351,15 @@ def test_sighup_reloads_secret_file_and_acl_without_dropping_connections(ops, tm
         write(afile, json.dumps(ACL2))
         os.kill(gw.pid, signal.SIGHUP)
         reloaded = len(gw.wait_log_count("event=reloaded", 2))
-        # the existing connection stays, keeps its subscriptions (on channels
-        # both ACLs allow it) and is served
+        # a subscription the new rules forbid (apps:* is admin-only in ACL2)
+        # is revoked and the client told so
+        revoked = live.recv_json()
+        assert revoked.get("type") == "unsubscribed" and revoked.get("channel") == \
+            "apps:created" and revoked.get("reason") == "access revoked", revoked
+        # the existing connection stays, keeps its other subscriptions (on
+        # channels both ACLs allow it) and is served
         assert live.request({"type": "ping", "id": "after-hup"}).get("id") == "after-hup"
+        redis.publish("apps:created", json.dumps({"revoked": True}))
         for ch in ("announcements", "user:u1"):
             redis.publish(ch, json.dumps({"after": "reload"}))
             ev = live.recv_json()
