@@ -588,9 +588,10 @@ static bool origin_allowed(const struct worker *w, const struct http_request *re
     return false;
 }
 
-/* Finds the token by precedence: Authorization header, subprotocol, query.
- * Returns 1 with the token copied into out, 0 when none, -1 when one was given
- * but cannot be used (too long or badly encoded). *protocol is set when the
+/* Finds the token by precedence: Authorization header, subprotocol, query; an
+ * empty one counts as none (anonymous), in every place alike. Returns 1 with
+ * the token copied into out, 0 when none, -1 when one was given but cannot be
+ * used (too long or badly encoded). *protocol is set when the
  * token came as a subprotocol (to echo it). */
 static int find_token(const struct http_request *req, char *out, size_t out_size,
                       struct http_slice *protocol) {
@@ -604,7 +605,8 @@ static int find_token(const struct http_request *req, char *out, size_t out_size
         return 1;
     }
     struct http_slice tok;
-    if (req->ws_protocol.ptr && http_find_protocol(&req->ws_protocol, "token-", &tok) == 0) {
+    if (req->ws_protocol.ptr && http_find_protocol(&req->ws_protocol, "token-", &tok) == 0 &&
+        tok.len > 6) {
         size_t n = tok.len - 6;
         if (n >= out_size) return -1;
         memcpy(out, tok.ptr + 6, n);
@@ -613,8 +615,8 @@ static int find_token(const struct http_request *req, char *out, size_t out_size
         return 1;
     }
     int n = http_query_param(&req->query, "token", out, out_size);
-    if (n >= 0) return 1;
-    return n == -1 ? 0 : -1;
+    if (n > 0) return 1;
+    return n == -2 ? -1 : 0; /* absent or empty: no token */
 }
 
 static void send_connected(struct conn *c) {

@@ -363,3 +363,18 @@ def test_env_max_message_size_is_read(fresh_gateway):
         c.send_text('{"type":"ping"}' + " " * 186)   # 201 bytes
         code, _, _ = c.expect_close()
         assert code == 1009
+
+
+@pytest.mark.parametrize("how", ["bearer", "subprotocol", "query"])
+def test_empty_token_is_anonymous_wherever_it_is_given(gateway, how):
+    """An empty token is no token, the same in all three places: the
+    connection is anonymous (public channels only), not refused."""
+    if how == "bearer":
+        c, hello = connect(gateway.url, headers=[("Authorization", "Bearer ")])
+    elif how == "subprotocol":
+        c, hello = connect(gateway.url, subprotocols=["chat", "token-"])
+    else:
+        c, hello = connect(query_uri(gateway.url, ""))
+    with c:
+        assert hello["type"] == "connected" and hello["user"] is None, hello
+        assert hello["authorizedChannels"] == ["announcements"]
