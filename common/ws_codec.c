@@ -265,3 +265,20 @@ bool ws_close_code_valid_from_peer(uint16_t code) {
 void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset) {
     for (size_t i = 0; i < len; i++) buf[i] ^= mask[(offset + i) & 3];
 }
+
+const char *ws_close_reason(uint16_t code) {
+    switch (code) {
+        case WS_CLOSE_NORMAL: return "";
+        case WS_CLOSE_GOING_AWAY: return "server shutting down";
+        case WS_CLOSE_PROTOCOL_ERROR: return "protocol error";
+        case WS_CLOSE_UNSUPPORTED_DATA: return "binary messages are not supported";
+        case WS_CLOSE_INVALID_PAYLOAD: return "invalid UTF-8";
+        case WS_CLOSE_POLICY: return "policy violation";
+        case WS_CLOSE_TOO_BIG: return "message too big";
+        case WS_CLOSE_INTERNAL_ERROR: return "out of memory";
+        case WS_CLOSE_UNAUTHORIZED: return "unauthorized";
+        case WS_CLOSE_RATE_LIMITED: return "rate limit exceeded";
+        case WS_CLOSE_SLOW_CONSUMER: return "send queue over its limit";
+    }
+    return "";
+}

@@ -114,6 +114,10 @@ size_t ws_frame_header(uint8_t *out, enum ws_opcode opcode, bool fin, uint64_t p
  * reason may be NULL; code WS_CLOSE_NO_STATUS writes a close frame with no payload. */
 size_t ws_close_frame(uint8_t *out, uint16_t code, const char *reason);
 
+/* The reason text Herald sends with a close code ("message too big", ...):
+ * one table for every close the gateway initiates; "" for unknown codes. */
+const char *ws_close_reason(uint16_t code);
+
 /* True for codes a peer may send in a close frame (RFC 6455 7.4 and the IANA
  * registry: 1000-1003, 1007-1014, 3000-4999). */
 bool ws_close_code_valid_from_peer(uint16_t code);

@@ -193,7 +193,7 @@ static void slow_consumer(struct conn *c) {
     c->w->stats.slow_consumer_closes++;
     log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, c->peer,
              evbuffer_get_length(bufferevent_get_output(c->bev)));
-    conn_close(c, WS_CLOSE_SLOW_CONSUMER, "send queue over its limit");
+    conn_close(c, WS_CLOSE_SLOW_CONSUMER, NULL);
 }
 
 /* Queues one text message (copied) to an open connection. */
@@ -207,7 +207,7 @@ static void send_text(struct conn *c, const char *text, size_t len) {
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_add(out, header, header_len) != 0 || evbuffer_add(out, text, len) != 0) {
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
     c->w->stats.messages_out++;
@@ -226,13 +226,13 @@ static void send_control(struct conn *c, enum ws_opcode opcode, const uint8_t *p
     }
     if (len) memcpy(frame + header_len, payload, len);
     if (bufferevent_write(c->bev, frame, header_len + len) != 0)
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
 }
 
 /* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
 static void send_built(struct conn *c, char *text, size_t len) {
     if (!text) {
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
     send_text(c, text, len);
@@ -253,7 +253,7 @@ int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events)
         return -1;
     }
     if (shared_frame_append(frame, bufferevent_get_output(c->bev)) != 0) {
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return -1;
     }
     c->w->stats.messages_out += events;
@@ -271,7 +271,7 @@ void conn_send_gap(struct conn *c) {
     if (c->state != CONN_OPEN || !c->subs) return;
     const char **names = malloc(c->sub_count * sizeof *names);
     if (!names) {
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
     size_t count = 0;
@@ -308,6 +308,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state != CONN_OPEN) return; /* closing already, or not a WebSocket yet */
+    if (!reason) reason = ws_close_reason(code);
     log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
     queue_close(c, code, reason, false);
 }
@@ -416,7 +417,7 @@ static void refuse_over_rate(struct conn *c, const uint8_t *data, size_t len, do
     if (++c->refusals > (unsigned)w->cfg->rate_burst) {
         w->stats.rate_limit_closes++;
         log_info("event=rate_limit_close conn=%s peer=%s", c->id, c->peer);
-        conn_close(c, WS_CLOSE_RATE_LIMITED, "rate limit exceeded");
+        conn_close(c, WS_CLOSE_RATE_LIMITED, NULL);
         return;
     }
     struct proto_command cmd;
@@ -447,9 +448,10 @@ static void handle_text(struct conn *c, const uint8_t *data, size_t len) {
 
 /* ---- WebSocket frames ------------------------------------------------------ */
 
-static void fail(struct conn *c, uint16_t code, const char *reason) {
-    log_debug("event=protocol_error conn=%s code=%u reason=\"%s\"", c->id, code, reason);
-    conn_close(c, code, reason);
+static void fail(struct conn *c, uint16_t code) {
+    log_debug("event=protocol_error conn=%s code=%u reason=\"%s\"", c->id, code,
+              ws_close_reason(code));
+    conn_close(c, code, NULL);
 }
 
 /* Handles one decoded frame; returns false when reading must stop. */
@@ -467,24 +469,24 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
                 handle_text(c, f->payload, f->payload_len);
             } else if (!(c->message = evbuffer_new()) ||
                        evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
-                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                fail(c, WS_CLOSE_INTERNAL_ERROR);
                 return false;
             }
             return true;
         case WS_OP_CONTINUATION:
             if (!c->message) { /* a continued binary message: already refused */
-                fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
+                fail(c, WS_CLOSE_UNSUPPORTED_DATA);
                 return false;
             }
             if (evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
-                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                fail(c, WS_CLOSE_INTERNAL_ERROR);
                 return false;
             }
             if (f->fin) {
                 size_t len = evbuffer_get_length(c->message);
                 const uint8_t *data = evbuffer_pullup(c->message, -1);
                 if (!data && len) {
-                    fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                    fail(c, WS_CLOSE_INTERNAL_ERROR);
                     return false;
                 }
                 handle_text(c, data, len);
@@ -492,9 +494,7 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
                 c->message = NULL;
             }
             return true;
-        case WS_OP_BINARY:
-            fail(c, WS_CLOSE_UNSUPPORTED_DATA, "binary messages are not supported");
-            return false;
+        case WS_OP_BINARY: fail(c, WS_CLOSE_UNSUPPORTED_DATA); return false;
         case WS_OP_PING:
             /* Pings share the message rate; one over it goes unanswered (a
              * later pong answers for it, RFC 6455 5.5.3). */
@@ -527,7 +527,7 @@ static void read_frames(struct conn *c) {
         if (n == WS_PARTIAL && need > avail && need <= len) {
             buf = evbuffer_pullup(in, (ev_ssize_t)need);
             if (!buf) {
-                fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                fail(c, WS_CLOSE_INTERNAL_ERROR);
                 return;
             }
             n = ws_reader_next(&c->reader, buf, need, &f, &need);
@@ -539,10 +539,7 @@ static void read_frames(struct conn *c) {
                 return;
             }
             evbuffer_drain(in, len);
-            fail(c, f.error_code,
-                 f.error_code == WS_CLOSE_TOO_BIG           ? "message too big"
-                 : f.error_code == WS_CLOSE_INVALID_PAYLOAD ? "invalid UTF-8"
-                                                            : "protocol error");
+            fail(c, f.error_code);
             return;
         }
         c->w->stats.bytes_in += (size_t)n;

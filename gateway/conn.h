@@ -36,7 +36,8 @@ void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id
  * (after a Redis outage); nothing when it has none. */
 void conn_send_gap(struct conn *c);
 
-/* Starts the close handshake with code and reason (the connection stays until
+/* Starts the close handshake with code and reason (NULL: the code's reason
+ * from ws_close_reason) (the connection stays until
  * it flushes, the peer answers, or the close timeout passes). */
 void conn_close(struct conn *c, uint16_t code, const char *reason);
 

@@ -900,6 +900,20 @@ static void test_close_frame_reason_truncated_on_utf8_boundary(void) {
     CHECK_INT(f.close_reason_len, 120);
 }
 
+static void test_every_gateway_close_code_has_a_reason_from_the_table(void) {
+    const uint16_t codes[] = {
+        WS_CLOSE_GOING_AWAY,      WS_CLOSE_PROTOCOL_ERROR, WS_CLOSE_UNSUPPORTED_DATA,
+        WS_CLOSE_INVALID_PAYLOAD, WS_CLOSE_TOO_BIG,        WS_CLOSE_INTERNAL_ERROR,
+        WS_CLOSE_UNAUTHORIZED,    WS_CLOSE_RATE_LIMITED,   WS_CLOSE_SLOW_CONSUMER};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        const char *reason = ws_close_reason(codes[i]);
+        CHECK(reason != NULL && reason[0] != '\0');
+        CHECK(strlen(reason) <= WS_MAX_CONTROL_PAYLOAD - 2);
+    }
+    CHECK_STR(ws_close_reason(WS_CLOSE_TOO_BIG), "message too big");
+    CHECK_STR(ws_close_reason(4999), "");
+}
+
 int main(void) {
     RUN(test_masked_text_frame_decodes);
     RUN(test_rfc_example_masked_hello_decodes);
@@ -959,5 +973,6 @@ int main(void) {
     RUN(test_mask_is_its_own_inverse_at_any_offset);
     RUN(test_close_frame_encoding);
     RUN(test_close_frame_reason_truncated_on_utf8_boundary);
+    RUN(test_every_gateway_close_code_has_a_reason_from_the_table);
     return TEST_SUMMARY();
 }
