@@ -288,6 +288,10 @@ int subs_queue_event(struct subs *subs, const char *name, const char *text, size
     return first ? 1 : 0;
 }
 
+bool subs_batch_is_for(const struct subs *subs, const char *name) {
+    return subs->dirty && !subs->dirty->dirty_next && strcmp(subs->dirty->name, name) == 0;
+}
+
 size_t subs_flush(struct subs *subs) {
     size_t deliveries = 0;
     while (subs->dirty) {

@@ -92,6 +92,10 @@ size_t subs_on_bus_up(struct subs *subs);
  * channel has no local subscribers (nothing kept) or memory ran out. */
 int subs_queue_event(struct subs *subs, const char *channel, const char *text, size_t len);
 
+/* True when events are queued and all of them are for channel (so one more
+ * for it can join the batch without reordering anything). */
+bool subs_batch_is_for(const struct subs *subs, const char *channel);
+
 /* Queues every pending batch to every confirmed subscriber of its channel;
  * returns the deliveries (events x recipients). */
 size_t subs_flush(struct subs *subs);

@@ -117,6 +117,10 @@ static void on_message(void *arg, const char *channel, const char *payload, size
         w->pending_arrivals = grown;
         w->pending_capacity = capacity;
     }
+    /* Only a run of events on one channel shares a batch: an event for another
+     * channel first delivers what is queued, so a client subscribed to both
+     * sees them in publish order. */
+    if (w->pending_count > 0 && !subs_batch_is_for(w->subs, channel)) flush_events(w);
     int queued = subs_queue_event(w->subs, channel, text, text_len);
     free(text);
     if (queued < 0) return; /* no subscriber left, or out of memory */

@@ -252,10 +252,16 @@ class RedisServer:
 def publish_burst(port, channel, payloads, timeout=30.0):
     """PUBLISHes every payload on herald:<channel> over one pipelined socket;
     returns the list of receiver counts."""
-    blob = b"".join(Resp.encode("PUBLISH", PREFIX + channel, p) for p in payloads)
+    return publish_mixed_burst(port, [(channel, p) for p in payloads], timeout)
+
+
+def publish_mixed_burst(port, events, timeout=30.0):
+    """PUBLISHes (channel, payload) pairs in this order over one pipelined
+    socket; returns the list of receiver counts."""
+    blob = b"".join(Resp.encode("PUBLISH", PREFIX + ch, p) for ch, p in events)
     with Resp(port, timeout=timeout) as r:
         r.sock.sendall(blob)
-        return [r.read_reply(timeout=timeout) for _ in payloads]
+        return [r.read_reply(timeout=timeout) for _ in events]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import harness
 from harness_cluster import (Client, Cluster, build_lib_publisher, cluster,  # noqa: F401
                              herald_pub, in_thread, lib_publish, open_client, poll,
                              publish_burst, redis_cli_publish, run, tok)
+from harness_redis import publish_mixed_burst
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,31 @@ def test_user_channel_events_reach_only_that_user_and_a_subscribed_admin(fan):
         await sentinel_is_next(redis, u2, "user:u2")
         for c in (u1, u1b, adm):
             await c.nothing(0.2)
+
+    run(main)
+
+
+def test_interleaved_channels_in_one_burst_arrive_in_publish_order(fan):
+    """Events of several channels published back to back (one Redis read on
+    the gateway) reach a client subscribed to all of them in publish order:
+    batching a burst per channel must not reorder across channels."""
+    _, redis, a, _ = fan
+    channels = ["deployments:started", "deployments:status", "deployments:completed"]
+    events = [(channels[i % 3 if i % 7 else 0], json.dumps({"seq": i})) for i in range(600)]
+
+    async def main(clients):
+        c = await open_client(clients, a.url, "u1", "order-u1")
+        for ch in channels:
+            await c.subscribe(ch)
+        counts = await in_thread(publish_mixed_burst, redis.port, events)
+        assert all(n >= 1 for n in counts), counts[:5]
+        got = []
+        for _ in events:
+            m = await c.recv(10)
+            assert m.get("type") == "event", m
+            got.append((m["channel"], m["data"]["seq"]))
+        assert got == [(ch, json.loads(p)["seq"]) for ch, p in events], next(
+            (i, g, e) for i, (g, e) in enumerate(zip(got, events)) if g[1] != json.loads(e[1])["seq"])
 
     run(main)
 
