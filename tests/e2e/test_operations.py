@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -502,3 +503,42 @@ def test_logs_never_contain_tokens_or_the_secret(ops):
         assert "conn=" + cid in text, "no log line with conn=%s" % cid
     nolevel = [ln for ln in text.splitlines() if ln.strip() and "level=" not in ln]
     assert not nolevel, "log lines without level=: %r" % nolevel[:5]
+
+
+# ----------------------------------------------------------------- start-up and Redis errors
+
+def test_port_already_served_by_another_reuseport_listener_exits_2():
+    """A port another process listens on, even with SO_REUSEPORT as a gateway
+    worker does, is refused at start (exit 2), not silently shared."""
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(8)
+        port = other.getsockname()[1]
+        rc, err, _ = harness.run_gateway_expect_exit(["--jwt-secret", "s"], port=port)
+        assert rc == 2, (rc, err)
+        assert "cannot listen" in err, err
+    finally:
+        other.close()
+
+
+def test_redis_refusing_the_subscriber_is_reported_not_silent(ops):
+    """Redis wants a password the gateway was not given: the worker never
+    gets its subscriber up, says why in its log and in stats, and /readyz
+    stays 503."""
+    redis = ops.redis(password="pw-needed")
+    no_password = "redis://127.0.0.1:%d" % redis.port
+    gw = ops.gateway(redis, url=no_password)
+    wait_until(lambda: any("NOAUTH" in ln for ln in gw.log_lines("event=redis_")), 10,
+               what="a log line naming the NOAUTH refusal")
+    assert http_get(gw.port, "/readyz").status == 503
+    c, _ = harness.connect(gw.url, token=harness.herald_token("--secret", harness.SECRET,
+                                                              "--user", "ops",
+                                                              "--role", "admin"))
+    with c:
+        st = c.request({"type": "stats"})
+        redis_state = st["worker"]["redis"]
+        assert redis_state["state"] != "up", redis_state
+        assert "NOAUTH" in redis_state["lastError"], redis_state
