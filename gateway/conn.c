@@ -178,10 +178,6 @@ struct conn *conn_next(const struct conn *c) {
     return c->next;
 }
 
-unsigned conn_subscription_count(const struct conn *c) {
-    return c->sub_count;
-}
-
 /* ---- output ---------------------------------------------------------------- */
 
 static bool over_queue_limit(struct conn *c, size_t adding) {

@@ -59,6 +59,5 @@ bool conn_is_open(const struct conn *c);
 
 /* The next connection in the worker's list. */
 struct conn *conn_next(const struct conn *c);
-unsigned conn_subscription_count(const struct conn *c);
 
 #endif

@@ -274,13 +274,13 @@ size_t subs_on_bus_up(struct subs *subs) {
 
 int subs_queue_event(struct subs *subs, const char *name, const char *text, size_t len) {
     struct channel *ch = subs_find(subs, name);
-    if (!ch || ch->count == 0) return -1;
+    if (!ch || ch->count == 0) return SUBS_QUEUE_NO_SUBSCRIBERS;
     if (ch->batch) {
-        if (shared_frame_add_text(&ch->batch, text, len) != 0) return -1;
+        if (shared_frame_add_text(&ch->batch, text, len) != 0) return SUBS_QUEUE_NO_MEMORY;
         ch->batch_events++;
         return 0;
     }
-    if (!(ch->batch = shared_frame_text(text, len))) return -1;
+    if (!(ch->batch = shared_frame_text(text, len))) return SUBS_QUEUE_NO_MEMORY;
     ch->batch_events = 1;
     bool first = subs->dirty == NULL;
     ch->dirty_next = subs->dirty;

@@ -88,8 +88,10 @@ size_t subs_on_bus_up(struct subs *subs);
 
 /* Adds one event message (text, copied into the channel's batch) for channel.
  * Returns 1 when it was the first event queued since the last flush (the
- * caller then schedules subs_flush), 0 when queued after others, -1 when the
- * channel has no local subscribers (nothing kept) or memory ran out. */
+ * caller then schedules subs_flush), 0 when queued after others,
+ * SUBS_QUEUE_NO_SUBSCRIBERS (nothing kept) or SUBS_QUEUE_NO_MEMORY. */
+#define SUBS_QUEUE_NO_SUBSCRIBERS (-1)
+#define SUBS_QUEUE_NO_MEMORY      (-2)
 int subs_queue_event(struct subs *subs, const char *channel, const char *text, size_t len);
 
 /* True when events are queued and all of them are for channel (so one more

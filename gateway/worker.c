@@ -123,7 +123,8 @@ static void on_message(void *arg, const char *channel, const char *payload, size
     if (w->pending_count > 0 && !subs_batch_is_for(w->subs, channel)) flush_events(w);
     int queued = subs_queue_event(w->subs, channel, text, text_len);
     free(text);
-    if (queued < 0) return; /* no subscriber left, or out of memory */
+    if (queued == SUBS_QUEUE_NO_MEMORY) drop_event(w, channel, "no_memory", len);
+    if (queued < 0) return; /* no subscriber left, or out of memory (counted) */
     w->pending_arrivals[w->pending_count++] = arrived;
     if (queued == 1) event_active(w->flush, EV_TIMEOUT, 0);
 }
@@ -363,7 +364,6 @@ int worker_run(struct worker *w) {
     snprintf(tag, sizeof tag, "worker=%d", w->index);
     log_set_tag(tag);
     w->started = clock_now();
-    w->started_wall = time(NULL);
     w->base = event_base_new();
     if (!w->base) return 1;
     struct bus_callbacks callbacks = {

@@ -82,7 +82,6 @@ struct worker {
     bool draining;
     double drain_deadline; /* monotonic seconds */
     double started;        /* monotonic seconds at start */
-    time_t started_wall;
     struct event *stats_timer;
     json_t *cluster;          /* last read of every live worker's stats (array), or NULL */
     json_t *health_backlog;   /* system:health messages waiting for Redis (array, bounded) */
