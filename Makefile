@@ -80,8 +80,14 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(PUB_LIB) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 # The subscription index is tested against fakes of the bus and connections.
-$(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c gateway/shared_frame.c) \
-                          $(COMMON_LIB)
+$(BUILD)/tests/test_subs: $(call obj,tests/unit/test_subs.c gateway/subs.c gateway/shared_frame.c \
+                          gateway/clock.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+# Client commands against a fake connection and the real index.
+$(BUILD)/tests/test_session: $(call obj,tests/unit/test_session.c gateway/session.c gateway/subs.c \
+                             gateway/shared_frame.c gateway/clock.c) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 

@@ -25,6 +25,9 @@ static const struct {
     [PROTO_ERR_TOKEN_EXPIRED] = {"token_expired", "Token expired"},
     [PROTO_ERR_TOO_MANY_SUBSCRIPTIONS] = {"too_many_subscriptions",
                                           "Too many subscriptions on this connection"},
+    [PROTO_ERR_TOO_MANY_CHANNELS] = {"too_many_channels",
+                                     "This gateway serves too many channels; try again later"},
+    [PROTO_ERR_SUBSCRIBE_FAILED] = {"subscribe_failed", "Redis refused the subscription"},
     [PROTO_ERR_RATE_LIMITED] = {"rate_limited", "Too many messages, slow down"},
     [PROTO_ERR_INTERNAL] = {"internal_error", "Internal error"},
 };
@@ -208,37 +211,55 @@ int proto_payload_check(const char *data, size_t len, char *why, size_t why_size
     return 0;
 }
 
+static const char event_head[] = "{\"type\":\"event\",\"channel\":\"";
+static const char event_data[] = "\",\"data\":";
+static const char event_offset[] = ",\"offset\":\"";
+static const char event_timestamp[] = ",\"timestamp\":\"";
+
+size_t proto_event_size(size_t channel_len, size_t data_len, size_t offset_len) {
+    size_t size = sizeof event_head - 1 + channel_len + sizeof event_data - 1 + data_len +
+                  sizeof event_timestamp - 1 + PROTO_TIMESTAMP_LEN + 2;
+    if (offset_len) size += sizeof event_offset - 1 + offset_len + 1;
+    return size;
+}
+
+void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
+                       size_t data_len, const char *offset, size_t offset_len,
+                       const char timestamp[PROTO_TIMESTAMP_LEN]) {
+    char *p = out;
+    memcpy(p, event_head, sizeof event_head - 1), p += sizeof event_head - 1;
+    memcpy(p, channel, channel_len), p += channel_len;
+    memcpy(p, event_data, sizeof event_data - 1), p += sizeof event_data - 1;
+    memcpy(p, data, data_len), p += data_len;
+    if (offset_len) {
+        memcpy(p, event_offset, sizeof event_offset - 1), p += sizeof event_offset - 1;
+        memcpy(p, offset, offset_len), p += offset_len;
+        *p++ = '"';
+    }
+    memcpy(p, event_timestamp, sizeof event_timestamp - 1), p += sizeof event_timestamp - 1;
+    memcpy(p, timestamp, PROTO_TIMESTAMP_LEN), p += PROTO_TIMESTAMP_LEN;
+    *p++ = '"';
+    *p = '}';
+}
+
 char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
                         enum proto_error *err) {
-    static const char head[] = "{\"type\":\"event\",\"channel\":\"";
-    static const char mid[] = "\",\"data\":";
-    static const char tail_head[] = ",\"timestamp\":\"";
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;
     }
-
-    /* The channel was validated against [A-Za-z0-9_.:-] by the caller's
-     * subscription, so it needs no escaping. */
     size_t channel_len = strlen(channel);
-    size_t total = sizeof head - 1 + channel_len + sizeof mid - 1 + data_len + sizeof tail_head -
-                   1 + PROTO_TIMESTAMP_LEN + 2;
+    size_t total = proto_event_size(channel_len, data_len, 0);
     char *out = malloc(total + 1);
     if (!out) {
         *err = PROTO_ERR_INTERNAL;
         return NULL;
     }
-    char *p = out;
-    memcpy(p, head, sizeof head - 1), p += sizeof head - 1;
-    memcpy(p, channel, channel_len), p += channel_len;
-    memcpy(p, mid, sizeof mid - 1), p += sizeof mid - 1;
-    memcpy(p, data, data_len), p += data_len;
-    memcpy(p, tail_head, sizeof tail_head - 1), p += sizeof tail_head - 1;
-    proto_timestamp(p), p += PROTO_TIMESTAMP_LEN;
-    *p++ = '"';
-    *p++ = '}';
-    *p = '\0';
-    *len = (size_t)(p - out);
+    char timestamp[PROTO_TIMESTAMP_LEN + 1];
+    proto_timestamp(timestamp);
+    proto_write_event(out, channel, channel_len, data, data_len, NULL, 0, timestamp);
+    out[total] = '\0';
+    *len = total;
     *err = PROTO_OK;
     return out;
 }

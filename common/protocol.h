@@ -27,6 +27,8 @@ enum proto_error {
     PROTO_ERR_UNAUTHORIZED,  /* bad token (then close 4001) */
     PROTO_ERR_TOKEN_EXPIRED, /* token expired while connected (then close 4001) */
     PROTO_ERR_TOO_MANY_SUBSCRIPTIONS,
+    PROTO_ERR_TOO_MANY_CHANNELS, /* the gateway worker's distinct-channel cap */
+    PROTO_ERR_SUBSCRIBE_FAILED,  /* Redis refused the subscription */
     PROTO_ERR_RATE_LIMITED,
     PROTO_ERR_INTERNAL,
     PROTO_ERR_COUNT
@@ -87,6 +89,17 @@ char *proto_finish(json_t *msg, const json_t *id, size_t *len);
  * unchanged, so nothing is lost to number conversion), no raw NUL byte.
  * Returns 0, or -1 with a reason in why (may be NULL). */
 int proto_payload_check(const char *data, size_t len, char *why, size_t why_size);
+
+/* The length of the "event" message for a channel name, a checked payload and
+ * an offset (offset_len 0: none). */
+size_t proto_event_size(size_t channel_len, size_t data_len, size_t offset_len);
+
+/* Writes that "event" message into out (exactly proto_event_size bytes, no
+ * NUL): the payload is embedded as is, the channel and offset need no
+ * escaping (their characters are checked before they get here). */
+void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
+                       size_t data_len, const char *offset, size_t offset_len,
+                       const char timestamp[PROTO_TIMESTAMP_LEN]);
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).

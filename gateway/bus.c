@@ -29,6 +29,7 @@
 #define PROBE_TIMEOUT      3.0  /* a probe not back, and nothing else read, by then: dead */
 #define PROBE_HARD_TIMEOUT 30.0 /* a probe not back by then: dead, however busy the link */
 #define READY_TIMEOUT      5.0  /* seconds from connecting to the probe's SUBSCRIBE confirmed */
+#define STABLE_AFTER       10.0 /* seconds up before the reconnect backoff starts over */
 
 struct link {
     struct bus *bus;
@@ -50,7 +51,8 @@ struct bus {
     struct link sub, cmd;
     struct event *tick;
     enum bus_state state;
-    bool was_up; /* the subscriber has been up before (so a new up ends an outage) */
+    bool was_up;     /* the subscriber has been up before (so a new up ends an outage) */
+    double up_since; /* monotonic seconds the subscriber came up, 0 while down */
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
     double probe_sent_at;  /* 0: no probe outstanding */
@@ -148,7 +150,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
             bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len);
     } else if (strcmp(kind, "subscribe") == 0) {
         if (is_probe) {
-            bus->sub.attempts = 0;
+            bus->up_since = clock_now(); /* the backoff resets only once this lasts */
             set_up(bus);
         } else if (bus->cb.on_subscribed) {
             bus->cb.on_subscribed(bus->cb.arg, channel);
@@ -299,6 +301,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
             }
         }
     }
+    if (bus->state == BUS_UP && bus->sub.attempts && now - bus->up_since >= STABLE_AFTER)
+        bus->sub.attempts = 0;
     if (bus->state != BUS_UP || !bus->cmd.ready) return;
     if (bus->probe_sent_at != 0) {
         /* A probe may wait behind a burst of real messages: the link is dead

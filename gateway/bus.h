@@ -28,6 +28,8 @@ struct bus_callbacks {
     void (*on_message)(void *arg, const char *channel, const char *payload, size_t len);
     /* Redis confirmed SUBSCRIBE / UNSUBSCRIBE of channel. */
     void (*on_subscribed)(void *arg, const char *channel);
+    /* Redis answered SUBSCRIBE of channel with an error (e.g. NOPERM). */
+    void (*on_refused)(void *arg, const char *channel, const char *reason);
     void (*on_unsubscribed)(void *arg, const char *channel);
     /* The subscriber is connected (after a start or an outage) / was lost. */
     void (*on_up)(void *arg, bool after_outage);

@@ -22,6 +22,8 @@ struct config {
     long max_message_size;       /* bytes, inclusive */
     long max_send_queue;         /* bytes queued to one client before it is closed 4009 */
     long max_subscriptions;      /* per connection */
+    long max_channels;           /* distinct channels per worker */
+    long max_event_size;         /* largest event payload from Redis, bytes */
     const char *allowed_origins; /* comma-separated origins, or "*" */
     const char *log_level;
     int workers;                 /* 0 = number of CPUs */

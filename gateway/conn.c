@@ -23,13 +23,11 @@
 #include "log.h"
 #include "netaddr.h"
 #include "protocol.h"
-#include "stats.h"
-#include "subs.h"
+#include "session.h"
 #include "worker.h"
 #include "ws_codec.h"
 
-#define CLOSE_TIMEOUT 2.0  /* seconds to wait for the peer after our close frame */
-#define RATE_WINDOW   10.0 /* seconds over which refused messages are counted */
+#define CLOSE_TIMEOUT 2.0 /* seconds to wait for the peer after our close frame */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
 
@@ -38,9 +36,7 @@ struct conn {
     struct bufferevent *bev;
     struct conn *prev, *next; /* the worker's list */
     struct wheel_node timer;  /* next check: handshake, ping, idle, write, close, token */
-    herald_user *user;        /* NULL: anonymous */
-    struct sub *subs;         /* this connection's subscriptions */
-    unsigned sub_count;
+    struct session session;   /* what the messages mean; valid once upgraded */
     struct evbuffer *message; /* fragments of the open message, NULL when none */
     struct evbuffer_cb_entry *output_watch;
     struct ws_reader reader;
@@ -50,13 +46,10 @@ struct conn {
     bool peer_done;  /* nothing more to wait for from the peer once flushed */
     bool ip_counted; /* holds a slot in the per-address limit */
     uint32_t ip_bucket;
-    unsigned refusals;        /* rate-limited messages since refusals_since */
-    double deadline;          /* handshake or close deadline, monotonic seconds */
-    double last_activity;     /* last bytes from the peer */
-    double last_ping;         /* last ping we sent */
-    double write_progress;    /* last time queued output moved (or started) */
-    double tokens, tokens_at; /* rate-limit bucket */
-    double refusals_since;
+    double deadline;             /* handshake or close deadline, monotonic seconds */
+    double last_activity;        /* last bytes from the peer */
+    double last_ping;            /* last ping we sent */
+    double write_progress;       /* last time queued output moved (or started) */
     char id[37];                 /* uuid v4 */
     char peer[NETADDR_MAX_TEXT]; /* client address (after trusted X-Forwarded-For) */
 };
@@ -151,7 +144,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
 void conn_free(struct conn *c) {
     struct worker *w = c->w;
     wheel_cancel(&c->timer);
-    subs_remove_all(w->subs, &c->subs);
+    if (c->upgraded) session_free(&c->session);
     if (c->ip_counted) iplimit_release(w->iplimit, w->index, c->ip_bucket);
     if (c->output_watch) evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->output_watch);
     if (c->prev)
@@ -164,7 +157,6 @@ void conn_free(struct conn *c) {
         w->conn_count--;
         log_debug("event=close conn=%s", c->id);
     }
-    herald_user_free(c->user);
     if (c->message) evbuffer_free(c->message);
     bufferevent_free(c->bev);
     free(c);
@@ -178,10 +170,24 @@ struct conn *conn_next(const struct conn *c) {
     return c->next;
 }
 
+struct session *conn_session(struct conn *c) {
+    return c->upgraded ? &c->session : NULL;
+}
+
+const char *conn_id(const struct conn *c) {
+    return c->id;
+}
+
+const char *conn_peer(const struct conn *c) {
+    return c->peer;
+}
+
 /* ---- output ---------------------------------------------------------------- */
 
+/* Replies a session holds behind a pending subscribe count as queued. */
 static bool over_queue_limit(struct conn *c, size_t adding) {
     size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (c->upgraded) queued += session_held_bytes(&c->session);
     return queued + adding > (size_t)c->w->cfg->max_send_queue;
 }
 
@@ -192,8 +198,11 @@ static void slow_consumer(struct conn *c) {
     conn_close(c, WS_CLOSE_SLOW_CONSUMER, NULL);
 }
 
-/* Queues one text message (copied) to an open connection. */
-static void send_text(struct conn *c, const char *text, size_t len) {
+void conn_check_queue(struct conn *c) {
+    if (c->state == CONN_OPEN && over_queue_limit(c, 0)) slow_consumer(c);
+}
+
+void conn_send_text(struct conn *c, const char *text, size_t len) {
     if (c->state != CONN_OPEN) return;
     uint8_t header[WS_MAX_HEADER_LEN];
     size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
@@ -231,14 +240,13 @@ static void send_built(struct conn *c, char *text, size_t len) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
-    send_text(c, text, len);
+    conn_send_text(c, text, len);
     free(text);
 }
 
-static void send_error(struct conn *c, enum proto_error err, const char *message,
-                       const json_t *id) {
+static void send_error(struct conn *c, enum proto_error err, const char *message) {
     size_t len;
-    char *text = proto_build_error(err, message, id, &len);
+    char *text = proto_build_error(err, message, NULL, &len);
     send_built(c, text, len);
 }
 
@@ -255,28 +263,6 @@ int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events)
     c->w->stats.messages_out += events;
     c->w->stats.bytes_out += frame->len;
     return 0;
-}
-
-void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id) {
-    size_t len;
-    char *text = proto_build_channel_reply("subscribed", channel, id, &len);
-    send_built(c, text, len);
-}
-
-void conn_send_gap(struct conn *c) {
-    if (c->state != CONN_OPEN || !c->subs) return;
-    const char **names = malloc(c->sub_count * sizeof *names);
-    if (!names) {
-        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
-        return;
-    }
-    size_t count = 0;
-    for (struct sub *s = c->subs; s && count < c->sub_count; s = s->conn_next)
-        names[count++] = s->channel->name;
-    size_t len;
-    char *text = proto_build_gap(names, count, &len);
-    free(names);
-    send_built(c, text, len);
 }
 
 static void enter_closing(struct conn *c, double deadline) {
@@ -319,129 +305,6 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     enter_closing(c, clock_now() + CLOSE_TIMEOUT);
 }
 
-void conn_recheck_access(struct conn *c) {
-    if (c->state != CONN_OPEN) return;
-    struct sub *s = c->subs;
-    while (s) {
-        struct sub *next = s->conn_next;
-        if (acl_may_subscribe(c->w->rules, c->user, s->channel->name) != ACL_ALLOW) {
-            char channel[ACL_MAX_CHANNEL + 1];
-            snprintf(channel, sizeof channel, "%s", s->channel->name);
-            if (subs_remove(c->w->subs, &c->subs, channel)) c->sub_count--;
-            log_info("event=access_revoked conn=%s channel=%s", c->id, channel);
-            size_t len;
-            char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed",
-                                                "channel", channel, "reason", "access revoked"),
-                                      NULL, &len);
-            send_built(c, text, len);
-        }
-        s = next;
-    }
-}
-
-/* ---- protocol -------------------------------------------------------------- */
-
-static void handle_subscribe(struct conn *c, const struct proto_command *cmd) {
-    struct worker *w = c->w;
-    enum acl_result acl = acl_may_subscribe(w->rules, c->user, cmd->channel);
-    if (acl != ACL_ALLOW) {
-        send_error(c, proto_error_from_acl(acl), NULL, cmd->id);
-        return;
-    }
-    if (c->sub_count >= (unsigned)w->cfg->max_subscriptions &&
-        !subs_contains(c->subs, cmd->channel)) {
-        send_error(c, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, cmd->id);
-        return;
-    }
-    switch (subs_add(w->subs, c, &c->subs, cmd->channel, cmd->id)) {
-        case SUBS_ADDED_CONFIRMED:
-            c->sub_count++;
-            conn_reply_subscribed(c, cmd->channel, cmd->id);
-            break;
-        case SUBS_ADDED_PENDING: c->sub_count++; break;
-        case SUBS_ALREADY: conn_reply_subscribed(c, cmd->channel, cmd->id); break;
-        case SUBS_ALREADY_PENDING: break; /* answered with the first request */
-        case SUBS_NO_MEMORY: send_error(c, PROTO_ERR_INTERNAL, NULL, cmd->id); break;
-    }
-}
-
-static void handle_command(struct conn *c, const struct proto_command *cmd) {
-    size_t len;
-    char *text;
-    switch (cmd->type) {
-        case PROTO_CMD_SUBSCRIBE: handle_subscribe(c, cmd); return;
-        case PROTO_CMD_UNSUBSCRIBE:
-            if (subs_remove(c->w->subs, &c->subs, cmd->channel)) c->sub_count--;
-            text = proto_build_channel_reply("unsubscribed", cmd->channel, cmd->id, &len);
-            break;
-        case PROTO_CMD_PING: text = proto_build_pong(cmd->id, &len); break;
-        case PROTO_CMD_LIST_CHANNELS:
-            text = proto_build_channels(c->user, c->w->rules, cmd->id, &len);
-            break;
-        case PROTO_CMD_STATS:
-            if (!c->user || !c->user->admin) {
-                send_error(c, PROTO_ERR_FORBIDDEN, "Stats are for admins only", cmd->id);
-                return;
-            }
-            text = stats_reply(c->w, cmd->id, &len);
-            break;
-        default: return;
-    }
-    send_built(c, text, len);
-}
-
-/* Takes a token from the connection's bucket; false when it is empty. */
-static bool rate_allow(struct conn *c, double now) {
-    const struct config *cfg = c->w->cfg;
-    c->tokens += (now - c->tokens_at) * cfg->rate_limit;
-    if (c->tokens > (double)cfg->rate_burst) c->tokens = (double)cfg->rate_burst;
-    c->tokens_at = now;
-    if (c->tokens < 1.0) return false;
-    c->tokens -= 1.0;
-    return true;
-}
-
-/* A message over the rate: refused with an error, or the connection closed
- * 4008 when it keeps sending regardless. */
-static void refuse_over_rate(struct conn *c, const uint8_t *data, size_t len, double now) {
-    struct worker *w = c->w;
-    w->stats.rate_limited++;
-    if (now - c->refusals_since > RATE_WINDOW) {
-        c->refusals = 0;
-        c->refusals_since = now;
-    }
-    if (++c->refusals > (unsigned)w->cfg->rate_burst) {
-        w->stats.rate_limit_closes++;
-        log_info("event=rate_limit_close conn=%s peer=%s", c->id, c->peer);
-        conn_close(c, WS_CLOSE_RATE_LIMITED, NULL);
-        return;
-    }
-    struct proto_command cmd;
-    proto_parse_command((const char *)data, len, &cmd); /* only for the id to echo */
-    send_error(c, PROTO_ERR_RATE_LIMITED, NULL, cmd.id);
-    proto_command_free(&cmd);
-}
-
-static void handle_text(struct conn *c, const uint8_t *data, size_t len) {
-    c->w->stats.messages_in++;
-    double now = clock_now();
-    if (!rate_allow(c, now)) {
-        refuse_over_rate(c, data, len, now);
-        return;
-    }
-    if (len == 1 && data[0] == '2') { /* the minimal heartbeat some clients send */
-        send_text(c, "3", 1);
-        return;
-    }
-    struct proto_command cmd;
-    enum proto_error err = proto_parse_command((const char *)data, len, &cmd);
-    if (err != PROTO_OK)
-        send_error(c, err, NULL, cmd.id);
-    else
-        handle_command(c, &cmd);
-    proto_command_free(&cmd);
-}
-
 /* ---- WebSocket frames ------------------------------------------------------ */
 
 static void fail(struct conn *c, uint16_t code) {
@@ -462,7 +325,7 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
     switch (f->opcode) {
         case WS_OP_TEXT:
             if (f->fin) {
-                handle_text(c, f->payload, f->payload_len);
+                session_on_text(&c->session, f->payload, f->payload_len, clock_now());
             } else if (!(c->message = evbuffer_new()) ||
                        evbuffer_add(c->message, f->payload, f->payload_len) != 0) {
                 fail(c, WS_CLOSE_INTERNAL_ERROR);
@@ -485,7 +348,7 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
                     fail(c, WS_CLOSE_INTERNAL_ERROR);
                     return false;
                 }
-                handle_text(c, data, len);
+                session_on_text(&c->session, data, len, clock_now());
                 if (c->message) evbuffer_free(c->message);
                 c->message = NULL;
             }
@@ -494,7 +357,8 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
         case WS_OP_PING:
             /* Pings share the message rate; one over it goes unanswered (a
              * later pong answers for it, RFC 6455 5.5.3). */
-            if (rate_allow(c, clock_now())) send_control(c, WS_OP_PONG, f->payload, f->payload_len);
+            if (session_allow_ping(&c->session, clock_now()))
+                send_control(c, WS_OP_PONG, f->payload, f->payload_len);
             return true;
         case WS_OP_PONG: return true;
         case WS_OP_CLOSE:
@@ -614,7 +478,7 @@ static int find_token(const struct http_request *req, char *out, size_t out_size
 
 static void send_connected(struct conn *c) {
     size_t len;
-    char *text = proto_build_connected(c->id, c->user, c->w->rules, &len);
+    char *text = proto_build_connected(c->id, c->session.user, c->w->rules, &len);
     send_built(c, text, len);
 }
 
@@ -670,25 +534,26 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     c->upgraded = true;
     w->conn_count++;
     w->stats.connections_total++;
-    c->last_ping = c->tokens_at = clock_now();
-    c->tokens = (double)w->cfg->rate_burst;
+    c->last_ping = clock_now();
 
     enum jwt_auth_result result = JWT_AUTH_OK;
+    herald_user *user = NULL;
     if (has_token < 0)
         result = JWT_AUTH_MALFORMED;
     else if (has_token > 0)
-        result = jwt_auth_verify(&w->auth, token, time(NULL), &c->user);
+        result = jwt_auth_verify(&w->auth, token, time(NULL), &user);
+    session_init(&c->session, c, w, user, c->last_ping);
     if (result != JWT_AUTH_OK) {
         w->stats.auth_failures++;
         w->stats.auth_failures_by_reason[-result]++;
         log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, c->peer,
                  jwt_auth_result_name(result));
-        send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result), NULL);
+        send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result));
         conn_close(c, WS_CLOSE_UNAUTHORIZED, jwt_auth_reason(result));
         return;
     }
     log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
-              c->user ? c->user->user_id : "-", c->tls);
+              user ? user->user_id : "-", c->tls);
     send_connected(c);
     schedule_open(c, clock_now());
 }
@@ -772,9 +637,10 @@ static void schedule_open(struct conn *c, double now) {
         double stall_at = c->write_progress + cfg->write_timeout;
         if (stall_at < next) next = stall_at;
     }
-    if (c->user && c->user->exp) {
+    const herald_user *user = c->session.user;
+    if (user && user->exp) {
         double expires_at =
-            now + ((double)c->user->exp - (double)(time(NULL) - c->w->auth.leeway)) + 1;
+            now + ((double)user->exp - (double)(time(NULL) - c->w->auth.leeway)) + 1;
         if (expires_at < next) next = expires_at;
     }
     wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(next));
@@ -783,9 +649,10 @@ static void schedule_open(struct conn *c, double now) {
 static void check_open(struct conn *c, double now) {
     struct worker *w = c->w;
     const struct config *cfg = w->cfg;
-    if (c->user && c->user->exp && time(NULL) - w->auth.leeway > c->user->exp) {
-        log_info("event=token_expired conn=%s user=%s", c->id, c->user->user_id);
-        send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL, NULL);
+    const herald_user *user = c->session.user;
+    if (user && user->exp && time(NULL) - w->auth.leeway > user->exp) {
+        log_info("event=token_expired conn=%s user=%s", c->id, user->user_id);
+        send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL);
         conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
         return;
     }

@@ -1,5 +1,6 @@
-/* conn.h -- one client connection: HTTP upgrade, WebSocket read loop, the
- * JSON protocol, its bounded send queue and its close handshake.
+/* conn.h -- one client connection: HTTP upgrade, WebSocket read loop, its
+ * bounded send queue, its timers and its close handshake. What the messages
+ * mean is the session's (session.h).
  *
  * Lifecycle: HANDSHAKE (reading the request head) -> OPEN -> CLOSING (our
  * close frame queued; waiting for it to flush and for the peer's close or EOF,
@@ -24,17 +25,18 @@ struct conn;
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
                 bool tls);
 
+/* Queues one text message (copied) to an open connection; over the send-queue
+ * cap it is closed 4009 instead. */
+void conn_send_text(struct conn *c, const char *text, size_t len);
+
+/* Closes the connection 4009 when what it has queued (held replies included)
+ * is over the send-queue cap. */
+void conn_check_queue(struct conn *c);
+
 /* Queues shared event frames (events: how many messages they hold). Returns 0
  * when queued, -1 when the connection is not open or was just closed as a slow
  * consumer (4009). */
 int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events);
-
-/* Sends "subscribed" for channel (echoing id when not NULL). */
-void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id);
-
-/* Sends a "gap" message listing every channel the connection is subscribed to
- * (after a Redis outage); nothing when it has none. */
-void conn_send_gap(struct conn *c);
 
 /* Starts the close handshake with code and reason (NULL: the code's reason
  * from ws_close_reason) (the connection stays until
@@ -49,15 +51,17 @@ void conn_tick(struct worker *w, double now);
 /* Frees the connection at once (worker shutdown). */
 void conn_free(struct conn *c);
 
-/* After new channel rules: drops every subscription the rules no longer
- * allow, telling the client {"type":"unsubscribed","channel":C,"reason":
- * "access revoked"}. */
-void conn_recheck_access(struct conn *c);
-
 /* True once upgraded and until its close starts. */
 bool conn_is_open(const struct conn *c);
 
 /* The next connection in the worker's list. */
 struct conn *conn_next(const struct conn *c);
+
+/* The connection's session once upgraded, else NULL. */
+struct session *conn_session(struct conn *c);
+
+/* The connection's id (uuid) and client address, for logs. */
+const char *conn_id(const struct conn *c);
+const char *conn_peer(const struct conn *c);
 
 #endif

@@ -5,34 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct shared_frame *shared_frame_text(const char *payload, size_t len) {
-    uint8_t header[WS_MAX_HEADER_LEN];
-    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
-    struct shared_frame *frame = malloc(sizeof *frame + header_len + len);
-    if (!frame) return NULL;
-    frame->refs = 1;
-    frame->len = frame->capacity = header_len + len;
-    memcpy(frame->data, header, header_len);
-    memcpy(frame->data + header_len, payload, len);
-    return frame;
-}
-
-int shared_frame_add_text(struct shared_frame **frame, const char *payload, size_t len) {
+uint8_t *shared_frame_reserve(struct shared_frame **frame, size_t len) {
     struct shared_frame *f = *frame;
-    uint8_t header[WS_MAX_HEADER_LEN];
-    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
-    size_t need = f->len + header_len + len;
-    if (need > f->capacity) {
-        size_t capacity = f->capacity * 2 > need ? f->capacity * 2 : need;
+    size_t used = f ? f->len : 0, capacity = f ? f->capacity : 0;
+    if (used + len > capacity) {
+        capacity = capacity * 2 > used + len ? capacity * 2 : used + len;
+        if (capacity < 512) capacity = 512;
         f = realloc(f, sizeof *f + capacity);
-        if (!f) return -1;
+        if (!f) return NULL;
+        if (!*frame) f->refs = 1, f->len = 0;
         f->capacity = capacity;
         *frame = f;
     }
-    memcpy(f->data + f->len, header, header_len);
-    memcpy(f->data + f->len + header_len, payload, len);
-    f->len = need;
-    return 0;
+    uint8_t *p = f->data + f->len;
+    f->len += len;
+    return p;
 }
 
 static void release_reference(const void *data, size_t len, void *arg) {

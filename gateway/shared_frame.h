@@ -4,8 +4,8 @@
  * buffer then holds a reference to the same bytes (evbuffer_add_reference), and
  * the last buffer to release it frees it. Nothing else is shared between
  * connections. Events for one channel that arrive together (one read from
- * Redis) are appended to the same buffer while it is still private, so a burst
- * costs each recipient one reference, not one per event. */
+ * Redis) are written into the same buffer while it is still private, so a
+ * burst costs each recipient one reference, not one per event. */
 #ifndef HERALD_SHARED_FRAME_H
 #define HERALD_SHARED_FRAME_H
 
@@ -23,14 +23,11 @@ struct shared_frame {
     uint8_t data[];
 };
 
-/* Frames payload[0..len) as one text frame; the caller holds the only reference.
- * Returns NULL when out of memory. */
-struct shared_frame *shared_frame_text(const char *payload, size_t len);
-
-/* Appends payload as one more text frame to *frame, which must not be shared
- * yet (refs == 1); *frame may move. Returns 0, or -1 when out of memory (then
- * *frame is unchanged). */
-int shared_frame_add_text(struct shared_frame **frame, const char *payload, size_t len);
+/* Makes room for len more bytes at the end of *frame (NULL: a new frame with
+ * one reference) and returns where to write them; the frame must not be shared
+ * yet (refs == 1) and may move. Returns NULL when out of memory (then *frame is
+ * unchanged). */
+uint8_t *shared_frame_reserve(struct shared_frame **frame, size_t len);
 
 /* Appends a reference to the frame's bytes to out (refs + 1); returns 0 or -1. */
 int shared_frame_append(struct shared_frame *frame, struct evbuffer *out);

@@ -1,36 +1,41 @@
-/* subs.h -- the worker's channel -> local subscribers index.
+/* subs.h -- the worker's channel -> local subscribers index, and the fan-out
+ * of events to them.
  *
- * A channel lives here while any local connection is subscribed to it, and a
+ * A channel lives here while any local session is subscribed to it, and a
  * little longer while a Redis SUBSCRIBE or UNSUBSCRIBE for it is in flight:
  * at most one such command per channel is outstanding, so replies can never
- * be mistaken for one another (and hiredis' per-channel callback table stays
- * consistent). The index asks the bus to SUBSCRIBE when a channel's first
- * subscriber arrives and to UNSUBSCRIBE when its last one leaves; it tells
- * connections "subscribed" once Redis has confirmed, so an event published
- * after a client saw "subscribed" is never missed. */
+ * be mistaken for one another. The index asks the bus to SUBSCRIBE when a
+ * channel's first subscriber arrives and to UNSUBSCRIBE when its last one
+ * leaves; it tells sessions a subscription is live once Redis has confirmed,
+ * so an event published after a client saw "subscribed" is never missed.
+ *
+ * Fan-out and its ordering rule live here and nowhere else. An event is
+ * validated once and its "event" message is written once, in place, as a
+ * WebSocket frame in its channel's batch; every recipient then shares the
+ * batch's bytes. Only a run of events of one channel is batched: an event of
+ * another channel, a confirmation, a failure and a loss of Redis each deliver
+ * what is queued first, so every client sees events in publish order and
+ * never an event of a channel before its "subscribed". */
 #ifndef HERALD_SUBS_H
 #define HERALD_SUBS_H
 
-#include <jansson.h>
+#include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "shared_frame.h"
 
-struct conn;
+struct session;
 struct bus;
 struct subs;
 
-/* One connection's membership in one channel. */
+/* One session's membership in one channel. */
 struct sub {
-    struct conn *conn;
+    struct session *session;
     struct channel *channel;
     struct sub *channel_prev, *channel_next; /* the channel's subscribers */
-    struct sub *conn_next;                   /* the connection's subscriptions */
-    /* While Redis has not confirmed: one entry per subscribe request still
-     * owed a "subscribed" reply, holding its id (JSON null: none); NULL once
-     * confirmed. */
-    json_t *pending_ids;
+    struct sub *conn_next;                   /* the session's subscriptions */
+    bool pending;                            /* waiting for Redis: gets no events yet */
 };
 
 enum channel_state {
@@ -42,43 +47,67 @@ enum channel_state {
 
 struct channel {
     char *name;
+    size_t name_len;
     struct sub *subscribers;
     unsigned count;
     enum channel_state state;
     struct channel *hash_next;
     struct shared_frame *batch; /* events queued since the last flush, or NULL */
     unsigned batch_events;
-    struct channel *dirty_next; /* channels with a batch */
 };
 
-struct subs *subs_new(struct bus *bus);
+/* What the index reports to its owner (the worker). */
+struct subs_hooks {
+    /* One event's delivery latency (arrival from Redis to queued everywhere). */
+    void (*latency)(void *arg, double seconds);
+    /* An event refused (reason: "bad_json", "too_big", "no_memory"). */
+    void (*dropped)(void *arg, const char *channel, const char *reason, size_t len);
+    /* Deliveries (events x recipients) made by one flush. */
+    void (*delivered)(void *arg, size_t deliveries);
+    void *arg;
+};
+
+struct subs_limits {
+    size_t max_channels;   /* distinct channels per worker */
+    size_t max_event_size; /* largest event payload, bytes */
+};
+
+/* The index delivers batches from an event on base. Returns NULL when out of
+ * memory. */
+struct subs *subs_new(struct bus *bus, struct event_base *base, const struct subs_limits *limits,
+                      const struct subs_hooks *hooks);
 void subs_free(struct subs *subs);
 
 enum subs_add_result {
-    SUBS_ADDED_CONFIRMED, /* reply "subscribed" now */
-    SUBS_ADDED_PENDING,   /* the reply follows on confirmation (id kept) */
-    SUBS_ALREADY,         /* already subscribed and confirmed: reply "subscribed" now */
-    SUBS_ALREADY_PENDING, /* a repeat before confirmation: its reply follows with the first */
+    SUBS_ADDED_CONFIRMED,   /* live now: reply "subscribed" now */
+    SUBS_ADDED_PENDING,     /* session_on_subscribed follows on confirmation */
+    SUBS_ALREADY,           /* already subscribed and live: reply "subscribed" now */
+    SUBS_ALREADY_PENDING,   /* a repeat before confirmation: answered with the first */
+    SUBS_TOO_MANY_CHANNELS, /* the worker's distinct-channel cap is reached */
     SUBS_NO_MEMORY,
 };
 
 /* True when the subscription list head holds channel. */
 bool subs_contains(const struct sub *head, const char *channel);
 
-/* Subscribes conn to channel; *head is the connection's subscription list. */
-enum subs_add_result subs_add(struct subs *subs, struct conn *conn, struct sub **head,
-                              const char *channel, const json_t *id);
+/* Subscribes session to channel; *head is the session's subscription list;
+ * *out is the subscription (when added or already there). */
+enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
+                              const char *channel, struct sub **out);
 
-/* Removes conn from channel; returns true when it was subscribed. Replies
- * still owed for it ("subscribed") are sent first, so every request gets its
- * answer, in order. */
+/* Removes the session from channel; returns true when it was subscribed.
+ * Replies still owed for it ("subscribed") are sent first, so every request
+ * gets its answer, in order. */
 bool subs_remove(struct subs *subs, struct sub **head, const char *channel);
 
-/* Removes every subscription in *head (a closing connection). */
+/* Removes every subscription in *head (a closing session). */
 void subs_remove_all(struct subs *subs, struct sub **head);
 
 /* Bus notifications. */
 void subs_on_confirmed(struct subs *subs, const char *channel);
+/* Redis refused to subscribe channel (reason: its error reply): every
+ * subscriber of the channel is told and dropped; nothing else changes. */
+void subs_on_refused(struct subs *subs, const char *channel, const char *reason);
 void subs_on_unsubscribed(struct subs *subs, const char *channel);
 /* Redis went away: everything in flight is void; pending replies are sent now
  * (a gap follows after the resubscribe). */
@@ -86,20 +115,14 @@ void subs_on_bus_down(struct subs *subs);
 /* Redis is back: (re)subscribe every wanted channel; returns how many. */
 size_t subs_on_bus_up(struct subs *subs);
 
-/* Adds one event message (text, copied into the channel's batch) for channel.
- * Returns 1 when it was the first event queued since the last flush (the
- * caller then schedules subs_flush), 0 when queued after others,
- * SUBS_QUEUE_NO_SUBSCRIBERS (nothing kept) or SUBS_QUEUE_NO_MEMORY. */
-#define SUBS_QUEUE_NO_SUBSCRIBERS (-1)
-#define SUBS_QUEUE_NO_MEMORY      (-2)
-int subs_queue_event(struct subs *subs, const char *channel, const char *text, size_t len);
+/* An event from Redis for channel (payload borrowed), arrived at monotonic
+ * time arrived: validated, framed into the channel's batch and delivered
+ * within this loop iteration. */
+void subs_publish(struct subs *subs, const char *channel, const char *payload, size_t len,
+                  double arrived);
 
-/* True when events are queued and all of them are for channel (so one more
- * for it can join the batch without reordering anything). */
-bool subs_batch_is_for(const struct subs *subs, const char *channel);
-
-/* Queues every pending batch to every confirmed subscriber of its channel;
- * returns the deliveries (events x recipients). */
+/* Delivers every queued event now; returns the deliveries (events x
+ * recipients) since the last call. */
 size_t subs_flush(struct subs *subs);
 
 /* The channel entry, or NULL. */

@@ -19,7 +19,7 @@
 #include "iplimit.h"
 #include "log.h"
 #include "protocol.h"
-#include "shared_frame.h"
+#include "session.h"
 #include "stats.h"
 #include "subs.h"
 
@@ -57,7 +57,8 @@ int worker_listen_socket(const char *host, int port, bool reuse_port) {
 
 /* ---- Redis events ---------------------------------------------------------- */
 
-static void drop_event(struct worker *w, const char *channel, const char *why, size_t len) {
+static void on_dropped(void *arg, const char *channel, const char *why, size_t len) {
+    struct worker *w = arg;
     static double last_log;
     static unsigned suppressed;
     w->stats.events_dropped++;
@@ -72,66 +73,25 @@ static void drop_event(struct worker *w, const char *channel, const char *why, s
     suppressed = 0;
 }
 
-/* Delivers the events queued since the last flush: runs once per loop
- * iteration that received any, right after the Redis read that brought them. */
-static void flush_events(struct worker *w) {
-    if (w->pending_count == 0) return;
-    w->stats.events_delivered += subs_flush(w->subs);
-    double now = clock_now();
-    for (size_t i = 0; i < w->pending_count; i++)
-        stats_observe_latency(w, now - w->pending_arrivals[i]);
-    w->pending_count = 0;
+static void on_latency(void *arg, double seconds) {
+    stats_observe_latency(arg, seconds);
 }
 
-static void flush_cb(evutil_socket_t fd, short what, void *arg) {
-    (void)fd, (void)what;
-    flush_events(arg);
+static void on_delivered(void *arg, size_t deliveries) {
+    struct worker *w = arg;
+    w->stats.events_delivered += deliveries;
 }
 
 static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
     struct worker *w = arg;
-    double arrived = clock_now();
     w->stats.events_received++;
-    if (len > (size_t)w->cfg->max_message_size) {
-        drop_event(w, channel, "too_big", len);
-        return;
-    }
-    if (!subs_find(w->subs, channel)) return;
-    /* Validated and serialized once; framed into the channel's batch, which
-     * every recipient then shares. */
-    size_t text_len;
-    enum proto_error err;
-    char *text = proto_build_event(channel, payload, len, &text_len, &err);
-    if (!text) {
-        drop_event(w, channel, err == PROTO_ERR_BAD_JSON ? "bad_json" : "no_memory", len);
-        return;
-    }
-    if (w->pending_count == w->pending_capacity) {
-        size_t capacity = w->pending_capacity ? w->pending_capacity * 2 : 256;
-        double *grown = realloc(w->pending_arrivals, capacity * sizeof *grown);
-        if (!grown) {
-            free(text);
-            drop_event(w, channel, "no_memory", len);
-            return;
-        }
-        w->pending_arrivals = grown;
-        w->pending_capacity = capacity;
-    }
-    /* Only a run of events on one channel shares a batch: an event for another
-     * channel first delivers what is queued, so a client subscribed to both
-     * sees them in publish order. */
-    if (w->pending_count > 0 && !subs_batch_is_for(w->subs, channel)) flush_events(w);
-    int queued = subs_queue_event(w->subs, channel, text, text_len);
-    free(text);
-    if (queued == SUBS_QUEUE_NO_MEMORY) drop_event(w, channel, "no_memory", len);
-    if (queued < 0) return; /* no subscriber left, or out of memory (counted) */
-    w->pending_arrivals[w->pending_count++] = arrived;
-    if (queued == 1) event_active(w->flush, EV_TIMEOUT, 0);
+    subs_publish(w->subs, channel, payload, len, clock_now());
 }
 
 /* The resubscribe after an outage is confirmed: tell clients and admins. */
 static void finish_resync(struct worker *w) {
-    for (struct conn *c = w->conns; c; c = conn_next(c)) conn_send_gap(c);
+    for (struct conn *c = w->conns; c; c = conn_next(c))
+        if (conn_session(c)) session_send_gap(conn_session(c));
     if (w->restored) {
         stats_publish_health(w, "redis_restored", w->restored);
         w->restored = NULL;
@@ -140,8 +100,13 @@ static void finish_resync(struct worker *w) {
 
 static void on_subscribed(void *arg, const char *channel) {
     struct worker *w = arg;
-    flush_events(w); /* events that arrived before the confirmation are not the new subscriber's */
     subs_on_confirmed(w->subs, channel);
+    if (w->resync_pending > 0 && --w->resync_pending == 0) finish_resync(w);
+}
+
+static void on_refused(void *arg, const char *channel, const char *reason) {
+    struct worker *w = arg;
+    subs_on_refused(w->subs, channel, reason);
     if (w->resync_pending > 0 && --w->resync_pending == 0) finish_resync(w);
 }
 
@@ -173,7 +138,6 @@ static void on_up(void *arg, bool after_outage) {
 
 static void on_down(void *arg) {
     struct worker *w = arg;
-    flush_events(w);
     w->resync_pending = 0;
     subs_on_bus_down(w->subs);
     /* Published at once if only the subscriber died, else when Redis is back. */
@@ -332,7 +296,8 @@ static void reload(struct worker *w) {
     acl_rules_free(w->owned_rules);
     w->owned_rules = rules;
     w->rules = rules ? rules : acl_default_rules();
-    for (struct conn *c = w->conns; c; c = conn_next(c)) conn_recheck_access(c);
+    for (struct conn *c = w->conns; c; c = conn_next(c))
+        if (conn_session(c)) session_recheck_access(conn_session(c));
     log_info("event=reloaded");
 }
 
@@ -366,23 +331,24 @@ int worker_run(struct worker *w) {
     w->started = clock_now();
     w->base = event_base_new();
     if (!w->base) return 1;
-    struct bus_callbacks callbacks = {
-        on_message, on_subscribed, on_unsubscribed, on_up, on_down, on_command_up, w};
+    struct bus_callbacks callbacks = {on_message, on_subscribed, on_refused,    on_unsubscribed,
+                                      on_up,      on_down,       on_command_up, w};
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
     w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
-    w->subs = w->bus ? subs_new(w->bus) : NULL;
+    struct subs_limits limits = {(size_t)w->cfg->max_channels, (size_t)w->cfg->max_event_size};
+    struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};
+    w->subs = w->bus ? subs_new(w->bus, w->base, &limits, &hooks) : NULL;
     wheel_init(&w->wheel, (uint64_t)floor(w->started));
     if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
         reload(w); /* the files may have changed since the supervisor read them */
-    w->flush = event_new(w->base, -1, 0, flush_cb, w);
     w->resume_accept = evtimer_new(w->base, resume_accept_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     w->sigterm = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sigint = evsignal_new(w->base, SIGINT, signal_cb, w);
     w->sighup = evsignal_new(w->base, SIGHUP, sighup_cb, w);
     struct timeval one_second = {1, 0};
-    if (!w->subs || !w->flush || !w->resume_accept || !w->tick || !w->sigterm || !w->sigint ||
-        !w->sighup || event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
+    if (!w->subs || !w->resume_accept || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
+        event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
         event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || stats_start(w) != 0)
         goto out;
     if (w->cfg->port && !(w->plain_listener = listen_on(w, w->cfg->port))) goto out;
@@ -407,9 +373,7 @@ out:
     if (w->sigint) event_free(w->sigint);
     if (w->drain_check) event_free(w->drain_check);
     if (w->sighup) event_free(w->sighup);
-    if (w->flush) event_free(w->flush);
     if (w->resume_accept) event_free(w->resume_accept);
-    free(w->pending_arrivals);
     event_base_free(w->base);
     return status;
 }

@@ -74,11 +74,8 @@ struct worker {
     struct event *sigterm, *sigint;
     struct event *drain_check;
     struct event *sighup;
-    struct event *flush;         /* activated when events are queued: delivers them */
     struct event *resume_accept; /* re-enables the listeners after an accept error */
-    double *pending_arrivals;    /* arrival times of the queued events (latency histogram) */
-    size_t pending_count, pending_capacity;
-    unsigned drain_batch; /* connections to close per drain step */
+    unsigned drain_batch;        /* connections to close per drain step */
     bool draining;
     double drain_deadline; /* monotonic seconds */
     double started;        /* monotonic seconds at start */

@@ -125,6 +125,64 @@ def test_default_max_subscriptions_is_256(ops):
         c.close()
 
 
+def test_distinct_channels_per_worker_are_capped(ops):
+    """--max-channels bounds the Redis subscriptions one worker holds, however
+    many connections ask: past it, a new channel gets too_many_channels while
+    channels already served stay open to everyone."""
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--max-channels", 3])
+    a = raw_client(gw.port, tok("u1"))
+    b = raw_client(gw.port, tok("u2"))
+    try:
+        a.send(b"".join(text({"type": "subscribe", "channel": "apps:n%d" % i, "id": i})
+                        for i in range(4)))
+        got, _ = read_replies(a, list(range(4)))
+        assert [got[i]["type"] for i in range(3)] == ["subscribed"] * 3, got
+        assert_error(got[3], "too_many_channels", 3)
+        # another connection: a served channel is fine, a fourth one is not
+        b.send(text({"type": "subscribe", "channel": "apps:n1", "id": "b1"}) +
+               text({"type": "subscribe", "channel": "apps:n9", "id": "b2"}))
+        got, _ = read_replies(b, ["b1", "b2"])
+        assert got["b1"]["type"] == "subscribed", got
+        assert_error(got["b2"], "too_many_channels", "b2")
+        def channels():
+            with redis.client() as r:
+                return sorted(x.decode() if isinstance(x, bytes) else x
+                              for x in r.command("PUBSUB", "CHANNELS", "herald:apps:*"))
+        assert channels() == ["herald:apps:n0", "herald:apps:n1", "herald:apps:n2"]
+        # leaving frees a slot
+        a.send(text({"type": "unsubscribe", "channel": "apps:n0", "id": "u"}))
+        read_replies(a, ["u"])
+        wait_until(lambda: "herald:apps:n0" not in channels(), 5,
+                   what="UNSUBSCRIBE of the last subscriber")
+        b.send(text({"type": "subscribe", "channel": "apps:n9", "id": "b3"}))
+        got, _ = read_replies(b, ["b3"])
+        assert got["b3"]["type"] == "subscribed", got
+    finally:
+        a.close()
+        b.close()
+
+
+def test_event_size_limit_is_its_own_option(ops):
+    """Lowering the client message limit does not drop larger events:
+    --max-event-size governs what comes from Redis."""
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--max-message-size", 1024, "--max-event-size", 4096])
+    c = raw_client(gw.port, tok("u1"))
+    try:
+        c.send(text({"type": "subscribe", "channel": "apps:big", "id": 1}))
+        read_replies(c, [1])
+        fits = json.dumps({"blob": "x" * 3000})
+        too_big = json.dumps({"blob": "y" * 5000})
+        redis.publish("apps:big", too_big)
+        redis.publish("apps:big", fits)
+        ev = c.read_json(5)
+        assert ev["type"] == "event" and ev["data"] == json.loads(fits), ev["type"]
+        wait_until(lambda: "reason=too_big" in gw.log_text(), 5, what="the drop logged")
+    finally:
+        c.close()
+
+
 # ----------------------------------------------------------------- rate limit
 
 RATE, BURST = 5, 10

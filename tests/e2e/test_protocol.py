@@ -262,3 +262,22 @@ def test_every_pipelined_request_is_answered_once_in_order(gateway, tokens):
         assert [(r["type"], r.get("id")) for r in replies] == [
             ("subscribed", "a"), ("subscribed", "a2"), ("unsubscribed", "b"),
             ("subscribed", "c")], replies
+
+
+def test_ping_never_overtakes_a_pending_subscribe(gateway, tokens):
+    """Replies follow request order strictly: a ping (and any other request)
+    behind a subscribe that waits for Redis is answered after it."""
+    channel = "apps:order-" + os.urandom(4).hex()  # new on this gateway: pending
+    other = "apps:order-" + os.urandom(4).hex()
+    msgs = [{"type": "subscribe", "channel": channel, "id": 1},
+            {"type": "ping", "id": 2},
+            {"type": "subscribe", "channel": other, "id": 3},
+            {"type": "list_channels", "id": 4},
+            {"type": "ping", "id": 5}]
+    with RawWS(gateway.port) as c:
+        c.handshake(headers={"Authorization": "Bearer " + tokens["u1"]})
+        c.send(b"".join(build_frame(OP_TEXT, json.dumps(m).encode()) for m in msgs))
+        replies = [c.read_json() for _ in msgs]
+        assert [(r["type"], r.get("id")) for r in replies] == [
+            ("subscribed", 1), ("pong", 2), ("subscribed", 3), ("channels", 4),
+            ("pong", 5)], replies

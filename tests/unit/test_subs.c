@@ -1,25 +1,32 @@
-/* test_subs.c -- the subscription index's state machine, against a recording
- * fake of the bus and of connections (no network). */
+/* test_subs.c -- the subscription index's state machine and fan-out order,
+ * against a recording fake of the bus and of sessions (no network). */
+#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus.h"
-#include "conn.h"
+#include "session.h"
 #include "subs.h"
 #include "testlib.h"
 
 /* ---- fakes ---------------------------------------------------------------- */
 
-struct conn {
-    int replies; /* "subscribed" replies sent */
-    json_t *last_id;
-    int frames;   /* event messages queued */
-    size_t bytes; /* bytes of those frames */
+/* A fake session: what the index told it. */
+struct fake {
+    struct session session; /* first: the index only passes its address around */
+    int replies;            /* subscriptions that went live (a "subscribed" each) */
+    int refused;
+    int frames; /* event messages delivered */
+    size_t bytes;
+    char log[512]; /* "live:C refused:C frame:C" in order */
 };
+
+#define FAKE(s) ((struct fake *)(s))
 
 static bool bus_up = true;
 static char commands[64][160]; /* "SUBSCRIBE x" / "UNSUBSCRIBE x" in order */
 static int command_count;
+static struct event_base *base;
 
 static int record(const char *verb, const char *channel) {
     if (!bus_up) return -1;
@@ -37,16 +44,31 @@ int bus_unsubscribe(struct bus *bus, const char *channel) {
     return record("UNSUBSCRIBE", channel);
 }
 
-void conn_reply_subscribed(struct conn *c, const char *channel, const json_t *id) {
-    (void)channel;
-    c->replies++;
-    json_decref(c->last_id);
-    c->last_id = id ? json_deep_copy(id) : NULL;
+static void note(struct fake *f, const char *what, const char *channel) {
+    size_t n = strlen(f->log);
+    snprintf(f->log + n, sizeof f->log - n, "%s%s:%s", n ? " " : "", what, channel);
 }
 
-int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events) {
-    c->frames += (int)events;
-    c->bytes += frame->len;
+void session_on_subscribed(struct session *s, struct sub *sub) {
+    FAKE(s)->replies++;
+    note(FAKE(s), "live", sub->channel->name);
+}
+
+void session_on_refused(struct session *s, struct sub *sub, const char *reason) {
+    (void)reason;
+    for (struct sub **p = &s->subs; *p; p = &(*p)->conn_next) {
+        if (*p == sub) {
+            *p = sub->conn_next;
+            break;
+        }
+    }
+    FAKE(s)->refused++;
+    note(FAKE(s), "refused", sub->channel->name);
+}
+
+int session_deliver(struct session *s, struct shared_frame *frame, unsigned events) {
+    FAKE(s)->frames += (int)events;
+    FAKE(s)->bytes += frame->len;
     return 0;
 }
 
@@ -55,61 +77,75 @@ static void reset(void) {
     command_count = 0;
 }
 
+static struct subs *new_index(size_t max_channels) {
+    struct subs_limits limits = {max_channels, 65536};
+    struct subs_hooks hooks = {0};
+    return subs_new(NULL, base, &limits, &hooks);
+}
+
+static enum subs_add_result add(struct subs *idx, struct fake *f, const char *channel) {
+    struct sub *out;
+    return subs_add(idx, &f->session, &f->session.subs, channel, &out);
+}
+
+static bool del(struct subs *idx, struct fake *f, const char *channel) {
+    return subs_remove(idx, &f->session.subs, channel);
+}
+
+static void del_all(struct subs *idx, struct fake *f) {
+    subs_remove_all(idx, &f->session.subs);
+}
+
+static void publish(struct subs *idx, const char *channel, const char *data) {
+    subs_publish(idx, channel, data, strlen(data), 0);
+}
+
 /* ---- tests ---------------------------------------------------------------- */
 
 static void test_first_subscriber_waits_for_redis_confirmation(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0};
-    struct sub *head = NULL;
-    json_t *id = json_string("r1");
-    CHECK_INT(subs_add(s, &a, &head, "apps:created", id), SUBS_ADDED_PENDING);
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    CHECK_INT(add(s, &a, "apps:created"), SUBS_ADDED_PENDING);
     CHECK_INT(command_count, 1);
     CHECK_STR(commands[0], "SUBSCRIBE apps:created");
     CHECK_INT(a.replies, 0);
     subs_on_confirmed(s, "apps:created");
     CHECK_INT(a.replies, 1);
-    CHECK_STR(json_string_value(a.last_id), "r1");
     CHECK_INT(subs_channel_count(s), 1);
     CHECK_INT(subs_subscription_count(s), 1);
-    subs_remove_all(s, &head);
-    json_decref(id);
-    json_decref(a.last_id);
+    del_all(s, &a);
     subs_free(s);
 }
 
 static void test_second_subscriber_on_active_channel_is_confirmed_at_once(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0}, b = {0};
-    struct sub *ha = NULL, *hb = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    add(s, &a, "apps:created");
     subs_on_confirmed(s, "apps:created");
-    CHECK_INT(subs_add(s, &b, &hb, "apps:created", NULL), SUBS_ADDED_CONFIRMED);
+    CHECK_INT(add(s, &b, "apps:created"), SUBS_ADDED_CONFIRMED);
     CHECK_INT(command_count, 1);
-    CHECK_INT(subs_add(s, &b, &hb, "apps:created", NULL), SUBS_ALREADY);
+    CHECK_INT(add(s, &b, "apps:created"), SUBS_ALREADY);
     CHECK_INT(subs_subscription_count(s), 2);
-    subs_remove_all(s, &ha);
+    del_all(s, &a);
     CHECK_INT(command_count, 1); /* b still there: no UNSUBSCRIBE */
-    subs_remove_all(s, &hb);
+    del_all(s, &b);
     CHECK_INT(command_count, 2);
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
-    json_decref(a.last_id);
-    json_decref(b.last_id);
     subs_free(s);
 }
 
 static void test_resubscribe_waits_for_unsubscribe_reply(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0}, b = {0};
-    struct sub *ha = NULL, *hb = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    add(s, &a, "apps:created");
     subs_on_confirmed(s, "apps:created");
-    CHECK(subs_remove(s, &ha, "apps:created"));
+    CHECK(del(s, &a, "apps:created"));
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
     /* A new subscriber while the UNSUBSCRIBE is in flight: nothing sent yet. */
-    CHECK_INT(subs_add(s, &b, &hb, "apps:created", NULL), SUBS_ADDED_PENDING);
+    CHECK_INT(add(s, &b, "apps:created"), SUBS_ADDED_PENDING);
     CHECK_INT(command_count, 2);
     subs_on_unsubscribed(s, "apps:created");
     CHECK_INT(command_count, 3);
@@ -117,26 +153,21 @@ static void test_resubscribe_waits_for_unsubscribe_reply(void) {
     CHECK_INT(b.replies, 0);
     subs_on_confirmed(s, "apps:created");
     CHECK_INT(b.replies, 1);
-    subs_remove_all(s, &hb);
+    del_all(s, &b);
     subs_free(s);
 }
 
 static void test_leaving_before_confirmation_unsubscribes_after_it(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0};
-    struct sub *ha = NULL;
-    json_t *id = json_string("sub-1");
-    subs_add(s, &a, &ha, "apps:created", id);
-    CHECK(subs_remove(s, &ha, "apps:created"));
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:created");
+    CHECK(del(s, &a, "apps:created"));
     /* The subscribe still gets its answer, before the unsubscribe's. */
     CHECK_INT(a.replies, 1);
-    CHECK_STR(json_string_value(a.last_id), "sub-1");
     CHECK_INT(command_count, 1); /* SUBSCRIBE still in flight: no UNSUBSCRIBE yet */
     subs_on_confirmed(s, "apps:created");
-    CHECK_INT(a.replies, 1); /* nothing more for a connection that left */
-    json_decref(id);
-    json_decref(a.last_id);
+    CHECK_INT(a.replies, 1); /* nothing more for a session that left */
     CHECK_INT(command_count, 2);
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
     subs_on_unsubscribed(s, "apps:created");
@@ -145,114 +176,172 @@ static void test_leaving_before_confirmation_unsubscribes_after_it(void) {
     subs_free(s);
 }
 
-static void test_repeat_subscribe_before_confirmation_is_answered_with_it(void) {
+static void test_repeat_subscribe_before_confirmation_is_pending_too(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0};
-    struct sub *ha = NULL;
-    json_t *first = json_integer(1), *second = json_integer(2);
-    CHECK_INT(subs_add(s, &a, &ha, "apps:created", first), SUBS_ADDED_PENDING);
-    CHECK_INT(subs_add(s, &a, &ha, "apps:created", second), SUBS_ALREADY_PENDING);
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    CHECK_INT(add(s, &a, "apps:created"), SUBS_ADDED_PENDING);
+    CHECK_INT(add(s, &a, "apps:created"), SUBS_ALREADY_PENDING);
     CHECK_INT(a.replies, 0); /* not before Redis confirmed */
     CHECK_INT(subs_subscription_count(s), 1);
     subs_on_confirmed(s, "apps:created");
-    CHECK_INT(a.replies, 2);
-    CHECK_INT(json_integer_value(a.last_id), 2); /* in request order */
-    CHECK_INT(subs_add(s, &a, &ha, "apps:created", first), SUBS_ALREADY);
-    subs_remove_all(s, &ha);
-    json_decref(first);
-    json_decref(second);
-    json_decref(a.last_id);
+    CHECK_INT(a.replies, 1); /* one subscription went live; the session answers both */
+    CHECK_INT(add(s, &a, "apps:created"), SUBS_ALREADY);
+    del_all(s, &a);
     subs_free(s);
 }
 
 static void test_bus_down_answers_pending_and_up_resubscribes(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0}, b = {0};
-    struct sub *ha = NULL, *hb = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
-    subs_add(s, &b, &hb, "user:u1", NULL);
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0}, c = {0};
+    add(s, &a, "apps:created");
+    add(s, &b, "user:u1");
     subs_on_confirmed(s, "user:u1");
     bus_up = false;
     subs_on_bus_down(s);
     CHECK_INT(a.replies, 1); /* answered now; a gap follows after the outage */
     /* While down, a new channel is confirmed locally at once. */
-    struct conn c = {0};
-    struct sub *hc = NULL;
-    CHECK_INT(subs_add(s, &c, &hc, "storage:uploaded", NULL), SUBS_ADDED_CONFIRMED);
+    CHECK_INT(add(s, &c, "storage:uploaded"), SUBS_ADDED_CONFIRMED);
     bus_up = true;
     command_count = 0;
     CHECK_INT(subs_on_bus_up(s), 3);
     CHECK_INT(command_count, 3);
-    subs_remove_all(s, &ha);
-    subs_remove_all(s, &hb);
-    subs_remove_all(s, &hc);
+    del_all(s, &a);
+    del_all(s, &b);
+    del_all(s, &c);
+    subs_free(s);
+}
+
+static void test_refused_subscribe_drops_that_channel_only(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    add(s, &a, "apps:created");
+    add(s, &b, "apps:created");
+    add(s, &a, "apps:deleted");
+    subs_on_confirmed(s, "apps:deleted");
+    subs_on_refused(s, "apps:created", "NOPERM");
+    CHECK_INT(a.refused, 1);
+    CHECK_INT(b.refused, 1);
+    CHECK(subs_find(s, "apps:created") == NULL);
+    CHECK(!subs_contains(a.session.subs, "apps:created"));
+    CHECK(subs_contains(a.session.subs, "apps:deleted"));
+    CHECK_INT(subs_subscription_count(s), 1);
+    CHECK_INT(command_count, 2); /* no retry, no UNSUBSCRIBE of a channel never subscribed */
+    publish(s, "apps:deleted", "{}");
+    subs_flush(s);
+    CHECK_INT(a.frames, 1); /* the other channel still delivers */
+    del_all(s, &a);
+    del_all(s, &b);
+    subs_free(s);
+}
+
+static void test_distinct_channels_are_capped_per_worker(void) {
+    reset();
+    struct subs *s = new_index(2);
+    struct fake a = {0}, b = {0};
+    CHECK_INT(add(s, &a, "apps:c1"), SUBS_ADDED_PENDING);
+    CHECK_INT(add(s, &a, "apps:c2"), SUBS_ADDED_PENDING);
+    CHECK_INT(add(s, &a, "apps:c3"), SUBS_TOO_MANY_CHANNELS);
+    CHECK_INT(add(s, &b, "apps:c1"), SUBS_ADDED_PENDING); /* an existing channel is fine */
+    CHECK_INT(subs_channel_count(s), 2);
+    CHECK_INT(command_count, 2);
+    del_all(s, &a);
+    del_all(s, &b);
     subs_free(s);
 }
 
 static void test_events_reach_only_confirmed_subscribers_of_the_channel(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0}, b = {0}, other = {0};
-    struct sub *ha = NULL, *hb = NULL, *ho = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
-    CHECK_INT(subs_queue_event(s, "apps:created", "{}", 2), 1);
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0}, other = {0};
+    add(s, &a, "apps:created");
+    publish(s, "apps:created", "{}");
     CHECK_INT(subs_flush(s), 0); /* a still pending */
     subs_on_confirmed(s, "apps:created");
-    subs_add(s, &b, &hb, "apps:created", NULL);
-    subs_add(s, &other, &ho, "apps:deleted", NULL);
+    add(s, &b, "apps:created");
+    add(s, &other, "apps:deleted");
     subs_on_confirmed(s, "apps:deleted");
-    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":1}", 7), 1);
+    publish(s, "apps:created", "{\"n\":1}");
     CHECK_INT(subs_flush(s), 2);
     CHECK_INT(a.frames, 1);
     CHECK_INT(b.frames, 1);
     CHECK_INT(other.frames, 0);
-    CHECK_INT(subs_queue_event(s, "nobody:here", "{}", 2), -1);
+    publish(s, "nobody:here", "{}");
+    publish(s, "apps:created", "{not json");
     CHECK_INT(subs_flush(s), 0);
-    subs_remove_all(s, &ha);
-    subs_remove_all(s, &hb);
-    subs_remove_all(s, &ho);
+    del_all(s, &a);
+    del_all(s, &b);
+    del_all(s, &other);
     subs_free(s);
 }
 
-static void test_a_burst_is_one_shared_batch_per_channel(void) {
+static void test_a_run_of_one_channel_is_one_shared_batch(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0}, b = {0};
-    struct sub *ha = NULL, *hb = NULL;
-    subs_add(s, &a, &ha, "apps:created", NULL);
-    subs_add(s, &b, &hb, "apps:deleted", NULL);
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    add(s, &a, "apps:created");
+    add(s, &b, "apps:deleted");
     subs_on_confirmed(s, "apps:created");
     subs_on_confirmed(s, "apps:deleted");
-    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":1}", 7), 1);
-    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":2}", 7), 0);
-    CHECK_INT(subs_queue_event(s, "apps:deleted", "{\"n\":3}", 7), 0);
-    CHECK_INT(subs_queue_event(s, "apps:created", "{\"n\":4}", 7), 0);
-    CHECK_INT(subs_flush(s), 4);
-    CHECK_INT(a.frames, 3);
-    CHECK_INT(a.bytes, 3 * (2 + 7)); /* three complete frames in one buffer */
+    publish(s, "apps:created", "{\"n\":1}");
+    publish(s, "apps:created", "{\"n\":2}");
+    CHECK_INT(a.frames, 0);                  /* batched until the end of the loop iteration */
+    publish(s, "apps:deleted", "{\"n\":3}"); /* another channel: the run is delivered first */
+    CHECK_INT(a.frames, 2);
+    CHECK_INT(b.frames, 0);
+    publish(s, "apps:created", "{\"n\":4}");
     CHECK_INT(b.frames, 1);
+    CHECK_INT(subs_flush(s), 1);
+    CHECK_INT(a.frames, 3);
     CHECK_INT(subs_flush(s), 0);
-    /* A channel whose last subscriber leaves with a batch queued drops it. */
-    CHECK_INT(subs_queue_event(s, "apps:deleted", "{}", 2), 1);
-    bus_up = false;
-    subs_on_bus_down(s);
-    subs_remove_all(s, &hb); /* idle channel: unlinked with its batch */
-    CHECK_INT(subs_flush(s), 0);
-    subs_remove_all(s, &ha);
+    del_all(s, &a);
+    del_all(s, &b);
+    subs_free(s);
+}
+
+static void test_event_frame_is_the_event_message(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:created");
+    subs_on_confirmed(s, "apps:created");
+    publish(s, "apps:created", "{\"id\":\"a1\"}");
+    subs_flush(s);
+    /* 2-byte header + {"type":"event","channel":"apps:created","data":{"id":"a1"},
+     * "timestamp":"2025-11-25T12:00:00.000Z"} */
+    const char *expect =
+        "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":\"a1\"},"
+        "\"timestamp\":\"2025-11-25T12:00:00.000Z\"}";
+    CHECK_INT(a.bytes, 2 + strlen(expect));
+    del_all(s, &a);
+    subs_free(s);
+}
+
+static void test_confirmation_delivers_earlier_events_to_old_subscribers_only(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    add(s, &a, "apps:created");
+    subs_on_confirmed(s, "apps:created");
+    add(s, &b, "apps:deleted");
+    publish(s, "apps:created", "{}");
+    subs_on_confirmed(s, "apps:deleted"); /* flushes first */
+    CHECK_INT(a.frames, 1);
+    del_all(s, &a);
+    del_all(s, &b);
     subs_free(s);
 }
 
 static void test_many_channels_survive_table_growth(void) {
     reset();
-    struct subs *s = subs_new(NULL);
-    struct conn a = {0};
-    struct sub *ha = NULL;
+    struct subs *s = new_index(5000);
+    struct fake a = {0};
     char name[32];
     for (int i = 0; i < 1000; i++) {
         snprintf(name, sizeof name, "apps:c%d", i);
-        subs_add(s, &a, &ha, name, NULL);
+        add(s, &a, name);
         command_count = 0;
     }
     CHECK_INT(subs_channel_count(s), 1000);
@@ -260,20 +349,26 @@ static void test_many_channels_survive_table_growth(void) {
         snprintf(name, sizeof name, "apps:c%d", i);
         CHECK(subs_find(s, name) != NULL);
     }
-    subs_remove_all(s, &ha);
+    del_all(s, &a);
     CHECK_INT(subs_subscription_count(s), 0);
     subs_free(s);
 }
 
 int main(void) {
+    base = event_base_new();
     RUN(test_first_subscriber_waits_for_redis_confirmation);
     RUN(test_second_subscriber_on_active_channel_is_confirmed_at_once);
     RUN(test_resubscribe_waits_for_unsubscribe_reply);
     RUN(test_leaving_before_confirmation_unsubscribes_after_it);
-    RUN(test_repeat_subscribe_before_confirmation_is_answered_with_it);
+    RUN(test_repeat_subscribe_before_confirmation_is_pending_too);
     RUN(test_bus_down_answers_pending_and_up_resubscribes);
+    RUN(test_refused_subscribe_drops_that_channel_only);
+    RUN(test_distinct_channels_are_capped_per_worker);
     RUN(test_events_reach_only_confirmed_subscribers_of_the_channel);
-    RUN(test_a_burst_is_one_shared_batch_per_channel);
+    RUN(test_a_run_of_one_channel_is_one_shared_batch);
+    RUN(test_event_frame_is_the_event_message);
+    RUN(test_confirmation_delivers_earlier_events_to_old_subscribers_only);
     RUN(test_many_channels_survive_table_growth);
+    event_base_free(base);
     return TEST_SUMMARY();
 }
