@@ -95,6 +95,11 @@ $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c gateway/wheel.c) $
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/test_handshake: $(call obj,tests/unit/test_handshake.c gateway/handshake.c) \
+                               $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
 # Installs the Debian packages the build and the tests need, when any is missing.
 deps:
 	@sh deploy/install-deps.sh

@@ -142,46 +142,66 @@ static bool next_list_item(const char **p, const char *end, struct http_slice *i
     return false;
 }
 
-static bool list_has_token(const struct http_slice *value, const char *token) {
-    if (value->len == 0) return false;
+static bool value_has_token(const struct http_slice *value, const char *token) {
     const char *p = value->ptr, *end = value->ptr + value->len;
     struct http_slice item;
-    while (next_list_item(&p, end, &item))
+    while (value->len && next_list_item(&p, end, &item))
         if (http_slice_equals_nocase(&item, token)) return true;
     return false;
 }
 
-/* The single-valued headers the gateway reads, and where each one goes. */
+/* The singleton headers the gateway reads, and where each one goes. */
 static const struct {
     const char *name;
     size_t offset;
-} tracked_headers[] = {
+} singleton_headers[] = {
     {"host", offsetof(struct http_request, host)},
     {"origin", offsetof(struct http_request, origin)},
     {"authorization", offsetof(struct http_request, authorization)},
     {"sec-websocket-key", offsetof(struct http_request, ws_key)},
     {"sec-websocket-version", offsetof(struct http_request, ws_version)},
+};
+
+/* The list headers kept line by line. */
+static const struct {
+    const char *name;
+    size_t offset;
+} list_headers[] = {
     {"sec-websocket-protocol", offsetof(struct http_request, ws_protocol)},
     {"x-forwarded-for", offsetof(struct http_request, forwarded_for)},
 };
 
-static void record_header(struct http_request *req, const struct http_slice *name,
-                          const struct http_slice *value) {
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Files one header line; returns 0, or HTTP_INVALID for a repeated singleton
+ * or one line too many of a list header. Connection and Upgrade are lists
+ * whose every line is searched for the one token the upgrade needs. */
+static int record_header(struct http_request *req, const struct http_slice *name,
+                         const struct http_slice *value) {
     if (http_slice_equals_nocase(name, "connection")) {
-        if (list_has_token(value, "upgrade")) req->connection_upgrade = true;
-        return;
+        if (value_has_token(value, "upgrade")) req->connection_upgrade = true;
+        return 0;
     }
     if (http_slice_equals_nocase(name, "upgrade")) {
-        if (list_has_token(value, "websocket")) req->upgrade_websocket = true;
-        return;
+        if (value_has_token(value, "websocket")) req->upgrade_websocket = true;
+        return 0;
     }
-    for (size_t i = 0; i < sizeof tracked_headers / sizeof tracked_headers[0]; i++) {
-        if (!http_slice_equals_nocase(name, tracked_headers[i].name)) continue;
-        struct http_slice *field = (struct http_slice *)((char *)req + tracked_headers[i].offset);
+    for (size_t i = 0; i < COUNT(singleton_headers); i++) {
+        if (!http_slice_equals_nocase(name, singleton_headers[i].name)) continue;
+        struct http_slice *field = (struct http_slice *)((char *)req + singleton_headers[i].offset);
         /* A non-NULL ptr marks a header already seen, even with an empty value. */
-        if (field->ptr == NULL) *field = *value;
-        return;
+        if (field->ptr != NULL) return HTTP_INVALID;
+        *field = *value;
+        return 0;
     }
+    for (size_t i = 0; i < COUNT(list_headers); i++) {
+        if (!http_slice_equals_nocase(name, list_headers[i].name)) continue;
+        struct http_list *list = (struct http_list *)((char *)req + list_headers[i].offset);
+        if (list->count == HTTP_MAX_LIST_LINES) return HTTP_INVALID;
+        list->lines[list->count++] = *value;
+        return 0;
+    }
+    return 0;
 }
 
 int http_parse_request(const char *buf, size_t len, struct http_request *req) {
@@ -217,7 +237,8 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req) {
         if (r < 0) return r;
         if (r == 0) return HTTP_INVALID; /* a control character inside the value */
         struct http_slice value = {start, (size_t)(stop - start)};
-        record_header(req, &name, &value);
+        r = record_header(req, &name, &value);
+        if (r < 0) return r;
     }
 }
 
@@ -318,13 +339,25 @@ int http_query_param(const struct http_slice *query, const char *name, char *out
     return -1;
 }
 
-int http_find_protocol(const struct http_slice *protocols, const char *prefix,
+bool http_list_next(const struct http_list *list, struct http_list_iter *it,
+                    struct http_slice *item) {
+    for (; it->line < list->count; it->line++, it->offset = 0) {
+        const struct http_slice *value = &list->lines[it->line];
+        if (it->offset >= value->len) continue;
+        const char *p = value->ptr + it->offset, *end = value->ptr + value->len;
+        bool found = next_list_item(&p, end, item);
+        it->offset = (size_t)(p - value->ptr);
+        if (found) return true;
+    }
+    return false;
+}
+
+int http_find_protocol(const struct http_list *protocols, const char *prefix,
                        struct http_slice *token) {
-    if (protocols->len == 0) return -1;
     size_t prefix_len = strlen(prefix);
-    const char *p = protocols->ptr, *end = protocols->ptr + protocols->len;
+    struct http_list_iter it = {0, 0};
     struct http_slice item;
-    while (next_list_item(&p, end, &item)) {
+    while (http_list_next(protocols, &it, &item)) {
         if (item.len >= prefix_len && memcmp(item.ptr, prefix, prefix_len) == 0) {
             *token = item;
             return 0;
@@ -383,6 +416,11 @@ int http_build_error(char *out, size_t out_size, int status, const char *message
 
 int http_build_head(char *out, size_t out_size, int status, const char *content_type,
                     size_t content_length) {
+    return http_build_head_with(out, out_size, status, content_type, content_length, NULL);
+}
+
+int http_build_head_with(char *out, size_t out_size, int status, const char *content_type,
+                         size_t content_length, const char *extra_headers) {
     if (status < 100 || status > 999) return -1;
     int written = snprintf(out, out_size,
                            "HTTP/1.1 %d %s\r\n"
@@ -390,8 +428,10 @@ int http_build_head(char *out, size_t out_size, int status, const char *content_
                            "Content-Length: %zu\r\n"
                            "Connection: close\r\n"
                            "Cache-Control: no-store\r\n"
+                           "%s"
                            "\r\n",
-                           status, http_status_text(status), content_type, content_length);
+                           status, http_status_text(status), content_type, content_length,
+                           extra_headers ? extra_headers : "");
     return fitted_length(written, out_size);
 }
 

@@ -12,13 +12,21 @@
 
 #define HTTP_PARTIAL          (-2)
 #define HTTP_INVALID          (-1)
-#define HTTP_MAX_HEADER_BYTES 8192 /* a request head larger than this is refused (431) */
-#define HTTP_MAX_HEADERS      64   /* more header lines than this: HTTP_INVALID */
+#define HTTP_MAX_HEADER_BYTES 16384 /* a request head larger than this is refused (431) */
+#define HTTP_MAX_HEADERS      64    /* more header lines than this: HTTP_INVALID */
+#define HTTP_MAX_LIST_LINES   16    /* more lines of one list header: HTTP_INVALID */
 
 /* A borrowed slice of the request buffer (not NUL-terminated). */
 struct http_slice {
     const char *ptr;
     size_t len;
+};
+
+/* A list header (RFC 9110 section 5.3): the values of all its lines, in order,
+ * form one comma-separated list. No line: count is 0. */
+struct http_list {
+    struct http_slice lines[HTTP_MAX_LIST_LINES];
+    unsigned count;
 };
 
 struct http_request {
@@ -28,23 +36,25 @@ struct http_request {
     struct http_slice query;  /* after '?', empty when absent */
     int minor_version;        /* HTTP/1.x */
     /* Headers the gateway uses; names matched case-insensitively, values trimmed.
-     * A header that appears twice keeps its first value, except Connection and
-     * Upgrade whose tokens are checked across every occurrence. */
+     * Singletons (a second line makes the request HTTP_INVALID); ptr is NULL
+     * when absent, non-NULL for a present but empty value. */
     struct http_slice host;
     struct http_slice origin;
     struct http_slice authorization;
     struct http_slice ws_key;
     struct http_slice ws_version;
-    struct http_slice ws_protocol;
-    struct http_slice forwarded_for; /* X-Forwarded-For */
-    bool connection_upgrade;         /* a Connection header holds the token "upgrade" */
-    bool upgrade_websocket;          /* an Upgrade header holds the token "websocket" */
+    /* List headers: every line counts, as one list. */
+    struct http_list ws_protocol;
+    struct http_list forwarded_for; /* X-Forwarded-For */
+    bool connection_upgrade;        /* the Connection list holds the token "upgrade" */
+    bool upgrade_websocket;         /* the Upgrade list holds the token "websocket" */
 };
 
 /* Parses the request head at buf[0..len). Returns the bytes up to and including
  * the blank line that ends the head, HTTP_PARTIAL if the head is not complete yet,
  * or HTTP_INVALID if it is malformed (bad request line, a header line without a
- * colon, control characters, too many headers). The caller enforces
+ * colon, control characters, too many headers, a singleton header repeated, more
+ * than HTTP_MAX_LIST_LINES lines of a list header). The caller enforces
  * HTTP_MAX_HEADER_BYTES on PARTIAL results. */
 int http_parse_request(const char *buf, size_t len, struct http_request *req);
 
@@ -69,10 +79,20 @@ int http_ws_accept(const struct http_slice *key, char out[29]);
  * -1 when absent, -2 when it does not fit or is badly %-encoded. */
 int http_query_param(const struct http_slice *query, const char *name, char *out, size_t out_size);
 
-/* Finds the comma-separated subprotocol token starting with prefix in a
- * Sec-WebSocket-Protocol value; on success sets *token to the whole token
- * (prefix included) and returns 0, else -1. */
-int http_find_protocol(const struct http_slice *protocols, const char *prefix,
+/* Walks the elements of a list header across its lines. Start with *it zeroed;
+ * each call sets *item to the next non-empty element (whitespace trimmed) and
+ * returns true, or returns false when none is left. */
+struct http_list_iter {
+    unsigned line;
+    size_t offset; /* into lines[line] */
+};
+bool http_list_next(const struct http_list *list, struct http_list_iter *it,
+                    struct http_slice *item);
+
+/* Finds the first subprotocol starting with prefix in the Sec-WebSocket-Protocol
+ * list; on success sets *token to the whole element (prefix included) and
+ * returns 0, else -1. */
+int http_find_protocol(const struct http_list *protocols, const char *prefix,
                        struct http_slice *token);
 
 /* True when the slice equals s, ignoring ASCII case. */
@@ -92,6 +112,11 @@ int http_build_error(char *out, size_t out_size, int status, const char *message
  * header (the caller sends the body after it). Returns its length or -1. */
 int http_build_head(char *out, size_t out_size, int status, const char *content_type,
                     size_t content_length);
+
+/* As http_build_head, with extra header lines (each ending in CRLF; NULL for
+ * none) before the blank line. */
+int http_build_head_with(char *out, size_t out_size, int status, const char *content_type,
+                         size_t content_length, const char *extra_headers);
 
 /* The reason phrase for a status code ("Bad Request", ...). */
 const char *http_status_text(int status);

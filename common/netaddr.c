@@ -106,27 +106,51 @@ bool netaddr_in_list(const char *ip, const struct netaddr_cidr *list, size_t cou
     return in_list(ip, strlen(ip), list, count);
 }
 
-int netaddr_client_ip(const char *peer, const char *xff, size_t xff_len,
+/* Sets *item to the rightmost non-empty element of line[0..*end) (trimmed),
+ * moves *end to the comma before it (or to the start), and returns true;
+ * false when no element is left. */
+static bool prev_element(const char *line, size_t *end, const char **item, size_t *item_len) {
+    while (*end > 0) {
+        size_t start = *end;
+        while (start > 0 && line[start - 1] != ',') start--;
+        const char *p = line + start;
+        size_t len = *end - start;
+        *end = start > 0 ? start - 1 : 0;
+        trim(&p, &len);
+        if (len > 0) {
+            *item = p;
+            *item_len = len;
+            return true;
+        }
+    }
+    return false;
+}
+
+int netaddr_client_ip(const char *peer, const struct netaddr_text *lines, size_t line_count,
                       const struct netaddr_cidr *list, size_t count, char out[NETADDR_MAX_TEXT]) {
     snprintf(out, NETADDR_MAX_TEXT, "%s", peer);
-    if (!xff || xff_len == 0 || !netaddr_in_list(peer, list, count)) return 0;
+    if (line_count == 0 || !netaddr_in_list(peer, list, count)) return 0;
     /* Walk from the right: each hop appended the address it saw. */
-    const char *end = xff + xff_len, *use = NULL;
+    const char *use = NULL;
     size_t use_len = 0;
-    while (end > xff) {
-        const char *start = end;
-        while (start > xff && start[-1] != ',') start--;
-        const char *item = start;
-        size_t len = (size_t)(end - start);
-        trim(&item, &len);
-        use = item;
-        use_len = len;
-        if (!in_list(item, len, list, count)) break;
-        end = start > xff ? start - 1 : xff;
+    bool found = false;
+    for (size_t i = line_count; i-- > 0 && !found;) {
+        size_t end = lines[i].len;
+        const char *item;
+        size_t len;
+        while (prev_element(lines[i].ptr, &end, &item, &len)) {
+            use = item;
+            use_len = len;
+            if (!in_list(item, len, list, count)) {
+                found = true;
+                break;
+            }
+        }
     }
+    if (!use) return 0; /* only empty elements: the peer is the client */
     int family;
     uint8_t addr[16];
-    if (!use || parse_addr(use, use_len, &family, addr) != 0) return -1;
+    if (parse_addr(use, use_len, &family, addr) != 0) return -1;
     if (!inet_ntop(family, addr, out, NETADDR_MAX_TEXT)) {
         snprintf(out, NETADDR_MAX_TEXT, "%s", peer);
         return -1;

@@ -25,12 +25,21 @@ int netaddr_parse_list(const char *text, struct netaddr_cidr **list, size_t *cou
  * one of the networks. */
 bool netaddr_in_list(const char *ip, const struct netaddr_cidr *list, size_t count);
 
-/* The client address for a request that came from peer with the given
- * X-Forwarded-For value (xff may be NULL): when peer is trusted, the rightmost
- * entry that is not itself trusted (the leftmost when all are); else peer.
- * Writes the address text into out; returns 0, or -1 when an entry that would
- * be used is not a valid address (then out holds peer). */
-int netaddr_client_ip(const char *peer, const char *xff, size_t xff_len,
+/* One X-Forwarded-For header line's value (not NUL-terminated). */
+struct netaddr_text {
+    const char *ptr;
+    size_t len;
+};
+
+/* The client address of a request that came from peer and carried the given
+ * X-Forwarded-For lines (in header order; together they are one list, each
+ * proxy appending the address it saw on the right). An untrusted peer is the
+ * client, whatever the header says. From a trusted peer the list is walked from
+ * the right, skipping trusted addresses and empty elements: the first untrusted
+ * one is the client (the leftmost when all are trusted). Writes the address
+ * text into out; returns 0, or -1 when the element that would be used is not an
+ * IP address (then out holds peer). */
+int netaddr_client_ip(const char *peer, const struct netaddr_text *lines, size_t line_count,
                       const struct netaddr_cidr *list, size_t count, char out[NETADDR_MAX_TEXT]);
 
 #endif

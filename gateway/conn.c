@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include "acl.h"
+#include "handshake.h"
 #include "http_routes.h"
 #include "http_upgrade.h"
 #include "iplimit.h"
@@ -419,63 +419,6 @@ static void read_frames(struct conn *c) {
 
 /* ---- handshake ------------------------------------------------------------- */
 
-static bool origin_allowed(const struct worker *w, const struct http_request *req) {
-    if (!req->origin.ptr) return true; /* not a browser */
-    const char *scheme_end = memmem(req->origin.ptr, req->origin.len, "://", 3);
-    if (scheme_end && req->host.ptr) {
-        struct http_slice authority = {
-            scheme_end + 3, req->origin.len - (size_t)(scheme_end + 3 - req->origin.ptr)};
-        if (authority.len == req->host.len &&
-            strncasecmp(authority.ptr, req->host.ptr, authority.len) == 0)
-            return true;
-    }
-    const char *list = w->cfg->allowed_origins;
-    if (!list) return false;
-    while (*list) {
-        const char *end = strchr(list, ',');
-        size_t n = end ? (size_t)(end - list) : strlen(list);
-        while (n && *list == ' ') list++, n--;
-        while (n && list[n - 1] == ' ') n--;
-        if ((n == 1 && *list == '*') ||
-            (n == req->origin.len && strncasecmp(list, req->origin.ptr, n) == 0))
-            return true;
-        if (!end) break;
-        list = end + 1;
-    }
-    return false;
-}
-
-/* Finds the token by precedence: Authorization header, subprotocol, query; an
- * empty one counts as none (anonymous), in every place alike. Returns 1 with
- * the token copied into out, 0 when none, -1 when one was given but cannot be
- * used (too long or badly encoded). *protocol is set when the
- * token came as a subprotocol (to echo it). */
-static int find_token(const struct http_request *req, char *out, size_t out_size,
-                      struct http_slice *protocol) {
-    protocol->ptr = NULL;
-    if (req->authorization.ptr && req->authorization.len > 7 &&
-        strncasecmp(req->authorization.ptr, "Bearer ", 7) == 0) {
-        size_t n = req->authorization.len - 7;
-        if (n >= out_size) return -1;
-        memcpy(out, req->authorization.ptr + 7, n);
-        out[n] = '\0';
-        return 1;
-    }
-    struct http_slice tok;
-    if (req->ws_protocol.ptr && http_find_protocol(&req->ws_protocol, "token-", &tok) == 0 &&
-        tok.len > 6) {
-        size_t n = tok.len - 6;
-        if (n >= out_size) return -1;
-        memcpy(out, tok.ptr + 6, n);
-        out[n] = '\0';
-        *protocol = tok;
-        return 1;
-    }
-    int n = http_query_param(&req->query, "token", out, out_size);
-    if (n > 0) return 1;
-    return n == -2 ? -1 : 0; /* absent or empty: no token */
-}
-
 static void send_connected(struct conn *c) {
     size_t len;
     char *text = proto_build_connected(c->id, c->session.user, c->w->rules, &len);
@@ -484,46 +427,38 @@ static void send_connected(struct conn *c) {
 
 static void upgrade(struct conn *c, const struct http_request *req, size_t head_len) {
     struct worker *w = c->w;
-    enum http_upgrade_status status = http_check_upgrade(req, "/ws");
-    if (status != HTTP_UPGRADE_OK) {
-        http_refuse(c, (int)status,
-                    status == HTTP_UPGRADE_BAD_VERSION ? "Unsupported WebSocket version"
-                                                       : "Bad WebSocket upgrade request");
+    const struct handshake_policy policy = {
+        .ws_path = "/ws",
+        .allowed_origins = w->cfg->allowed_origins,
+        .trusted = w->trusted,
+        .trusted_count = w->trusted_count,
+        .draining = w->draining,
+        .conn_count = w->conn_count,
+        .max_connections = (unsigned long)w->cfg->max_connections,
+    };
+    struct handshake_decision decision;
+    handshake_decide(req, c->peer, &policy, &decision);
+    if (decision.forwarded_invalid)
+        log_debug("event=bad_forwarded_for peer=%s", c->peer); /* the peer stands for the client */
+    memcpy(c->peer, decision.client, sizeof c->peer);
+    if (decision.outcome != HANDSHAKE_ACCEPT) {
+        http_refuse(c, handshake_status(decision.outcome), handshake_message(decision.outcome));
         return;
     }
-    if (!origin_allowed(w, req)) {
-        http_refuse(c, 403, "Origin not allowed");
-        return;
-    }
-    if (w->draining) {
-        http_refuse(c, 503, "Gateway draining");
-        return;
-    }
-    if (w->conn_count >= (unsigned long)w->cfg->max_connections) {
-        http_refuse(c, 503, "Gateway full");
-        return;
-    }
-    char client[NETADDR_MAX_TEXT];
-    netaddr_client_ip(c->peer, req->forwarded_for.ptr, req->forwarded_for.len, w->trusted,
-                      w->trusted_count, client);
-    memcpy(c->peer, client, sizeof c->peer);
     c->ip_bucket = iplimit_bucket(c->peer);
     if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
         log_info("event=ip_limit peer=%s", c->peer);
-        http_refuse(c, 429, "Too many connections from this address");
+        http_refuse(c, handshake_status(HANDSHAKE_TOO_MANY_FROM_IP),
+                    handshake_message(HANDSHAKE_TOO_MANY_FROM_IP));
         return;
     }
     c->ip_counted = true;
     static char token[JWT_AUTH_MAX_TOKEN + 1];
     struct http_slice protocol;
-    int has_token = find_token(req, token, sizeof token, &protocol);
+    enum handshake_token found = handshake_find_token(req, token, sizeof token, &protocol);
 
-    /* The 101 echoes a token-<jwt> subprotocol: room for the longest token. */
-    static char reply[JWT_AUTH_MAX_TOKEN + 512];
-    char accept[29];
-    int n = -1;
-    if (http_ws_accept(&req->ws_key, accept) == 0)
-        n = http_build_101(reply, sizeof reply, accept, protocol.ptr ? &protocol : NULL);
+    static char reply[HANDSHAKE_MAX_101];
+    int n = handshake_build_101(req, protocol.ptr ? &protocol : NULL, reply, sizeof reply);
     if (n < 0) {
         http_refuse(c, 500, "Internal error");
         return;
@@ -538,9 +473,9 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
 
     enum jwt_auth_result result = JWT_AUTH_OK;
     herald_user *user = NULL;
-    if (has_token < 0)
+    if (found == HANDSHAKE_TOKEN_UNUSABLE)
         result = JWT_AUTH_MALFORMED;
-    else if (has_token > 0)
+    else if (found == HANDSHAKE_TOKEN_FOUND)
         result = jwt_auth_verify(&w->auth, token, time(NULL), &user);
     session_init(&c->session, c, w, user, c->last_ping);
     if (result != JWT_AUTH_OK) {

@@ -11,7 +11,7 @@
 struct worker;
 
 struct http_response {
-    char head[512];
+    char head[1024];
     size_t head_len;
     const char *body; /* points into owned or static storage */
     size_t body_len;

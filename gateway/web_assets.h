@@ -10,6 +10,10 @@ struct web_asset {
     const char *content_type;
     const unsigned char *data;
     size_t len;
+    /* For an HTML page, the CSP sources ('sha256-...' separated by spaces) of
+     * its inline <script> and <style> elements; NULL for other files. */
+    const char *inline_scripts;
+    const char *inline_styles;
 };
 
 /* The asset served at path[0..len), or NULL. */

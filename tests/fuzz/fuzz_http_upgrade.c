@@ -26,12 +26,21 @@ static bool slice_inside(const struct http_slice *s, const char *buf, size_t len
 }
 
 static void exercise_request(const struct http_request *req, const char *buf, size_t head) {
-    const struct http_slice *slices[] = {&req->method,        &req->target,       &req->path,
-                                         &req->query,         &req->host,         &req->origin,
-                                         &req->authorization, &req->ws_key,       &req->ws_version,
-                                         &req->ws_protocol,   &req->forwarded_for};
+    const struct http_slice *slices[] = {&req->method, &req->target,        &req->path,
+                                         &req->query,  &req->host,          &req->origin,
+                                         &req->ws_key, &req->authorization, &req->ws_version};
     for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++)
         require(slice_inside(slices[i], buf, head));
+    const struct http_list *lists[] = {&req->ws_protocol, &req->forwarded_for};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        require(lists[i]->count <= HTTP_MAX_LIST_LINES);
+        for (unsigned j = 0; j < lists[i]->count; j++)
+            require(slice_inside(&lists[i]->lines[j], buf, head));
+        struct http_list_iter it = {0, 0};
+        struct http_slice item;
+        while (http_list_next(lists[i], &it, &item))
+            require(item.len > 0 && slice_inside(&item, buf, head));
+    }
 
     enum http_upgrade_status status = http_check_upgrade(req, "/ws");
     require(status == HTTP_UPGRADE_OK || status == HTTP_UPGRADE_BAD_REQUEST ||
@@ -50,7 +59,7 @@ static void exercise_request(const struct http_request *req, const char *buf, si
     require(http_ws_accept(&req->ws_key, accept) == 0);
     require(strlen(accept) == 28);
 
-    char reply[16384];
+    char reply[HTTP_MAX_HEADER_BYTES + 256];
     int len = http_build_101(reply, sizeof reply, accept, has_protocol ? &protocol : NULL);
     require(len > 0 && (size_t)len == strlen(reply));
     len = http_build_error(reply, sizeof reply, (int)status == 101 ? 400 : (int)status, "refused");
