@@ -746,16 +746,21 @@ class RawWS(SocketConn):
     """A hand-driven client: exact bytes out, parsed HTTP and frames in.
 
     rcvbuf sets SO_RCVBUF before connect (the kernel then holds little on
-    this side: see harness_ops.SlowWS)."""
+    this side: see harness_ops.SlowWS); source is the local address to connect
+    from (another loopback address, e.g. 127.0.0.2, is another client)."""
 
-    def __init__(self, port, host="127.0.0.1", ssl_ctx=None, timeout=TIMEOUT, rcvbuf=None):
+    def __init__(self, port, host="127.0.0.1", ssl_ctx=None, timeout=TIMEOUT, rcvbuf=None,
+                 source=None):
         if rcvbuf is None:
-            s = socket.create_connection((host, port), timeout=timeout)
+            s = socket.create_connection((host, port), timeout=timeout,
+                                         source_address=(source, 0) if source else None)
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
                 s.settimeout(timeout)
+                if source:
+                    s.bind((source, 0))
                 s.connect((host, port))
             except BaseException:
                 s.close()

@@ -10,7 +10,7 @@ import pytest
 
 import harness
 from conftest import SECRET
-from harness import WSClient, assert_error, claims_for, connect, craft_jwt, query_uri
+from harness import RawWS, WSClient, assert_error, claims_for, connect, craft_jwt, query_uri
 
 
 def expect_unauthorized(client, code="unauthorized"):
@@ -287,6 +287,23 @@ def test_multi_kib_subprotocol_token_is_echoed_in_the_101(gateway):
     with c:
         assert c.subprotocol == proto
         assert hello["user"]["userId"] == "big"
+
+
+def test_over_long_subprotocol_token_gets_the_101_echo_then_unauthorized_and_4001(gateway):
+    """A token over the 8 KiB limit, sent as the subprotocol (a browser's only
+    way): the 101 still names the offered subprotocol (a browser fails a 101
+    that does not, with 1006, and herald.js would retry that forever), then
+    the gateway refuses the token like any other: error unauthorized, close
+    4001, which herald.js reports as failed."""
+    proto = "token-" + "a" * 9000
+    with RawWS(gateway.port) as c:
+        r = c.request(headers={"Sec-WebSocket-Protocol": "chat, " + proto})
+        assert r.status == 101, r
+        assert r.header("sec-websocket-protocol") == proto, r.headers[:4]
+        code, reason, frames = c.read_until_close()
+        assert code == 4001, (code, reason, frames)
+        assert len(frames) == 1 and frames[0][0] == harness.OP_TEXT, frames
+        assert_error(json.loads(frames[0][1]), "unauthorized")
 
 
 def test_hs256_token_signed_with_rsa_public_key_is_refused(rs256_gateway, rsa_keys):

@@ -1,7 +1,9 @@
 """The HTTP upgrade on GET /ws, origins, the "connected" message, startup options."""
 
 import base64
+import hashlib
 import os
+import re
 import time
 
 import pytest
@@ -90,15 +92,52 @@ def test_header_names_and_upgrade_value_are_case_insensitive(gateway):
         assert r.header("sec-websocket-accept") == harness.accept_for(key)
 
 
-def test_request_head_over_8k_is_431(gateway):
+def test_request_head_over_16k_is_431(gateway):
     with RawWS(gateway.port) as c:
-        r = c.request(headers={"X-Padding": "a" * 9000})
+        r = c.request(headers={"X-Padding": "a" * 17000})
         assert r.status == 431, r
 
 
-def test_request_head_just_under_8k_is_accepted(gateway):
+def test_request_head_just_under_16k_is_accepted(gateway):
     with RawWS(gateway.port) as c:
-        r = c.request(headers={"X-Padding": "a" * 7000})
+        r = c.request(headers={"X-Padding": "a" * 16000})
+        assert r.status == 101, r
+
+
+def _upgrade_head(port, extra_lines):
+    return ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+            "%s\r\n" % (port, base64.b64encode(os.urandom(16)).decode(),
+                         "".join("%s: %s\r\n" % kv for kv in extra_lines))).encode()
+
+
+@pytest.mark.parametrize("name,first,second", [
+    ("Host", "127.0.0.1", "evil.example"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA=="),
+    ("Sec-WebSocket-Version", "13", "13"),
+    ("Authorization", "Bearer a.b.c", "Bearer d.e.f"),
+    ("Origin", "http://127.0.0.1", "http://evil.example"),
+])
+def test_repeated_singleton_header_is_400(gateway, name, first, second):
+    """Two values for a header that may have one (which Host, which key, whose
+    token?) make the request ambiguous: refused whole, never first-wins."""
+    with RawWS(gateway.port) as c:
+        raw = _upgrade_head(gateway.port, [])
+        if name in ("Host", "Sec-WebSocket-Key", "Sec-WebSocket-Version"):
+            raw = re.sub(rb"(?m)^%s: .*\r\n" % name.encode(), b"", raw)
+        raw = raw[:-2] + ("%s: %s\r\n%s: %s\r\n\r\n" % (name, first, name.lower(),
+                                                           second)).encode()
+        r = c.request(raw=raw)
+        assert r.status == 400, r
+
+
+def test_connection_and_upgrade_tokens_count_on_any_of_their_lines(gateway):
+    with RawWS(gateway.port) as c:
+        raw = _upgrade_head(gateway.port, [("Connection", "keep-alive"), ("Upgrade", "h2c")])
+        raw = raw.replace(b"Connection: Upgrade\r\n", b"").replace(b"Upgrade: websocket\r\n",
+                                                                    b"")
+        raw = raw[:-2] + b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        r = c.request(raw=raw)
         assert r.status == 101, r
 
 

@@ -2,7 +2,7 @@
 send-queue cap (4009, bounded memory under 100 MB of events), connections
 per IP (429, X-Forwarded-For only from trusted proxies) and per worker (503).
 
-(--max-message-size / 1009 and the 8 KiB request head / 431 are covered in
+(--max-message-size / 1009 and the 16 KiB request head / 431 are covered in
 test_frames.py and test_handshake.py.)"""
 
 import json
@@ -21,6 +21,7 @@ from harness_cluster import tok
 from harness_ops import (SlowWS, help_line, ops, parse_frames,  # noqa: F401
                          scrape, vm_rss_kb, wait_until, ws_upgrade_status)
 from harness_redis import publish_burst
+from harness_topology import HAProxyLB, NginxLB, haproxy_bin, require_nginx
 
 
 def text(obj):
@@ -473,6 +474,77 @@ def test_trusted_proxy_forwarded_address_is_the_client_address(ops):
             status, c = _attempt(gw.port, xff)
             assert status == 101, "X-Forwarded-For %r: %d (a fresh client address)" % (xff, status)
             held.append(c)
+    finally:
+        for c in held:
+            c.close()
+
+
+# Behind a balancer: deploy/haproxy.cfg (`option forwardfor` adds its own
+# X-Forwarded-For line after the client's) and deploy/nginx.conf (appends to
+# the client's line), rewritten only to loopback ports, with the gateway's port
+# as all three upstreams. Clients connect from other loopback addresses, so
+# the balancer (127.0.0.1, trusted) and each client have addresses of their own.
+BALANCERS = {"haproxy": HAProxyLB, "nginx": NginxLB}
+ATTACKER, VICTIM = "127.0.0.2", "127.0.0.3"
+
+
+def _behind_balancer(ops, tmp_path, balancer):
+    if balancer == "haproxy" and not haproxy_bin():
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    require_nginx()
+    gw = ops.gateway(extra=["--max-connections-per-ip", 2, "--trusted-proxies", "127.0.0.1"])
+    lb = ops.own(BALANCERS[balancer](tmp_path, [gw.port] * 3))
+    return gw, lb
+
+
+def _attempt_from(port, source, xff, held):
+    """One upgrade through the balancer from source, sending its own
+    X-Forwarded-For; a 101 connection is kept in held. Returns the status."""
+    c = RawWS(port, source=source)
+    try:
+        r = c.request(headers={"X-Forwarded-For": xff} if xff else None)
+        if r.status == 101:
+            op, payload = c.read_message()
+            assert op == OP_TEXT and b'"connected"' in payload, (op, payload[:200])
+            held.append(c)
+            c = None
+        return r.status
+    finally:
+        if c is not None:
+            c.close()
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+def test_forged_forwarded_for_through_the_balancer_does_not_pass_the_per_ip_limit(
+        ops, tmp_path, balancer):
+    """Each attempt claims another address in its own X-Forwarded-For; the
+    gateway must count them all as the one client the balancer saw (with the
+    header read first-line-only, HAProxy let 5 of 5 through a limit of 2)."""
+    gw, lb = _behind_balancer(ops, tmp_path, balancer)
+    held = []
+    try:
+        statuses = [_attempt_from(lb.port, ATTACKER, "203.0.113.%d" % i, held)
+                    for i in range(1, 6)]
+        assert statuses == [101, 101, 429, 429, 429], statuses
+        refused = gw.log_lines("event=ip_limit")
+        assert len(refused) == 3 and all("peer=%s" % ATTACKER in ln for ln in refused), refused
+    finally:
+        for c in held:
+            c.close()
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+def test_forged_forwarded_for_through_the_balancer_cannot_lock_out_another_address(
+        ops, tmp_path, balancer):
+    """A client naming its victim's address in X-Forwarded-For uses up its own
+    connections, never the victim's."""
+    gw, lb = _behind_balancer(ops, tmp_path, balancer)
+    held = []
+    try:
+        statuses = [_attempt_from(lb.port, ATTACKER, VICTIM, held) for _ in range(4)]
+        assert statuses == [101, 101, 429, 429], statuses
+        statuses = [_attempt_from(lb.port, VICTIM, None, held) for _ in range(2)]
+        assert statuses == [101, 101], "the victim was locked out: %r" % statuses
     finally:
         for c in held:
             c.close()

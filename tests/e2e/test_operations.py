@@ -4,8 +4,11 @@ secret file / key and the ACL file, startup refusal of a bad ACL file, and
 logs that never carry a token or the secret."""
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -79,6 +82,40 @@ def test_healthz_and_readyz_follow_redis(ops):
         m = scrape(gw.port)
         assert m.value("herald_redis_up") == 1
         assert m.value("herald_redis_reconnects_total") >= 1
+
+
+# ----------------------------------------------------------------- dashboard
+
+def _csp_directives(policy):
+    out = {}
+    for part in policy.split(";"):
+        words = part.split()
+        if words:
+            out[words[0]] = words[1:]
+    return out
+
+
+def test_dashboard_csp_forbids_framing_and_allows_only_its_own_inline_code(gateway):
+    """GET / (the dashboard, which may hold a token) is never framed, sends no
+    Referer, and runs only its own code: herald.js from the gateway, and its
+    inline script and style by their hashes, which must match the page served."""
+    r = http_get(gateway.port, "/")
+    assert r.status == 200 and "<script" in r.body, r
+    policy = r.headers.get("content-security-policy")
+    assert policy, r.headers
+    d = _csp_directives(policy)
+    assert d.get("frame-ancestors") == ["'none'"], policy
+    assert d.get("default-src") == ["'none'"], policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy, policy
+    assert "'self'" in d.get("script-src", []) and d.get("connect-src") == ["'self'"], policy
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        inline = re.findall(r"<%s(?:\s[^>]*)?>(.*?)</%s>" % (tag, tag), r.body, re.S)
+        assert inline, "no inline <%s> in the page" % tag
+        want = {"'sha256-%s'" % base64.b64encode(hashlib.sha256(x.encode()).digest()).decode()
+                for x in inline}
+        got = {v for v in d.get(directive, []) if v.startswith("'sha256-")}
+        assert got == want, (directive, policy)
+    assert r.headers.get("referrer-policy") == "no-referrer", r.headers
 
 
 # ----------------------------------------------------------------- metrics
