@@ -10,6 +10,7 @@ import pytest
 
 import harness
 from conftest import SECRET
+from harness_topology import HAProxyLB, haproxy_bin
 from harness import RawWS, WSClient, assert_error, claims_for, connect, craft_jwt, query_uri
 
 
@@ -304,6 +305,27 @@ def test_over_long_subprotocol_token_gets_the_101_echo_then_unauthorized_and_400
         assert code == 4001, (code, reason, frames)
         assert len(frames) == 1 and frames[0][0] == harness.OP_TEXT, frames
         assert_error(json.loads(frames[0][1]), "unauthorized")
+
+
+def test_over_long_subprotocol_token_through_haproxy_gets_4001(gateway, tmp_path):
+    """deploy/haproxy.cfg passes such a request and its 101 on (its buffers
+    hold 16 KiB heads), so the gateway, not the balancer, refuses the token.
+    (deploy/nginx.conf's buffers stop tokens over about 4 KiB: see
+    docs/OPERATIONS.md.)"""
+    if not haproxy_bin():
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    lb = HAProxyLB(tmp_path, [gateway.port] * 3)
+    try:
+        proto = "token-" + "a" * 9000
+        with RawWS(lb.port) as c:
+            r = c.request(headers={"Sec-WebSocket-Protocol": proto})
+            assert r.status == 101, r
+            assert r.header("sec-websocket-protocol") == proto, r.headers[:4]
+            code, reason, frames = c.read_until_close()
+            assert code == 4001, (code, reason, frames)
+    finally:
+        early, rc = lb.stop()
+        assert not early, "haproxy had exited (%s)\n%s" % (rc, lb.tail())
 
 
 def test_hs256_token_signed_with_rsa_public_key_is_refused(rs256_gateway, rsa_keys):
