@@ -27,6 +27,10 @@ function recordSockets(p) {
     });
   });
   p.on('pageerror', (err) => pageErrors.push(String(err)));
+  // a Content-Security-Policy violation is reported on the console only
+  p.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
+  });
   return log;
 }
 
@@ -83,6 +87,9 @@ test('the dashboard connects and shows Live with the authorized channels', { tim
   // the token went as the subprotocol, not in the ws URL
   assert.equal(pageLog.sockets.length, 1);
   assert.equal(new URL(pageLog.sockets[0].url()).search, '');
+  // and it was removed from the address bar (and so from history) once read
+  assert.equal(page.url(), `http://127.0.0.1:${portA}/`);
+  assert.equal(await page.evaluate(() => location.search), '');
 });
 
 test('an event published with herald-pub appears in the feed, highlighted and counted', { timeout: 30000 }, async () => {
@@ -227,6 +234,27 @@ test('an invalid token shows Failed with its reason and does not retry', { timeo
   await p.fill('#token', adminToken);
   await p.click('#token-form button');
   await waitForStatus(p, 'live');
+  await p.context().close();
+});
+
+test('a token too long for the gateway shows Failed and does not retry', { timeout: 30000 }, async () => {
+  // Over the gateway's 8 KiB token limit, sent as the subprotocol: the 101
+  // must still name it (Chromium fails the connection otherwise, 1006, and
+  // the client would retry forever); then the gateway refuses it with 4001.
+  const p = await newPage();
+  const log = recordSockets(p);
+  await p.goto(`http://127.0.0.1:${portA}/`);
+  await waitForStatus(p, 'live');
+  await p.fill('#token', `${adminToken}${'A'.repeat(9000)}`);
+  await p.click('#token-form button');
+  const failed = await waitForStatus(p, 'failed');
+  const error = log.frames.find((f) => f.msg.type === 'error' && f.msg.code === 'unauthorized');
+  assert.ok(error, 'the gateway sent an unauthorized error');
+  assert.equal(failed.text, `Failed: ${error.msg.message}`);
+  const sockets = log.sockets.length;
+  await p.waitForTimeout(3000);
+  assert.equal(log.sockets.length, sockets, 'no retry loop');
+  assert.equal((await statusOf(p)).state, 'failed');
   await p.context().close();
 });
 
