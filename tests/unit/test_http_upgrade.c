@@ -290,8 +290,7 @@ static void test_connection_and_upgrade_tokens_across_lines(void) {
 static const char *const repeated_singletons[] = {
     "Host: first\r\nHost: second\r\n",
     "Host: same\r\nhost: same\r\n",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: "
-    "AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: x\r\n",
     "Sec-WebSocket-Version: 13\r\nSEC-WEBSOCKET-VERSION: 13\r\n",
     "Authorization: Bearer one\r\nX-Other: x\r\nauthorization: Bearer two\r\n",
     "Origin: https://a.example\r\nOrigin: https://evil.example\r\n",
