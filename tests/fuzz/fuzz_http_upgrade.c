@@ -6,6 +6,7 @@
  * parsing it whole. A parsed request is then pushed through every helper the
  * gateway calls on it. */
 #include "http_upgrade.h"
+#include "netaddr.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +55,27 @@ static void exercise_request(const struct http_request *req, const char *buf, si
     struct http_slice protocol = {NULL, 0};
     bool has_protocol = http_find_protocol(&req->ws_protocol, "token-", &protocol) == 0;
     if (has_protocol) require(slice_inside(&protocol, buf, head) && protocol.len >= 6);
+
+    /* The X-Forwarded-For walk over attacker lines, with every hop trusted
+     * (the whole list is read) and with none but the peer. */
+    static struct netaddr_cidr *all, *peer_only;
+    static size_t all_count, peer_only_count;
+    char err[64];
+    if (!all)
+        require(netaddr_parse_list("0.0.0.0/0, ::/0", &all, &all_count, err, sizeof err) == 0);
+    if (!peer_only)
+        require(netaddr_parse_list("127.0.0.1", &peer_only, &peer_only_count, err, sizeof err) ==
+                0);
+    struct netaddr_text lines[HTTP_MAX_LIST_LINES];
+    for (unsigned i = 0; i < req->forwarded_for.count; i++)
+        lines[i] =
+            (struct netaddr_text){req->forwarded_for.lines[i].ptr, req->forwarded_for.lines[i].len};
+    char client[NETADDR_MAX_TEXT];
+    int r = netaddr_client_ip("127.0.0.1", lines, req->forwarded_for.count, all, all_count, client);
+    require((r == 0 || r == -1) && memchr(client, '\0', sizeof client) != NULL);
+    r = netaddr_client_ip("127.0.0.1", lines, req->forwarded_for.count, peer_only, peer_only_count,
+                          client);
+    require((r == 0 || r == -1) && memchr(client, '\0', sizeof client) != NULL);
 
     char accept[29];
     require(http_ws_accept(&req->ws_key, accept) == 0);
