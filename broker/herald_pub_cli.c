@@ -1,12 +1,16 @@
 /* herald_pub_cli.c -- herald-pub: publish Herald events from the shell.
  *
  *     herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]
+ *     herald-pub --user-channel ID
  *
  * With JSON given, publishes that one event. Without it (or with "-"), reads
  * stdin and publishes one event per non-empty line, in order, so a stream can
  * be piped in. Stops at the first line that fails. Exit status: 0 when every
  * event was published, 1 on a Redis failure, 2 on bad usage, a bad URL, a bad
- * channel name or bad JSON (for stdin input the message names the line). */
+ * channel name or bad JSON (for stdin input the message names the line).
+ * --user-channel prints the channel user ID receives its own events on
+ * (user:<id>, or userhash:<sha256 hex> for ids outside the channel alphabet)
+ * and exits, without touching Redis. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +29,7 @@ enum {
 
 static void usage(FILE *out) {
     fprintf(out, "usage: herald-pub [--redis URL] [--prefix P] [-v] CHANNEL [JSON]\n"
+                 "       herald-pub --user-channel ID\n"
                  "\n"
                  "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
                  "Without JSON, or with \"-\", reads one event per line from stdin.\n"
@@ -34,6 +39,9 @@ static void usage(FILE *out) {
                  "  --prefix P     Redis channel prefix (default $HERALD_CHANNEL_PREFIX, else "
                  "\"" HERALD_PUB_DEFAULT_PREFIX "\")\n"
                  "  -v, --verbose  print \"published to N receivers\" for each event\n"
+                 "  --user-channel ID\n"
+                 "                 print the channel of user ID (user:<id>, or userhash:<sha256>\n"
+                 "                 for ids outside [A-Za-z0-9_.:-] or too long) and exit\n"
                  "  -h, --help     this help\n"
                  "\n"
                  "Exit status: 0 published, 1 Redis failure, 2 bad usage, channel or JSON.\n");
@@ -102,10 +110,12 @@ int main(int argc, char **argv) {
         {"prefix", required_argument, NULL, 'p'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"user-channel", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     const char *url = getenv("HERALD_REDIS");
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
+    const char *user_id = NULL;
     int verbose = 0, opt;
 
     if (!url || !*url) url = HERALD_PUB_DEFAULT_URL;
@@ -116,10 +126,24 @@ int main(int argc, char **argv) {
             case 'p': prefix = optarg; break;
             case 'v': verbose = 1; break;
             case 'h': usage(stdout); return EXIT_PUBLISHED;
+            case 'u': user_id = optarg; break;
             default: usage(stderr); return EXIT_USAGE;
         }
     }
     int args = argc - optind;
+    if (user_id) {
+        char channel[ACL_MAX_CHANNEL + 1];
+        if (args != 0) {
+            fprintf(stderr, "herald-pub: --user-channel takes no other arguments\n");
+            return EXIT_USAGE;
+        }
+        if (!*user_id || acl_user_channel(user_id, channel, sizeof channel) < 0) {
+            fprintf(stderr, "herald-pub: --user-channel needs a non-empty user id\n");
+            return EXIT_USAGE;
+        }
+        printf("%s\n", channel);
+        return EXIT_PUBLISHED;
+    }
     if (args < 1 || args > 2) {
         fprintf(stderr, "herald-pub: %s\n", args < 1 ? "missing CHANNEL" : "too many arguments");
         usage(stderr);
