@@ -143,3 +143,11 @@ def test_plain_id_never_reaches_a_hashed_channel(gateway, tokens):
     c, _ = connect(gateway.url, token=tokens["admin"])
     with c:
         assert c.request({"type": "subscribe", "channel": channel})["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("argv", [["--user-channel", ""], ["--user-channel", "u1", "apps:x"]],
+                         ids=["empty-id", "extra-argument"])
+def test_user_channel_bad_usage_exits_2(argv):
+    out = subprocess.run([harness.PUB_BIN] + argv, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout == "" and "--user-channel" in out.stderr, out.stderr
