@@ -67,7 +67,7 @@ static void note_error(struct bus *bus, struct link *l, const char *what, const 
     bool repeat = strcmp(bus->last_error, err) == 0;
     snprintf(bus->last_error, sizeof bus->last_error, "%s", err);
     if (!repeat || l->attempts % 20 == 0)
-        log_warn("event=%s link=%s error=\"%s\" attempts=%u", what, l->name, err, l->attempts);
+        log_warn("event=%s link=%s error=%s attempts=%u", what, l->name, log_q(err), l->attempts);
 }
 
 static void link_connect(struct link *l);
@@ -103,7 +103,7 @@ static void set_up(struct bus *bus) {
         bus->last_outage_seconds = now - bus->down_since;
         log_warn("event=redis_restored outage_seconds=%.3f", bus->last_outage_seconds);
     } else {
-        log_info("event=redis_connected host=%s port=%d", bus->url->host, bus->url->port);
+        log_info("event=redis_connected host=%s port=%d", log_q(bus->url->host), bus->url->port);
     }
     bus->state = BUS_UP;
     bus->was_up = true;
@@ -245,14 +245,15 @@ static void disconnect_cb(const redisAsyncContext *ac, int status) {
         if (bus->state == BUS_UP) {
             bus->outages++;
             bus->down_since = clock_now();
-            log_warn("event=redis_lost error=\"%s\"", ac->errstr[0] ? ac->errstr : "disconnected");
+            log_warn("event=redis_lost error=%s",
+                     log_q(ac->errstr[0] ? ac->errstr : "disconnected"));
             bus->state = BUS_DOWN;
             if (bus->cb.on_down) bus->cb.on_down(bus->cb.arg);
         }
         bus->state = BUS_DOWN;
     } else {
-        log_warn("event=redis_command_lost error=\"%s\"",
-                 ac->errstr[0] ? ac->errstr : "disconnected");
+        log_warn("event=redis_command_lost error=%s",
+                 log_q(ac->errstr[0] ? ac->errstr : "disconnected"));
     }
     schedule_retry(l);
 }
@@ -263,7 +264,7 @@ static void link_connect(struct link *l) {
     redisAsyncContext *ac = redisAsyncConnect(bus->url->host, bus->url->port);
     if (!ac || ac->err) {
         if (ac) {
-            log_warn("event=redis_connect_failed link=%s error=\"%s\"", l->name, ac->errstr);
+            log_warn("event=redis_connect_failed link=%s error=%s", l->name, log_q(ac->errstr));
             redisAsyncFree(ac);
         }
         schedule_retry(l);

@@ -193,7 +193,7 @@ static bool over_queue_limit(struct conn *c, size_t adding) {
 
 static void slow_consumer(struct conn *c) {
     c->w->stats.slow_consumer_closes++;
-    log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, c->peer,
+    log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, log_q(c->peer),
              evbuffer_get_length(bufferevent_get_output(c->bev)));
     conn_close(c, WS_CLOSE_SLOW_CONSUMER, NULL);
 }
@@ -291,7 +291,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state != CONN_OPEN) return; /* closing already, or not a WebSocket yet */
     if (!reason) reason = ws_close_reason(code);
-    log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
+    log_debug("event=closing conn=%s code=%u reason=%s", c->id, code, log_q(reason ? reason : ""));
     queue_close(c, code, reason, false);
 }
 
@@ -301,15 +301,15 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     int n = http_build_error(reply, sizeof reply, status, message);
     if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
     c->w->stats.handshake_failures++;
-    log_debug("event=http_refused peer=%s status=%d", c->peer, status);
+    log_debug("event=http_refused peer=%s status=%d", log_q(c->peer), status);
     enter_closing(c, clock_now() + CLOSE_TIMEOUT);
 }
 
 /* ---- WebSocket frames ------------------------------------------------------ */
 
 static void fail(struct conn *c, uint16_t code) {
-    log_debug("event=protocol_error conn=%s code=%u reason=\"%s\"", c->id, code,
-              ws_close_reason(code));
+    log_debug("event=protocol_error conn=%s code=%u reason=%s", c->id, code,
+              log_q(ws_close_reason(code)));
     conn_close(c, code, NULL);
 }
 
@@ -439,7 +439,8 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     struct handshake_decision decision;
     handshake_decide(req, c->peer, &policy, &decision);
     if (decision.forwarded_invalid)
-        log_debug("event=bad_forwarded_for peer=%s", c->peer); /* the peer stands for the client */
+        log_debug("event=bad_forwarded_for peer=%s",
+                  log_q(c->peer)); /* the peer stands for the client */
     memcpy(c->peer, decision.client, sizeof c->peer);
     if (decision.outcome != HANDSHAKE_ACCEPT) {
         http_refuse(c, handshake_status(decision.outcome), handshake_message(decision.outcome));
@@ -447,7 +448,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     }
     c->ip_bucket = iplimit_bucket(c->peer);
     if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
-        log_info("event=ip_limit peer=%s", c->peer);
+        log_info("event=ip_limit peer=%s", log_q(c->peer));
         http_refuse(c, handshake_status(HANDSHAKE_TOO_MANY_FROM_IP),
                     handshake_message(HANDSHAKE_TOO_MANY_FROM_IP));
         return;
@@ -481,14 +482,14 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     if (result != JWT_AUTH_OK) {
         w->stats.auth_failures++;
         w->stats.auth_failures_by_reason[-result]++;
-        log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, c->peer,
+        log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, log_q(c->peer),
                  jwt_auth_result_name(result));
         send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result));
         conn_close(c, WS_CLOSE_UNAUTHORIZED, jwt_auth_reason(result));
         return;
     }
-    log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
-              user ? user->user_id : "-", c->tls);
+    log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, log_q(c->peer),
+              log_q(user ? user->user_id : NULL), c->tls);
     send_connected(c);
     schedule_open(c, clock_now());
 }
@@ -586,7 +587,7 @@ static void check_open(struct conn *c, double now) {
     const struct config *cfg = w->cfg;
     const herald_user *user = c->session.user;
     if (user && user->exp && time(NULL) - w->auth.leeway > user->exp) {
-        log_info("event=token_expired conn=%s user=%s", c->id, user->user_id);
+        log_info("event=token_expired conn=%s user=%s", c->id, log_q(user->user_id));
         send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL);
         conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
         return;
@@ -600,7 +601,7 @@ static void check_open(struct conn *c, double now) {
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 &&
         now - c->write_progress >= cfg->write_timeout) {
         w->stats.write_timeouts++;
-        log_info("event=write_timeout conn=%s peer=%s", c->id, c->peer);
+        log_info("event=write_timeout conn=%s peer=%s", c->id, log_q(c->peer));
         conn_free(c); /* nothing can reach this peer: no close frame */
         return;
     }

@@ -112,8 +112,9 @@ int main(int argc, char **argv) {
     if (cfg.allowed_origins && strchr(cfg.allowed_origins, '*'))
         log_warn("event=config_warning msg=\"--allowed-origins * accepts every browser origin\"");
     signal(SIGPIPE, SIG_IGN);
-    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d redis=%s:%d", tmpl.gateway_id,
-             workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0, tmpl.redis.host, tmpl.redis.port);
+    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d redis=%s:%d",
+             log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
+             log_q(tmpl.redis.host), tmpl.redis.port);
     rc = workers_supervise(&tmpl, workers);
     jwt_auth_free(&tmpl.auth);
     acl_rules_free(tmpl.owned_rules);

@@ -144,8 +144,8 @@ void session_on_refused(struct session *s, struct sub *sub, const char *reason) 
         s->held_bytes += r->len;
         answered = true;
     }
-    log_warn("event=subscribe_refused conn=%s channel=%s reason=\"%s\"", conn_id(s->conn), channel,
-             reason);
+    log_warn("event=subscribe_refused conn=%s channel=%s reason=%s", conn_id(s->conn),
+             log_q(channel), log_q(reason));
     if (!answered) { /* a live subscription lost on a resubscribe */
         size_t len = 0;
         char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed", "channel",
@@ -244,7 +244,8 @@ static void refuse_over_rate(struct session *s, const uint8_t *data, size_t len,
     }
     if (++s->refusals > (unsigned)w->cfg->rate_burst) {
         w->stats.rate_limit_closes++;
-        log_info("event=rate_limit_close conn=%s peer=%s", conn_id(s->conn), conn_peer(s->conn));
+        log_info("event=rate_limit_close conn=%s peer=%s", conn_id(s->conn),
+                 log_q(conn_peer(s->conn)));
         conn_close(s->conn, WS_CLOSE_RATE_LIMITED, NULL);
         return;
     }
@@ -285,7 +286,7 @@ void session_recheck_access(struct session *s) {
             char channel[ACL_MAX_CHANNEL + 1];
             snprintf(channel, sizeof channel, "%s", sub->channel->name);
             if (subs_remove(s->w->subs, &s->subs, channel)) s->sub_count--;
-            log_info("event=access_revoked conn=%s channel=%s", conn_id(s->conn), channel);
+            log_info("event=access_revoked conn=%s channel=%s", conn_id(s->conn), log_q(channel));
             size_t len = 0;
             char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed",
                                                 "channel", channel, "reason", "access revoked"),
