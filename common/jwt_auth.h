@@ -25,7 +25,8 @@ typedef struct {
     char *email;   /* NULL when absent */
     char *role;    /* NULL when absent */
     bool admin;    /* role == "admin" */
-    int64_t exp;   /* expiry (seconds since the epoch), 0 when the token has none */
+    int64_t exp;   /* expiry in whole seconds since the epoch (a fractional exp rounded down,
+                      clamped to int64_t), 0 when the token has none */
 } herald_user;
 
 void herald_user_free(herald_user *user);
