@@ -7,6 +7,7 @@
 #define HERALD_PROTOCOL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "acl.h"
@@ -54,6 +55,12 @@ enum proto_command_type {
 struct proto_command {
     enum proto_command_type type;
     const char *channel; /* subscribe/unsubscribe only */
+    /* subscribe with "since":{"offset":O|null,"epoch":E|null}: has_since set,
+     * since_offset / since_epoch NULL for null (offsets and epochs are
+     * checked for syntax here). */
+    bool has_since;
+    const char *since_offset;
+    const char *since_epoch;
     json_t *id;          /* the request's "id" (string or number), NULL when absent */
     json_t *root;
 };
@@ -74,6 +81,10 @@ char *proto_build_connected(const char *connection_id, const herald_user *user,
 char *proto_build_channel_reply(const char *type, const char *channel, const json_t *id,
                                 size_t *len);
 char *proto_build_pong(const json_t *id, size_t *len);
+/* {"type":"subscribed","channel":C,"offset":O|null,"epoch":E|null} plus
+ * "recovered" when recovered is 0 or 1 (-1: the subscribe asked for none). */
+char *proto_build_subscribed(const char *channel, const char *offset, const char *epoch,
+                             int recovered, const json_t *id, size_t *len);
 char *proto_build_channels(const herald_user *user, const struct acl_rules *rules, const json_t *id,
                            size_t *len);
 /* message NULL means the error's default message. */
