@@ -89,7 +89,10 @@ static void pending_pop(struct resp_link *link) {
 }
 
 static void destroy(struct resp_link *link) {
-    while (link->head) pending_pop(link);
+    while (link->head) {
+        if (link->cb.drop && link->head->cb) link->cb.drop(link->head->privdata);
+        pending_pop(link);
+    }
     if (link->bev) bufferevent_free(link->bev);
     if (link->reader) redisReaderFree(link->reader);
     if (link->timeout_ev) event_free(link->timeout_ev);

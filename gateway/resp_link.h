@@ -30,8 +30,9 @@
  * (never from inside a resp_link_* call): first every pending command's
  * callback with reply NULL, in order, then on_down once. A lost link stays
  * lost; its owner frees it and makes a new one (the owner decides backoff).
- * After resp_link_free nothing is ever called back, and a callback may free
- * its own link.
+ * After resp_link_free nothing is ever called back (it only hands each pending
+ * command's privdata to the drop function), and a callback may free its own
+ * link.
  *
  * How Herald will use it on Redis Cluster (in progress; docs/OPERATIONS.md
  * "Redis Cluster"):
@@ -70,6 +71,10 @@ struct resp_link_callbacks {
     void (*on_down)(struct resp_link *link, const char *reason, void *arg);
     /* A pub/sub push (see above); borrowed until the callback returns. */
     void (*on_push)(struct resp_link *link, redisReply *push, void *arg);
+    /* Optional: resp_link_free calls it with the privdata of each command still
+     * pending (their reply callbacks are not called), so that per-command data
+     * can be released. It must not use the link. */
+    void (*drop)(void *privdata);
     void *arg;
 };
 
@@ -92,8 +97,9 @@ struct resp_link *resp_link_new(struct event_base *base, const struct resp_link_
                                 const struct resp_link_callbacks *callbacks, char *err,
                                 size_t err_size);
 
-/* Closes the connection and frees the link. Pending callbacks and on_down are
- * not called. Safe inside any of the link's callbacks. */
+/* Closes the connection and frees the link. Pending reply callbacks and on_down
+ * are not called (only drop, for each pending command's privdata). Safe inside
+ * any of the link's callbacks. */
 void resp_link_free(struct resp_link *link);
 
 /* Queues a command (argv/argvlen as redisFormatCommandArgv; argvlen NULL means

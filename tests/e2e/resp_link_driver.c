@@ -194,7 +194,7 @@ int main(int argc, char **argv) {
     }
     base = event_base_new();
     if (!base) return 2;
-    struct resp_link_callbacks cb = {on_up, on_down, on_push, NULL};
+    struct resp_link_callbacks cb = {on_up, on_down, on_push, free, NULL};
     char err[256] = "";
     link_under_test = resp_link_new(base, &opts, &cb, err, sizeof(err));
     if (!link_under_test) {

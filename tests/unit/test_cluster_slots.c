@@ -167,8 +167,8 @@ static void test_bad_cluster_slots_replies_refused(void) {
         "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\na\r\n:0\r\n",     /* port 0 */
         "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n:1\r\n:1\r\n",          /* host not a string */
         "*1\r\n*3\r\n:0\r\n:1\r\n*1\r\n$1\r\na\r\n",           /* node without port */
-        "*2\r\n*3\r\n:0\r\n:10\r\n*2\r\n$1\r\na\r\n:1\r\n"
-        "*3\r\n:10\r\n:20\r\n*2\r\n$1\r\nb\r\n:1\r\n", /* overlap at 10 */
+        ("*2\r\n*3\r\n:0\r\n:10\r\n*2\r\n$1\r\na\r\n:1\r\n"
+         "*3\r\n:10\r\n:20\r\n*2\r\n$1\r\nb\r\n:1\r\n"), /* overlap at 10 */
         "*1\r\n*4\r\n:0\r\n:1\r\n*2\r\n$1\r\na\r\n:1\r\n*2\r\n$1\r\nb\r\n:70000\r\n", /* replica */
         "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$0\r\n\r\n:1\r\n", /* empty host, no default */
     };
