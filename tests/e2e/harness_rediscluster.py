@@ -10,7 +10,8 @@ loopback ports.
 - Helpers: key_slot(), slot_owner(), masters(), replicas_of(),
   kill_master() (SIGKILL, then wait for the replica's promotion), move_slot()
   (CLUSTER SETSLOT IMPORTING/MIGRATING + MIGRATE + SETSLOT NODE, the steps
-  ``redis-cli --cluster reshard`` takes for each slot), key_in_slot().
+  ``redis-cli --cluster reshard`` takes for each slot), key_in_slot(), and
+  slot_of() (the slot computed here, as Redis does).
 - Fixtures: ``redis_cluster`` (no password) and ``redis_cluster_factory``
   (``factory(password=...)``); import them into a test module
   (``from harness_rediscluster import redis_cluster``). Every node is stopped
@@ -32,6 +33,25 @@ from harness_redis import RedisServer, Resp, RespError
 NODE_TIMEOUT_MS = 1000
 CLUSTER_SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def slot_of(key):
+    """The slot of key as Redis computes it (CRC16/XMODEM, hash tags), without
+    asking a node; RedisCluster.key_slot asks one."""
+    if isinstance(key, str):
+        key = key.encode()
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    crc = 0
+    for byte in key:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc & (CLUSTER_SLOTS - 1)
 
 
 def _bindable(port):
@@ -194,13 +214,13 @@ class RedisCluster:
         return sorted(p for p, n in view.items()
                       if n["master_id"] == mid and p not in self.dead)
 
-    def key_in_slot(self, prefix, slot, limit=200000):
-        """A key starting with prefix whose slot is slot (found by asking Redis)."""
-        with self.client(self.live_ports()[0]) as r:
-            for i in range(limit):
-                key = "%s%d" % (prefix, i)
-                if r.command("CLUSTER", "KEYSLOT", key) == slot:
-                    return key
+    @staticmethod
+    def key_in_slot(prefix, slot, limit=1000000):
+        """A key starting with prefix whose slot is slot."""
+        for i in range(limit):
+            key = "%s%d" % (prefix, i)
+            if slot_of(key) == slot:
+                return key
         raise AssertionError("no key %s* in slot %d" % (prefix, slot))
 
     # ------------------------------------------------------------- waiting

@@ -5,7 +5,7 @@ without a password."""
 import pytest
 
 from harness_redis import Resp, RespError
-from harness_rediscluster import CLUSTER_SLOTS, RedisCluster, redis_cluster_factory  # noqa: F401
+from harness_rediscluster import CLUSTER_SLOTS, RedisCluster, slot_of, redis_cluster_factory  # noqa: F401
 
 
 def moved_from_elsewhere(cluster, key):
@@ -50,6 +50,11 @@ def test_cluster_starts_redirects_fails_over_and_reshards(redis_cluster_factory,
     slot, owner = moved_from_elsewhere(cluster, "foo")
     assert cluster.key_slot("{herald:apps:created}:history") == \
         cluster.key_slot("herald:apps:created")
+    for key in ("foo", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "a{b", "{}",
+                "herald:user:42"):
+        assert slot_of(key) == cluster.key_slot(key), key
+    key = cluster.key_in_slot("herald:k", 777)
+    assert cluster.key_slot(key) == 777
 
     # Reshard: the slot and its key move to another master.
     target = next(p for p in masters if p != owner)

@@ -17,7 +17,7 @@ import pytest
 
 import harness
 from harness_redis import fresh_redis, redis_factory  # noqa: F401
-from harness_rediscluster import redis_cluster  # noqa: F401
+from harness_rediscluster import redis_cluster, redis_cluster_factory  # noqa: F401
 
 DRIVER = os.path.join(harness.BUILD, "tests", "resp_link_driver")
 
@@ -219,13 +219,15 @@ def test_subscribe_and_ssubscribe_share_one_link(fresh_redis):
         assert d.expect("refused")["id"] == "u2"
 
 
-def test_ssubscribe_on_a_cluster_owner_and_moved_elsewhere(redis_cluster):
-    cluster = redis_cluster
+@pytest.mark.parametrize("password", [None, "cluster-pw"])
+def test_ssubscribe_on_a_cluster_owner_and_moved_elsewhere(redis_cluster_factory, password):
+    cluster = redis_cluster_factory(password=password)
+    auth = ["--password", password] if password else []
     channel = "herald:apps:created"
     slot = cluster.key_slot(channel)
     owner = cluster.slot_owner(slot)
     other = next(p for p in cluster.masters() if p != owner)
-    with Driver(owner) as d, Driver(other) as wrong:
+    with Driver(owner, *auth) as d, Driver(other, *auth) as wrong:
         d.send("cmd s SSUBSCRIBE " + channel)
         wrong.send("cmd s SSUBSCRIBE " + channel, "cmd p PING")
         d.expect("up")
