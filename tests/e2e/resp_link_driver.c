@@ -10,13 +10,18 @@
  *   free-on-push      free the link inside the next push callback
  *   free-on-reply     free the link inside the next reply callback
  *   state             print the link's state
+ *   slotmap ID        CLUSTER SLOTS, read into a cluster_slots map
  * and prints one JSON object per line for everything the link reports:
  *   {"event":"up"} {"event":"down","reason":R} {"event":"push","push":P}
  *   {"event":"reply","id":ID,"reply":V}  (V null: lost before the reply)
  *   {"event":"refused","id":ID}          (resp_link_command_argv said -1)
  *   {"event":"freed"}  {"event":"state",...}
+ *   {"event":"slotmap","id":ID,"covered":N,"masters":M,"ranges":[[start,end,port,[ports]]]}
+ *     (the map cluster_slot_map_from_reply built) or {"event":"slotmap","error":E}
  * Replies: strings as strings, integers as numbers, nil as null, arrays as
- * lists, status as {"status":S}, errors as {"error":S}. Exits on stdin EOF. */
+ * lists, status as {"status":S}, errors as {"error":S} (with "redirect":
+ * [kind, slot, host, port] when cluster_redirect_parse reads one). Exits on
+ * stdin EOF. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -26,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster_slots.h"
 #include "resp_link.h"
 
 static struct resp_link *link_under_test;
@@ -51,7 +57,14 @@ static json_t *reply_json(const redisReply *r) {
         case REDIS_REPLY_INTEGER: return json_integer(r->integer);
         case REDIS_REPLY_NIL: return json_null();
         case REDIS_REPLY_STATUS: return json_pack("{s:s}", "status", r->str);
-        case REDIS_REPLY_ERROR: return json_pack("{s:s}", "error", r->str);
+        case REDIS_REPLY_ERROR: {
+            struct cluster_redirect redirect;
+            if (cluster_redirect_parse(r->str, r->len, &redirect) == CLUSTER_REDIRECT_NONE)
+                return json_pack("{s:s}", "error", r->str);
+            return json_pack("{s:s,s:[s,i,s,i]}", "error", r->str, "redirect",
+                             redirect.kind == CLUSTER_REDIRECT_MOVED ? "MOVED" : "ASK",
+                             (int)redirect.slot, redirect.host, redirect.port);
+        }
         case REDIS_REPLY_ARRAY: {
             json_t *a = json_array();
             for (size_t i = 0; a && i < r->elements; i++)
@@ -77,6 +90,32 @@ static void on_reply(struct resp_link *link, redisReply *reply, void *privdata) 
         free_on_reply = false;
         free_link_now();
     }
+}
+
+static void on_slots(struct resp_link *link, redisReply *reply, void *privdata) {
+    char *id = privdata, err[200] = "";
+    struct cluster_slot_map *map =
+        reply ? cluster_slot_map_from_reply(reply, resp_link_host(link), err, sizeof(err)) : NULL;
+    if (!map) {
+        print_json(json_pack("{s:s,s:s,s:s}", "event", "slotmap", "id", id, "error",
+                             reply ? err : "link lost"));
+        free(id);
+        return;
+    }
+    json_t *ranges = json_array();
+    for (size_t i = 0; ranges && i < map->range_count; i++) {
+        const struct cluster_slot_range *r = &map->ranges[i];
+        json_t *replicas = json_array();
+        for (size_t k = 0; replicas && k < r->replica_count; k++)
+            json_array_append_new(replicas, json_integer(map->nodes[r->replicas[k]].port));
+        json_array_append_new(
+            ranges, json_pack("[i,i,i,o]", r->start, r->end, map->nodes[r->master].port, replicas));
+    }
+    print_json(json_pack("{s:s,s:s,s:i,s:i,s:o}", "event", "slotmap", "id", id, "covered",
+                         (int)map->slots_covered, "masters", (int)map->master_count, "ranges",
+                         ranges));
+    cluster_slot_map_free(map);
+    free(id);
 }
 
 static void on_up(struct resp_link *link, void *arg) {
@@ -124,6 +163,14 @@ static void run_line(char *line) {
                              state_name(resp_link_state(link_under_test)), "pending",
                              (int)resp_link_pending(link_under_test), "subscriber",
                              resp_link_is_subscriber(link_under_test)));
+    } else if (strcmp(words[0], "slotmap") == 0 && n == 2 && link_under_test) {
+        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        char *id = strdup(words[1]);
+        if (!id) exit(2);
+        if (resp_link_command_argv(link_under_test, on_slots, id, 2, argv, NULL) < 0) {
+            print_json(json_pack("{s:s,s:s}", "event", "refused", "id", id));
+            free(id);
+        }
     } else if (strcmp(words[0], "cmd") == 0 && n >= 3 && link_under_test) {
         const char *argv[62];
         char *big[62] = {0};

@@ -143,14 +143,13 @@ def test_auth_failure_is_reported_as_down(redis_factory):
     redis = redis_factory(password="right")
     with Driver(redis.port, "--password", "wrong") as d:
         d.send("cmd q GET k")
-        first = d.event()
-        if first["event"] == "reply":  # queued behind AUTH: lost before its reply, then down
-            assert first == {"event": "reply", "id": "q", "reply": None}
-            down = d.expect("down")
-        else:  # the refusal came before the driver read the command
-            down = first
-            assert d.expect("refused")["id"] == "q"
-        assert down["event"] == "down"
+        events = [d.event(), d.event()]
+        down = next(e for e in events if e and e["event"] == "down")
+        other = next(e for e in events if e is not down)
+        if other["event"] == "reply":  # queued behind AUTH: lost before its reply, then down
+            assert events == [{"event": "reply", "id": "q", "reply": None}, down]
+        else:  # the driver read the command after the refusal: refused at once
+            assert other == {"event": "refused", "id": "q"}
         assert "AUTH refused" in down["reason"] and "WRONGPASS" in down["reason"], down
         d.send("cmd after GET k")
         assert d.expect("refused")["id"] == "after"
@@ -236,13 +235,20 @@ def test_ssubscribe_on_a_cluster_owner_and_moved_elsewhere(redis_cluster_factory
         assert d.reply("s") == ["ssubscribe", channel, 1]
         # The error replaces every confirmation and goes to the command; the
         # queue goes on.
-        assert wrong.reply("s") == {"error": "MOVED %d 127.0.0.1:%d" % (slot, owner)}
+        assert wrong.reply("s") == {"error": "MOVED %d 127.0.0.1:%d" % (slot, owner),
+                                    "redirect": ["MOVED", slot, "127.0.0.1", owner]}
         assert wrong.reply("p") in ({"status": "PONG"}, ["pong", ""])
         # The history script's keys share the channel's slot.
         assert cluster.command(owner, "XADD", "{%s}:history" % channel, "*", "d", "{}")
         assert cluster.command(owner, "SPUBLISH", channel, "hello") == 1
         assert d.expect("push")["push"] == ["smessage", channel, "hello"]
         wrong.quiet(0.3)
+        # cluster_slots reads the node's real CLUSTER SLOTS reply into the same map.
+        wrong.send("slotmap m")
+        got = wrong.expect("slotmap")
+        assert got["covered"] == 16384 and got["masters"] == 3, got
+        assert sorted(got["ranges"]) == sorted(list(r[:3]) + [r[3]]
+                                               for r in cluster.cluster_slots(other))
 
 
 def test_slot_move_sends_sunsubscribe_and_the_link_stays_up(redis_cluster):
@@ -261,7 +267,7 @@ def test_slot_move_sends_sunsubscribe_and_the_link_stays_up(redis_cluster):
         # The server's own sunsubscribe, with no command of ours pending.
         assert d.expect("push")["push"] == ["sunsubscribe", channel, 0]
         d.send("cmd again SSUBSCRIBE " + channel)
-        assert d.reply("again") == {"error": "MOVED %d 127.0.0.1:%d" % (slot, target)}
+        assert d.reply("again")["redirect"] == ["MOVED", slot, "127.0.0.1", target]
         d.send("state")
         assert d.expect("state")["state"] == "up"
     with Driver(target) as d:
@@ -287,8 +293,12 @@ def test_master_failover_is_a_lost_link(redis_cluster):
         assert d.expect("down")["reason"] in ("connection closed by the server",
                                               "connection error: Connection reset by peer")
     with Driver(promoted) as d:  # the new owner takes the subscription
-        d.send("cmd s SSUBSCRIBE " + channel)
+        d.send("slotmap m", "cmd s SSUBSCRIBE " + channel)
         d.expect("up")
+        got = d.expect("slotmap")  # a refreshed map names the promoted replica
+        assert got["covered"] == 16384 and got["masters"] == 3, got
+        assert [r[2] for r in got["ranges"] if r[0] <= slot <= r[1]] == [promoted]
+        assert victim not in [r[2] for r in got["ranges"]]
         d.expect("push")
         assert d.reply("s") == ["ssubscribe", channel, 1]
         assert cluster.command(promoted, "SPUBLISH", channel, "after-failover") == 1
@@ -322,7 +332,8 @@ def test_nothing_is_called_back_after_free(fresh_redis):
         d.expect("up")
         d.expect("push")
         d.reply("s")
-        d.send("free-on-push")
+        d.send("free-on-push", "state")
+        d.expect("state")  # the driver has read the line before the message comes
         pub.command("SPUBLISH", "herald:z", "x")
         d.send("cmd p PING")  # answered after the message: never reported
         assert d.expect("push")["push"] == ["smessage", "herald:z", "x"]
@@ -339,8 +350,8 @@ def test_nothing_is_called_back_after_free(fresh_redis):
     with Driver(fresh_redis.port) as d:
         d.send("cmd b1 BLPOP never 0", "cmd b2 BLPOP never 0")
         d.expect("up")
-        d.send("free-on-reply")
-        time.sleep(0.1)
+        d.send("free-on-reply", "state")
+        d.expect("state")
         fresh_redis.kill9()
         assert d.reply("b1") is None
         d.expect("freed")
