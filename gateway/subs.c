@@ -53,9 +53,9 @@ struct subs {
     struct subs_hooks hooks;
     struct subs_counters counters;
     struct history_read *reads; /* in flight */
-    struct event *flush_event; /* delivers the batch at the end of this loop iteration */
-    struct channel *dirty;     /* the one channel with a batch, or NULL */
-    double *arrivals;          /* arrival times of the batched events */
+    struct event *flush_event;  /* delivers the batch at the end of this loop iteration */
+    struct channel *dirty;      /* the one channel with a batch, or NULL */
+    double *arrivals;           /* arrival times of the batched events */
     size_t arrival_count, arrival_capacity;
     EVP_MAC_CTX *mac; /* SipHash keyed from OpenSSL's random source */
     struct channel **buckets;
@@ -330,7 +330,7 @@ static int append_gap(const char *channel, struct evbuffer *out) {
     if (text) {
         size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
         rc = evbuffer_add(out, header, header_len) == 0 && evbuffer_add(out, text, len) == 0 ? 0
-                                                                                              : -1;
+                                                                                             : -1;
     }
     free(text);
     return rc;
@@ -428,7 +428,7 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
     subs_position(wt->sub, &ready);
     ready.recovered = wt->asked ? 0 : -1;
     bool recovered = false, gap = wt->recover || ch->buffer_overflow;
-    size_t from = 0; /* the first missed entry */
+    size_t from = 0;                                     /* the first missed entry */
     const char *seam = ready.offset ? ready.offset : ""; /* live events after this */
     if (wt->recover && !failed && epoch && strcmp(epoch, wt->epoch) == 0) {
         if (wt->since[0]) {
@@ -596,8 +596,7 @@ static void unlink_sub(struct subs *subs, struct sub *s) {
 }
 
 enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
-                              const char *name, const struct subs_since *since,
-                              struct sub **out) {
+                              const char *name, const struct subs_since *since, struct sub **out) {
     for (struct sub *s = *head; s; s = s->conn_next) {
         if (strcmp(s->channel->name, name) != 0) continue;
         *out = s;
@@ -780,8 +779,8 @@ static long frame_event(struct channel *ch, const char *data, size_t len, const 
     uint8_t *p = shared_frame_reserve(&ch->batch, header_len + message_len);
     if (!p) return -1;
     memcpy(p, header, header_len);
-    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset,
-                      offset_len, timestamp);
+    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
+                      timestamp);
     ch->batch_events++;
     return (long)(p - ch->batch->data);
 }
@@ -848,8 +847,7 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
     }
     if (ch->waiters)
-        keep_for_waiters(subs, ch, offset, ch->batch->data + start,
-                         ch->batch->len - (size_t)start);
+        keep_for_waiters(subs, ch, offset, ch->batch->data + start, ch->batch->len - (size_t)start);
     subs->arrivals[subs->arrival_count++] = arrived;
     if (!subs->dirty) {
         subs->dirty = ch;

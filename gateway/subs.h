@@ -62,19 +62,19 @@ struct subs_since {
 
 /* Handed to session_on_subscribed when a subscription goes live. */
 struct subs_ready {
-    const char *offset; /* the channel's newest offset, NULL when none */
-    const char *epoch;  /* the channel's history epoch, NULL when it has none */
-    int recovered;      /* 1 recovered, 0 not (a gap follows), -1 not asked */
+    const char *offset;     /* the channel's newest offset, NULL when none */
+    const char *epoch;      /* the channel's history epoch, NULL when it has none */
+    int recovered;          /* 1 recovered, 0 not (a gap follows), -1 not asked */
     struct evbuffer *after; /* frames that follow the reply (taken over), or NULL */
 };
 
 /* History and recovery counters of one worker. */
 struct subs_counters {
-    unsigned long long history_reads;      /* read scripts sent to Redis */
-    unsigned long long recoveries;         /* subscriptions recovered completely */
-    unsigned long long recoveries_failed;  /* recovery impossible: gap */
-    unsigned long long events_recovered;   /* events delivered from history */
-    unsigned long long waiters_served;     /* subscriptions answered by reads */
+    unsigned long long history_reads;     /* read scripts sent to Redis */
+    unsigned long long recoveries;        /* subscriptions recovered completely */
+    unsigned long long recoveries_failed; /* recovery impossible: gap */
+    unsigned long long events_recovered;  /* events delivered from history */
+    unsigned long long waiters_served;    /* subscriptions answered by reads */
 };
 
 enum channel_state {
@@ -98,11 +98,11 @@ struct channel {
     char epoch[HISTORY_EPOCH_MAX + 1];
     char offset[HISTORY_OFFSET_MAX + 1];
     bool positioned;
-    bool after_outage;            /* resubscribing after Redis came back */
-    struct waiter *waiters;       /* subscriptions waiting for history */
-    struct history_read *read;    /* the read in flight, or NULL */
-    char read_since[HISTORY_OFFSET_MAX + 1]; /* its since: "" position only, "-" all */
-    bool read_wanted;             /* a read waits for the command link */
+    bool after_outage;                          /* resubscribing after Redis came back */
+    struct waiter *waiters;                     /* subscriptions waiting for history */
+    struct history_read *read;                  /* the read in flight, or NULL */
+    char read_since[HISTORY_OFFSET_MAX + 1];    /* its since: "" position only, "-" all */
+    bool read_wanted;                           /* a read waits for the command link */
     struct buffered *buffered, **buffered_tail; /* live events during a read */
     unsigned buffered_count;
     bool buffer_overflow;

@@ -114,7 +114,6 @@ char *stats_reply(struct worker *w, const json_t *id, size_t *len) {
 
 /* ---- set-up --------------------------------------------------------------- */
 
-
 static void setup(void) {
     memset(&worker, 0, sizeof worker);
     memset(&cfg, 0, sizeof cfg);

@@ -469,7 +469,6 @@ static void test_many_channels_survive_table_growth(void) {
     subs_free(s);
 }
 
-
 /* ---- history -------------------------------------------------------------- */
 
 static void publish_offset(struct subs *idx, const char *channel, const char *epoch,
@@ -484,7 +483,7 @@ static const char *ns(const char *text) {
     static char out[1024];
     size_t n = 0;
     out[0] = '\0';
-    for (const char *p = text; (p = strstr(p, "\"n\":\"")); ) {
+    for (const char *p = text; (p = strstr(p, "\"n\":\""));) {
         p += 5;
         const char *end = strchr(p, '"');
         n += (size_t)snprintf(out + n, sizeof out - n, "%s%.*s", n ? "," : "", (int)(end - p), p);
@@ -592,7 +591,7 @@ static void test_one_read_serves_every_waiter_of_a_channel(void) {
     add_since(s, &w[1], "apps:h", "3-0", "11");
     subs_on_confirmed(s, "apps:h");
     CHECK_INT(reads, 1);
-    CHECK_STR(read_since, "2-0"); /* the oldest asked for */
+    CHECK_STR(read_since, "2-0");               /* the oldest asked for */
     add_since(s, &w[2], "apps:h", "2-0", "11"); /* joins the read in flight */
     add(s, &w[3], "apps:h");                    /* position only: joins too */
     add_since(s, &w[4], "apps:h", "1-0", "11"); /* older: needs the next read */
