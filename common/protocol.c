@@ -208,9 +208,10 @@ int proto_payload_check(const char *data, size_t len, char *why, size_t why_size
     return 0;
 }
 
-char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
-                        enum proto_error *err) {
+char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
+                        size_t *len, enum proto_error *err) {
     static const char head[] = "{\"type\":\"event\",\"channel\":\"";
+    static const char offset_head[] = "\",\"offset\":\"";
     static const char mid[] = "\",\"data\":";
     static const char tail_head[] = ",\"timestamp\":\"";
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {
@@ -219,10 +220,13 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     }
 
     /* The channel was validated against [A-Za-z0-9_.:-] by the caller's
-     * subscription, so it needs no escaping. */
+     * subscription, and an offset is digits and one '-', so neither needs
+     * escaping. */
     size_t channel_len = strlen(channel);
+    size_t offset_len = offset ? strlen(offset) : 0;
     size_t total = sizeof head - 1 + channel_len + sizeof mid - 1 + data_len + sizeof tail_head -
                    1 + PROTO_TIMESTAMP_LEN + 2;
+    if (offset_len) total += sizeof offset_head - 1 + offset_len;
     char *out = malloc(total + 1);
     if (!out) {
         *err = PROTO_ERR_INTERNAL;
@@ -231,6 +235,10 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     char *p = out;
     memcpy(p, head, sizeof head - 1), p += sizeof head - 1;
     memcpy(p, channel, channel_len), p += channel_len;
+    if (offset_len) {
+        memcpy(p, offset_head, sizeof offset_head - 1), p += sizeof offset_head - 1;
+        memcpy(p, offset, offset_len), p += offset_len;
+    }
     memcpy(p, mid, sizeof mid - 1), p += sizeof mid - 1;
     memcpy(p, data, data_len), p += data_len;
     memcpy(p, tail_head, sizeof tail_head - 1), p += sizeof tail_head - 1;

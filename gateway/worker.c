@@ -16,6 +16,7 @@
 
 #include "bus.h"
 #include "conn.h"
+#include "history.h"
 #include "iplimit.h"
 #include "log.h"
 #include "protocol.h"
@@ -92,6 +93,13 @@ static void on_message(void *arg, const char *channel, const char *payload, size
     struct worker *w = arg;
     double arrived = clock_now();
     w->stats.events_received++;
+    /* A publish with history sends "#<epoch> <offset> <data>" (history.h). */
+    char epoch[HISTORY_EPOCH_MAX + 1], offset[HISTORY_OFFSET_MAX + 1];
+    if (history_parse_message(payload, len, epoch, offset, &payload, &len) ==
+        HISTORY_MESSAGE_INVALID) {
+        drop_event(w, channel, "bad_header", len);
+        return;
+    }
     if (len > (size_t)w->cfg->max_message_size) {
         drop_event(w, channel, "too_big", len);
         return;
@@ -101,7 +109,7 @@ static void on_message(void *arg, const char *channel, const char *payload, size
      * every recipient then shares. */
     size_t text_len;
     enum proto_error err;
-    char *text = proto_build_event(channel, payload, len, &text_len, &err);
+    char *text = proto_build_event(channel, payload, len, offset, &text_len, &err);
     if (!text) {
         drop_event(w, channel, err == PROTO_ERR_BAD_JSON ? "bad_json" : "no_memory", len);
         return;
