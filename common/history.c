@@ -27,8 +27,9 @@ const char history_publish_script[] =
     "if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', min_ms) end\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-    "redis.call(ARGV[5], ARGV[1], '#' .. epoch .. ' ' .. id .. ' ' .. ARGV[2])\n"
-    "return {id, epoch}\n";
+    "local receivers = redis.call(ARGV[5], ARGV[1], '#' .. epoch .. ' ' .. id .. ' ' .. "
+    "ARGV[2])\n"
+    "return {id, epoch, receivers}\n";
 
 const char history_read_script[] =
     "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"

@@ -19,10 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HISTORY_DEFAULT_SIZE 1000 /* entries kept per channel (approximately, MAXLEN ~) */
-#define HISTORY_DEFAULT_TTL  600  /* seconds: age cap, and idle expiry of both keys */
-#define HISTORY_MAX_SIZE     10000000L
-#define HISTORY_MAX_TTL      31536000L /* one year */
+#define HISTORY_DEFAULT_SIZE  1000 /* entries kept per channel (approximately, MAXLEN ~) */
+#define HISTORY_DEFAULT_TTL   600  /* seconds: age cap, and idle expiry of both keys */
+#define HISTORY_MAX_SIZE      10000000L
+#define HISTORY_MAX_TTL       31536000L /* one year */
+#define HISTORY_MAX_SIZE_TEXT "10000000"
+#define HISTORY_MAX_TTL_TEXT  "31536000"
 
 #define HISTORY_EPOCH_MAX  32 /* digits of an epoch (the script makes 16) */
 #define HISTORY_OFFSET_MAX 41 /* <20 digits>-<20 digits> */
@@ -32,7 +34,8 @@
 #define HISTORY_KEY_EXTRA 10
 
 /* The publish script. KEYS = {stream, meta}; ARGV = R, data, maxlen (> 0),
- * ttl seconds (> 0), "PUBLISH" or "SPUBLISH". Returns {offset, epoch}. */
+ * ttl seconds (> 0), "PUBLISH" or "SPUBLISH". Returns {offset, epoch,
+ * receivers} (receivers: the publish command's reply). */
 extern const char history_publish_script[];
 
 /* The read script. KEYS = {stream, meta}; ARGV = since (an offset, "-" for

@@ -281,14 +281,15 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
     *p = '}';
 }
 
-char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
-                        enum proto_error *err) {
+char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
+                        size_t *len, enum proto_error *err) {
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;
     }
     size_t channel_len = strlen(channel);
-    size_t total = proto_event_size(channel_len, data_len, 0);
+    size_t offset_len = offset ? strlen(offset) : 0;
+    size_t total = proto_event_size(channel_len, data_len, offset_len);
     char *out = malloc(total + 1);
     if (!out) {
         *err = PROTO_ERR_INTERNAL;
@@ -296,7 +297,7 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     }
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    proto_write_event(out, channel, channel_len, data, data_len, NULL, 0, timestamp);
+    proto_write_event(out, channel, channel_len, data, data_len, offset, offset_len, timestamp);
     out[total] = '\0';
     *len = total;
     *err = PROTO_OK;

@@ -114,8 +114,10 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).
- * Returns NULL with *err = PROTO_ERR_BAD_JSON for an invalid payload. */
-char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
-                        enum proto_error *err);
+ * offset (NULL or "" for none) is the event's history offset, added as
+ * "offset":"<offset>"; it must be a valid offset (history.h), so it needs no
+ * escaping. Returns NULL with *err = PROTO_ERR_BAD_JSON for an invalid payload. */
+char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
+                        size_t *len, enum proto_error *err);
 
 #endif
