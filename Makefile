@@ -100,6 +100,13 @@ $(BUILD)/tests/test_handshake: $(call obj,tests/unit/test_handshake.c gateway/ha
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+# Drives gateway/resp_link against a real Redis (tests/e2e/test_resp_link.py).
+E2E_BINS := $(BUILD)/tests/resp_link_driver
+$(BUILD)/tests/resp_link_driver: $(call obj,tests/e2e/resp_link_driver.c gateway/resp_link.c) \
+                                 $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
 # Installs the Debian packages the build and the tests need, when any is missing.
 deps:
 	@sh deploy/install-deps.sh
@@ -107,7 +114,7 @@ deps:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-e2e: all
+e2e: all $(E2E_BINS)
 	HERALD_BUILD=$(abspath $(BUILD)) HERALD_CC="$(CC)" HERALD_LDFLAGS="$(LDFLAGS)" \
 	HERALD_SANITIZE="$(SANITIZE)" $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 

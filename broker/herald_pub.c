@@ -1,4 +1,6 @@
-/* herald_pub.c -- the publishing library: validate an event, PUBLISH it to Redis.
+/* herald_pub.c -- the publishing library: validate an event, then publish it
+ * to Redis with history (the script of history.c, by EVALSHA, falling back to
+ * EVAL when Redis does not have it cached) or as a plain PUBLISH.
  *
  * Every check that can refuse an event (channel name, size, JSON) runs before
  * the connection is touched, so a bad event never reaches Redis and never costs
@@ -21,6 +23,7 @@
 #include <jansson.h>
 
 #include "acl.h"
+#include "history.h"
 #include "protocol.h"
 #include "redis_url.h"
 
@@ -36,8 +39,19 @@ struct herald_pub {
     size_t prefix_len;
     size_t max_size;
     char *channel_buf; /* prefix + channel, sized for the longest valid channel */
+    char *stream_key;  /* {prefix + channel}:history, same size plus the suffix */
+    char *meta_key;    /* {prefix + channel}:meta */
+    size_t key_size;
+    bool history; /* herald_pub_set_history's switch */
+    unsigned long history_size, history_ttl;
+    const struct acl_rules *rules; /* borrowed; per-channel history policy, or NULL */
     char error[512];
 };
+
+_Static_assert(HERALD_PUB_OFFSET_MAX == HISTORY_OFFSET_MAX, "offset sizes agree");
+_Static_assert(HERALD_PUB_EPOCH_MAX == HISTORY_EPOCH_MAX, "epoch sizes agree");
+_Static_assert(HERALD_PUB_HISTORY_SIZE == HISTORY_DEFAULT_SIZE, "default sizes agree");
+_Static_assert(HERALD_PUB_HISTORY_TTL == HISTORY_DEFAULT_TTL, "default ttls agree");
 
 static void set_error(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -73,7 +87,7 @@ static void quote_name(const char *name, char *out, size_t out_size) {
 static int prefix_valid(const char *prefix) {
     size_t len = strlen(prefix);
 
-    if (len > HERALD_PUB_MAX_PREFIX) return 0;
+    if (len > HERALD_PUB_MAX_PREFIX || !history_prefix_valid(prefix)) return 0;
     for (size_t i = 0; i < len; i++) {
         if (!isgraph((unsigned char)prefix[i])) return 0;
     }
@@ -154,19 +168,26 @@ herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, s
     if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     if (!prefix_valid(prefix)) {
         set_error(err, err_size,
-                  "invalid channel prefix: at most %d printable characters, no spaces",
+                  "invalid channel prefix: at most %d printable characters, no spaces, "
+                  "no braces",
                   HERALD_PUB_MAX_PREFIX);
         goto failed;
     }
     p->prefix = strdup(prefix);
     p->prefix_len = strlen(prefix);
     p->channel_buf = malloc(p->prefix_len + ACL_MAX_CHANNEL + 1);
-    if (!p->prefix || !p->channel_buf) {
+    p->key_size = p->prefix_len + ACL_MAX_CHANNEL + HISTORY_KEY_EXTRA + 1;
+    p->stream_key = malloc(p->key_size);
+    p->meta_key = malloc(p->key_size);
+    if (!p->prefix || !p->channel_buf || !p->stream_key || !p->meta_key) {
         set_error(err, err_size, "out of memory");
         goto failed;
     }
     memcpy(p->channel_buf, p->prefix, p->prefix_len);
     p->max_size = HERALD_PUB_DEFAULT_MAX_SIZE;
+    p->history = true;
+    p->history_size = HISTORY_DEFAULT_SIZE;
+    p->history_ttl = HISTORY_DEFAULT_TTL;
     p->redis = open_redis(&p->url, err, err_size);
     if (!p->redis) goto failed;
     return p;
@@ -178,6 +199,18 @@ failed:
 
 void herald_pub_set_max_size(herald_pub *p, size_t max_size) {
     p->max_size = max_size;
+}
+
+int herald_pub_set_history(herald_pub *p, bool enabled, unsigned long size, unsigned long ttl) {
+    if (size < 1 || size > HISTORY_MAX_SIZE || ttl < 1 || ttl > HISTORY_MAX_TTL) return -1;
+    p->history = enabled;
+    p->history_size = size;
+    p->history_ttl = ttl;
+    return 0;
+}
+
+void herald_pub_set_channel_rules(herald_pub *p, const struct acl_rules *rules) {
+    p->rules = rules;
 }
 
 const char *herald_pub_last_error(const herald_pub *p) {
@@ -216,24 +249,95 @@ static enum herald_pub_status validate(herald_pub *p, const char *channel, const
     return HERALD_PUB_OK;
 }
 
-/* One PUBLISH attempt on the current connection. Returns 0 with *receivers
- * set, or -1 with p->error set. */
-static int publish_once(herald_pub *p, size_t channel_len, const char *json, size_t json_len,
-                        long long *receivers) {
-    redisReply *reply =
-        redisCommand(p->redis, "PUBLISH %b %b", p->channel_buf, channel_len, json, json_len);
+/* How one event goes out: a plain PUBLISH, or the history script with its
+ * caps (decided once per call, before any attempt). */
+struct publish_plan {
+    size_t channel_len; /* of p->channel_buf */
+    const char *json;
+    size_t json_len;
+    bool history;
+    char size[24], ttl[24];
+};
+
+/* Reads the script's reply {offset, epoch, receivers} into result. */
+static int read_script_reply(herald_pub *p, const redisReply *reply,
+                             struct herald_pub_result *result) {
+    uint64_t ms, seq;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_INTEGER ||
+        history_offset_parse(reply->element[0]->str, reply->element[0]->len, &ms, &seq) < 0 ||
+        reply->element[1]->len < 1 || reply->element[1]->len > HISTORY_EPOCH_MAX) {
+        set_error(p->error, sizeof p->error,
+                  "unexpected Redis reply to the history script (type %d)", reply->type);
+        return -1;
+    }
+    memcpy(result->offset, reply->element[0]->str, reply->element[0]->len);
+    result->offset[reply->element[0]->len] = '\0';
+    memcpy(result->epoch, reply->element[1]->str, reply->element[1]->len);
+    result->epoch[reply->element[1]->len] = '\0';
+    result->receivers = (long)reply->element[2]->integer;
+    return 0;
+}
+
+/* Runs the history script: EVALSHA, then EVAL when Redis answers NOSCRIPT
+ * (its script cache is empty after a restart or SCRIPT FLUSH). */
+static redisReply *run_script(herald_pub *p, const struct publish_plan *plan) {
+    const char *sha = history_publish_sha();
+    const char *argv[11] = {sha ? "EVALSHA" : "EVAL",
+                            sha ? sha : history_publish_script,
+                            "2",
+                            p->stream_key,
+                            p->meta_key,
+                            p->channel_buf,
+                            plan->json,
+                            plan->size,
+                            plan->ttl,
+                            "PUBLISH"};
+    size_t lens[11];
+
+    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
+    lens[5] = plan->channel_len;
+    lens[6] = plan->json_len;
+    redisReply *reply = redisCommandArgv(p->redis, 10, argv, lens);
+    if (sha && reply && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(reply);
+        argv[0] = "EVAL";
+        argv[1] = history_publish_script;
+        lens[0] = 4;
+        lens[1] = strlen(history_publish_script);
+        reply = redisCommandArgv(p->redis, 10, argv, lens);
+    }
+    return reply;
+}
+
+/* One publish attempt on the current connection. Returns 0 with *result set,
+ * or -1 with p->error set. */
+static int publish_once(herald_pub *p, const struct publish_plan *plan,
+                        struct herald_pub_result *result) {
+    const char *what = plan->history ? "the history script" : "PUBLISH";
+    redisReply *reply = plan->history ? run_script(p, plan)
+                                      : redisCommand(p->redis, "PUBLISH %b %b", p->channel_buf,
+                                                     plan->channel_len, plan->json, plan->json_len);
 
     if (!reply) {
-        set_error(p->error, sizeof p->error, "Redis PUBLISH to %s:%d failed: %s", p->url.host,
-                  p->url.port, p->redis->errstr);
+        set_error(p->error, sizeof p->error, "Redis %s to %s:%d failed: %s",
+                  plan->history ? "EVALSHA" : "PUBLISH", p->url.host, p->url.port,
+                  p->redis->errstr);
         return -1;
     }
     int rc = 0;
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        *receivers = reply->integer;
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(p->error, sizeof p->error, "Redis refused PUBLISH: %s", reply->str);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(p->error, sizeof p->error, "Redis refused %s: %s", what, reply->str);
         rc = -1;
+    } else if (plan->history) {
+        rc = read_script_reply(p, reply, result);
+    } else if (reply->type == REDIS_REPLY_INTEGER) {
+        result->receivers = (long)reply->integer;
+        result->offset[0] = result->epoch[0] = '\0';
     } else {
         set_error(p->error, sizeof p->error, "unexpected Redis reply to PUBLISH (type %d)",
                   reply->type);
@@ -260,26 +364,46 @@ static int reconnect(herald_pub *p) {
     return 0;
 }
 
-enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, const char *json,
-                                          long *receivers) {
+/* Fills plan for channel: its Redis channel, keys and history policy. */
+static void make_plan(herald_pub *p, const char *channel, const char *json, size_t json_len,
+                      struct publish_plan *plan) {
+    size_t channel_len = strlen(channel);
+    unsigned long size = p->history_size, ttl = p->history_ttl;
+
+    memcpy(p->channel_buf + p->prefix_len, channel, channel_len);
+    plan->channel_len = p->prefix_len + channel_len;
+    plan->json = json;
+    plan->json_len = json_len;
+    plan->history = p->history && acl_history_policy(p->rules, channel, &size, &ttl);
+    if (!plan->history) return;
+    /* The prefix has no braces and the channel's alphabet has none, and the
+     * buffers are sized for the longest channel: neither key can fail. */
+    history_stream_key(p->channel_buf, plan->channel_len, p->stream_key, p->key_size);
+    history_meta_key(p->channel_buf, plan->channel_len, p->meta_key, p->key_size);
+    snprintf(plan->size, sizeof plan->size, "%lu", size);
+    snprintf(plan->ttl, sizeof plan->ttl, "%lu", ttl);
+}
+
+enum herald_pub_status herald_pub_publish_event(herald_pub *p, const char *channel,
+                                                const char *json,
+                                                struct herald_pub_result *result) {
     size_t json_len = 0;
     enum herald_pub_status status = validate(p, channel, json, &json_len);
+    struct herald_pub_result ignored;
 
     if (status != HERALD_PUB_OK) return status;
+    if (!result) result = &ignored;
+    struct publish_plan plan;
+    make_plan(p, channel, json, json_len, &plan);
 
-    size_t channel_len = strlen(channel);
-    memcpy(p->channel_buf + p->prefix_len, channel, channel_len);
-    channel_len += p->prefix_len;
-
-    long long count = 0;
     int rc = -1;
-    if (p->redis) rc = publish_once(p, channel_len, json, json_len, &count);
+    if (p->redis) rc = publish_once(p, &plan, result);
     if (rc < 0) {
         /* The first failure's reason is kept when the reconnect fails too: it
          * is usually the more telling of the two. */
         char first[sizeof p->error];
         snprintf(first, sizeof first, "%s", p->redis ? p->error : "");
-        if (reconnect(p) == 0) rc = publish_once(p, channel_len, json, json_len, &count);
+        if (reconnect(p) == 0) rc = publish_once(p, &plan, result);
         if (rc < 0) {
             if (first[0] != '\0') {
                 char second[sizeof p->error];
@@ -293,9 +417,17 @@ enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, co
             return HERALD_PUB_REDIS;
         }
     }
-    if (receivers) *receivers = (long)count;
     p->error[0] = '\0';
     return HERALD_PUB_OK;
+}
+
+enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, const char *json,
+                                          long *receivers) {
+    struct herald_pub_result result;
+    enum herald_pub_status status = herald_pub_publish_event(p, channel, json, &result);
+
+    if (status == HERALD_PUB_OK && receivers) *receivers = result.receivers;
+    return status;
 }
 
 void herald_pub_close(herald_pub *p) {
@@ -304,5 +436,7 @@ void herald_pub_close(herald_pub *p) {
     redis_url_free(&p->url);
     free(p->prefix);
     free(p->channel_buf);
+    free(p->stream_key);
+    free(p->meta_key);
     free(p);
 }

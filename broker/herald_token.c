@@ -23,6 +23,8 @@
 
 #define TOKEN_EXIT_USAGE   2
 #define TOKEN_MAX_KEY_FILE (1024 * 1024)
+#define TOKEN_MAX_TTL      315360000L    /* ten years */
+#define TOKEN_MAX_TIME     253402300799L /* 9999-12-31T23:59:59Z */
 
 struct token_options {
     const char *alg_name;
@@ -50,9 +52,9 @@ static void usage(FILE *out) {
             "                      (default HS256)\n"
             "  --secret S          HMAC secret for HS*; default $HERALD_JWT_SECRET\n"
             "  --private-key FILE  PEM private key for RS* and ES*\n"
-            "  --ttl SECONDS       exp = now + SECONDS (default 3600)\n"
+            "  --ttl SECONDS       exp = now + SECONDS, 1 to 315360000 (default 3600)\n"
             "  --no-exp            omit exp (only accepted by gateways that do not require it)\n"
-            "  --nbf UNIX_TIME     not-before time\n"
+            "  --nbf UNIX_TIME     not-before time, 0 to 253402300799\n"
             "  --email, --role, --issuer, --audience   the email, role, iss and aud claims\n");
 }
 
@@ -69,13 +71,14 @@ static int usage_error(const char *fmt, ...) {
     return TOKEN_EXIT_USAGE;
 }
 
-static int parse_long(const char *s, long min, long *out) {
+/* A decimal integer in [min, max]: no sign, no trailing text, no overflow. */
+static int parse_long(const char *s, long min, long max, long *out) {
     char *end;
     long v;
 
     errno = 0;
     v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min) return -1;
+    if (errno || end == s || *end || *s == '-' || *s == '+' || v < min || v > max) return -1;
     *out = v;
     return 0;
 }
@@ -171,13 +174,15 @@ static int parse_options(int argc, char **argv, struct token_options *opts) {
             case 'A': opts->audience = optarg; break;
             case 'X': opts->no_exp = true; break;
             case 't':
-                if (parse_long(optarg, 1, &opts->ttl) < 0)
-                    return usage_error("--ttl wants a positive number of seconds, not \"%s\"",
-                                       optarg);
+                if (parse_long(optarg, 1, TOKEN_MAX_TTL, &opts->ttl) < 0)
+                    return usage_error("--ttl wants seconds from 1 to %ld (ten years), not \"%s\"",
+                                       TOKEN_MAX_TTL, optarg);
                 break;
             case 'n':
-                if (parse_long(optarg, 0, &opts->nbf) < 0)
-                    return usage_error("--nbf wants a Unix time in seconds, not \"%s\"", optarg);
+                if (parse_long(optarg, 0, TOKEN_MAX_TIME, &opts->nbf) < 0)
+                    return usage_error("--nbf wants a Unix time in seconds from 0 to %ld "
+                                       "(year 9999), not \"%s\"",
+                                       TOKEN_MAX_TIME, optarg);
                 opts->has_nbf = true;
                 break;
             case 'h': usage(stdout); return 0;

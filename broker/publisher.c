@@ -1,7 +1,8 @@
 /* publisher.c -- herald-publisher: services that push realistic event streams.
  *
  *     herald-publisher [--redis URL] [--prefix P] --kind apps|deployments|storage|all
- *                      [--rate EVENTS_PER_SEC] [--count N] [--seed N] [--wait-redis S] [-v]
+ *                      [--rate EVENTS_PER_SEC] [--count N] [--seed N] [--wait-redis S]
+ *                      [--history-size N] [--history-ttl S] [--no-history] [-v]
  *
  * Each kind is a small simulation with state, so the stream is consistent: an
  * app is created before it is updated or deleted, a file is uploaded before it
@@ -16,9 +17,12 @@
  * logged and the same event retried every second, so a restart of Redis
  * delays the stream without breaking a deployment's sequence; at start the
  * connection is retried for --wait-redis seconds, then the exit status is 1.
- * SIGINT and SIGTERM end the process with status 0. */
+ * SIGINT and SIGTERM end the process with status 0. Events go into each
+ * channel's history (libheraldpub's default) unless --no-history. Every
+ * numeric option is range-checked: a value outside its range is exit 2. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,6 +34,7 @@
 #include <jansson.h>
 
 #include "herald_pub.h"
+#include "history.h"
 #include "redis_url.h"
 
 enum {
@@ -51,6 +56,10 @@ enum publisher_kind {
 #define DEPLOYMENT_MIN_EVENTS 3 /* started, one status, completed/failed */
 #define DEPLOYMENT_MAX_EVENTS 5 /* when the count does not force a longer one */
 #define UUID_LEN              36
+#define RATE_MIN              0.001     /* events per second: one every 1000 s */
+#define RATE_MAX              1000000.0 /* one per microsecond */
+#define COUNT_MAX             1000000000000000LL
+#define WAIT_REDIS_MAX        86400LL
 
 static volatile sig_atomic_t stop_requested;
 
@@ -537,24 +546,33 @@ static herald_pub *connect_waiting(const char *url, const char *prefix, long lon
 }
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: herald-publisher [--redis URL] [--prefix P] --kind "
-            "apps|deployments|storage|all\n"
-            "                        [--rate EVENTS_PER_SEC] [--count N] [--seed N]\n"
-            "                        [--wait-redis SECONDS] [-v]\n"
-            "\n"
-            "Publishes a consistent stream of simulated app, deployment and storage events.\n"
-            "\n"
-            "  --redis URL     default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL "\n"
-            "  --prefix P      default $HERALD_CHANNEL_PREFIX, else \"" HERALD_PUB_DEFAULT_PREFIX
-            "\"\n"
-            "  --kind K        apps, deployments, storage, or all\n"
-            "  --rate R        events per second (default 2)\n"
-            "  --count N       stop after N events (default: run until SIGINT/SIGTERM);\n"
-            "                  every deployment started within N also ends within N\n"
-            "  --seed N        seed for a reproducible stream\n"
-            "  --wait-redis S  at start, retry connecting for up to S seconds (default 10)\n"
-            "  -v, --verbose   print each event as \"CHANNEL JSON\"\n");
+    fprintf(
+        out,
+        "usage: herald-publisher [--redis URL] [--prefix P] --kind "
+        "apps|deployments|storage|all\n"
+        "                        [--rate EVENTS_PER_SEC] [--count N] [--seed N]\n"
+        "                        [--wait-redis SECONDS] [--history-size N] [--history-ttl S]\n"
+        "                        [--no-history] [-v]\n"
+        "\n"
+        "Publishes a consistent stream of simulated app, deployment and storage events.\n"
+        "\n"
+        "  --redis URL     default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL "\n"
+        "  --prefix P      default $HERALD_CHANNEL_PREFIX, else \"" HERALD_PUB_DEFAULT_PREFIX "\"\n"
+        "  --kind K        apps, deployments, storage, or all\n"
+        "  --rate R        events per second, 0.001 to 1000000 (default 2)\n"
+        "  --count N       stop after N events, 0 to 10^15 (default 0: run until\n"
+        "                  SIGINT/SIGTERM); every deployment started within N also ends\n"
+        "                  within N\n"
+        "  --seed N        seed for a reproducible stream, 0 to 2^63-1\n"
+        "  --wait-redis S  at start, retry connecting for up to S seconds, 0 to 86400\n"
+        "                  (default 10)\n"
+        "  --history-size N  events kept per channel, 1 to " HISTORY_MAX_SIZE_TEXT
+        " (default 1000)\n"
+        "  --history-ttl S   seconds events are kept, 1 to " HISTORY_MAX_TTL_TEXT " (default 600)\n"
+        "  --no-history    plain PUBLISH, no history\n"
+        "  -v, --verbose   print each event as \"CHANNEL JSON\"\n"
+        "\n"
+        "Exit status: 0 done (or stopped by a signal), 1 Redis failure, 2 bad usage.\n");
 }
 
 static int parse_kind(const char *s, unsigned *kinds) {
@@ -574,23 +592,35 @@ static int parse_kind(const char *s, unsigned *kinds) {
     return -1;
 }
 
-static int parse_long_long(const char *s, long long min, long long *out) {
+/* A decimal integer in [min, max]: no sign, no trailing text, no overflow. */
+static int parse_long_long(const char *s, long long min, long long max, long long *out) {
     char *end;
     errno = 0;
     long long value = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || value < min) return -1;
+    if (errno || end == s || *end != '\0' || *s == '-' || *s == '+' || value < min || value > max)
+        return -1;
     *out = value;
     return 0;
 }
 
 int main(int argc, char **argv) {
     static const struct option options[] = {
-        {"redis", required_argument, NULL, 'r'},      {"prefix", required_argument, NULL, 'p'},
-        {"kind", required_argument, NULL, 'k'},       {"rate", required_argument, NULL, 'R'},
-        {"count", required_argument, NULL, 'c'},      {"seed", required_argument, NULL, 's'},
-        {"verbose", no_argument, NULL, 'v'},          {"help", no_argument, NULL, 'h'},
-        {"wait-redis", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0},
+        {"redis", required_argument, NULL, 'r'},
+        {"prefix", required_argument, NULL, 'p'},
+        {"kind", required_argument, NULL, 'k'},
+        {"rate", required_argument, NULL, 'R'},
+        {"count", required_argument, NULL, 'c'},
+        {"seed", required_argument, NULL, 's'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"wait-redis", required_argument, NULL, 'w'},
+        {"history-size", required_argument, NULL, 'S'},
+        {"history-ttl", required_argument, NULL, 'T'},
+        {"no-history", no_argument, NULL, 'N'},
+        {NULL, 0, NULL, 0},
     };
+    long long history_size = HERALD_PUB_HISTORY_SIZE, history_ttl = HERALD_PUB_HISTORY_TTL;
+    bool history = true;
     struct publisher pub;
     const char *url = getenv("HERALD_REDIS");
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
@@ -616,30 +646,64 @@ int main(int argc, char **argv) {
                 }
                 break;
             case 'R':
+                /* The interval is 1e9 / rate nanoseconds in a long long: a tiny
+                 * rate would overflow it (undefined behaviour), so the range
+                 * is explicit. NaN fails every comparison and is refused. */
+                errno = 0;
                 rate = strtod(optarg, &end);
-                if (end == optarg || *end != '\0' || !(rate > 0.0 && rate <= 1000000.0)) {
-                    fprintf(stderr, "herald-publisher: --rate wants events per second, > 0\n");
+                if (errno || end == optarg || *end != '\0' ||
+                    !(rate >= RATE_MIN && rate <= RATE_MAX)) {
+                    fprintf(stderr,
+                            "herald-publisher: --rate wants events per second from %.3f to %.0f, "
+                            "not \"%s\"\n",
+                            RATE_MIN, RATE_MAX, optarg);
                     return EXIT_BAD_USAGE;
                 }
                 break;
             case 'c':
-                if (parse_long_long(optarg, 0, &pub.count) < 0) {
-                    fprintf(stderr, "herald-publisher: --count wants a number >= 0\n");
+                if (parse_long_long(optarg, 0, COUNT_MAX, &pub.count) < 0) {
+                    fprintf(stderr,
+                            "herald-publisher: --count wants a number from 0 to %lld, not \"%s\"\n",
+                            COUNT_MAX, optarg);
                     return EXIT_BAD_USAGE;
                 }
                 break;
             case 's':
-                if (parse_long_long(optarg, 0, &seed) < 0) {
-                    fprintf(stderr, "herald-publisher: --seed wants a number >= 0\n");
+                if (parse_long_long(optarg, 0, LLONG_MAX, &seed) < 0) {
+                    fprintf(stderr,
+                            "herald-publisher: --seed wants a number from 0 to %lld, not \"%s\"\n",
+                            LLONG_MAX, optarg);
                     return EXIT_BAD_USAGE;
                 }
                 break;
             case 'w':
-                if (parse_long_long(optarg, 0, &wait_seconds) < 0) {
-                    fprintf(stderr, "herald-publisher: --wait-redis wants seconds >= 0\n");
+                if (parse_long_long(optarg, 0, WAIT_REDIS_MAX, &wait_seconds) < 0) {
+                    fprintf(stderr,
+                            "herald-publisher: --wait-redis wants seconds from 0 to %lld, not "
+                            "\"%s\"\n",
+                            WAIT_REDIS_MAX, optarg);
                     return EXIT_BAD_USAGE;
                 }
                 break;
+            case 'S':
+                if (parse_long_long(optarg, 1, HISTORY_MAX_SIZE, &history_size) < 0) {
+                    fprintf(stderr,
+                            "herald-publisher: --history-size wants a number of events from 1 "
+                            "to %ld, not \"%s\"\n",
+                            HISTORY_MAX_SIZE, optarg);
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'T':
+                if (parse_long_long(optarg, 1, HISTORY_MAX_TTL, &history_ttl) < 0) {
+                    fprintf(stderr,
+                            "herald-publisher: --history-ttl wants seconds from 1 to %ld, not "
+                            "\"%s\"\n",
+                            HISTORY_MAX_TTL, optarg);
+                    return EXIT_BAD_USAGE;
+                }
+                break;
+            case 'N': history = false; break;
             case 'v': pub.verbose = true; break;
             case 'h': usage(stdout); return EXIT_DONE;
             default: usage(stderr); return EXIT_BAD_USAGE;
@@ -681,6 +745,9 @@ int main(int argc, char **argv) {
         if (bad_settings) return EXIT_BAD_USAGE;
         return stop_requested ? EXIT_DONE : EXIT_FAILURE_REDIS;
     }
+    /* In range: checked while parsing the options. */
+    herald_pub_set_history(pub.pub, history, (unsigned long)history_size,
+                           (unsigned long)history_ttl);
     fprintf(stderr, "herald-publisher: publishing %s events at %g/s to %s:%d (prefix \"%s\")\n",
             kind_arg, rate, parsed.host, parsed.port, prefix);
     redis_url_free(&parsed);

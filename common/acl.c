@@ -1,6 +1,8 @@
 /* acl.c -- channel-name rules and the subscribe ACL as pure functions. */
 #include "acl.h"
 
+#include "history.h"
+
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -8,14 +10,14 @@
 #include <string.h>
 
 static const struct acl_rule default_rules[] = {
-    {"announcements", false, ACL_PUBLIC},
-    {"apps", true, ACL_AUTHENTICATED},
-    {"users", true, ACL_AUTHENTICATED},
-    {"database", true, ACL_AUTHENTICATED},
-    {"deployments", true, ACL_AUTHENTICATED},
-    {"storage", true, ACL_AUTHENTICATED},
-    {"user", true, ACL_OWNER},
-    {"system", true, ACL_ADMIN},
+    {.pattern = "announcements", .is_namespace = false, .access = ACL_PUBLIC},
+    {.pattern = "apps", .is_namespace = true, .access = ACL_AUTHENTICATED},
+    {.pattern = "users", .is_namespace = true, .access = ACL_AUTHENTICATED},
+    {.pattern = "database", .is_namespace = true, .access = ACL_AUTHENTICATED},
+    {.pattern = "deployments", .is_namespace = true, .access = ACL_AUTHENTICATED},
+    {.pattern = "storage", .is_namespace = true, .access = ACL_AUTHENTICATED},
+    {.pattern = "user", .is_namespace = true, .access = ACL_OWNER},
+    {.pattern = "system", .is_namespace = true, .access = ACL_ADMIN},
 };
 
 static const char *const default_known[] = {
@@ -174,6 +176,17 @@ int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
     return calls;
 }
 
+bool acl_history_policy(const struct acl_rules *rules, const char *channel, unsigned long *size,
+                        unsigned long *ttl) {
+    const struct acl_rule *r = rules ? find_rule(rules, channel) : NULL;
+
+    if (!r) return true;
+    if (r->history == ACL_HISTORY_OFF) return false;
+    if (r->history_size) *size = r->history_size;
+    if (r->history_ttl) *ttl = r->history_ttl;
+    return true;
+}
+
 static const char *const access_names[] = {"public", "authenticated", "owner", "admin"};
 
 void acl_rules_free(struct acl_rules *rules) {
@@ -183,6 +196,49 @@ void acl_rules_free(struct acl_rules *rules) {
     free((void *)rules->rules);
     free((void *)rules->known);
     free(rules);
+}
+
+/* Reads a rule's optional "history": false, or {"size":N,"ttl":S}. */
+static int load_history(const json_t *history, struct acl_rule *rule, const char *pattern,
+                        char *err, size_t err_size) {
+    static const struct {
+        const char *field;
+        long max;
+    } limits[] = {{"size", HISTORY_MAX_SIZE}, {"ttl", HISTORY_MAX_TTL}};
+    unsigned long values[2] = {0, 0};
+
+    if (!history) return 0;
+    if (json_is_false(history)) {
+        rule->history = ACL_HISTORY_OFF;
+        return 0;
+    }
+    if (!json_is_object(history)) {
+        snprintf(err, err_size, "rule '%s': \"history\" must be false or {\"size\":N,\"ttl\":S}",
+                 pattern);
+        return -1;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)history, key, value) {
+        size_t i = 0;
+        while (i < 2 && strcmp(key, limits[i].field) != 0) i++;
+        if (i == 2) {
+            snprintf(err, err_size, "rule '%s': unknown history field '%s' (size, ttl)", pattern,
+                     key);
+            return -1;
+        }
+        json_int_t n = json_is_integer(value) ? json_integer_value(value) : 0;
+        if (n < 1 || n > limits[i].max) {
+            snprintf(err, err_size, "rule '%s': history %s must be an integer from 1 to %ld",
+                     pattern, key, limits[i].max);
+            return -1;
+        }
+        values[i] = (unsigned long)n;
+    }
+    rule->history = ACL_HISTORY_ON;
+    rule->history_size = values[0];
+    rule->history_ttl = values[1];
+    return 0;
 }
 
 static int load_rule(json_t *item, struct acl_rule *rule, char *err, size_t err_size) {
@@ -205,6 +261,8 @@ static int load_rule(json_t *item, struct acl_rule *rule, char *err, size_t err_
                  access);
         return -1;
     }
+    if (load_history(json_object_get(item, "history"), rule, pattern, err, err_size) != 0)
+        return -1;
     rule->pattern = strdup(pattern);
     rule->is_namespace = ns != NULL;
     rule->access = (enum acl_access)a;

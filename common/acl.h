@@ -24,12 +24,23 @@ enum acl_access {
     ACL_ADMIN,         /* admins only */
 };
 
+/* Whether a rule's channels keep history (see history.h). Zero, the value of
+ * a rule that does not say, means the publisher's defaults. */
+enum acl_history {
+    ACL_HISTORY_DEFAULT = 0, /* the publisher's size and ttl */
+    ACL_HISTORY_ON,          /* "history":{...}: size/ttl where set, else the defaults */
+    ACL_HISTORY_OFF,         /* "history":false */
+};
+
 /* One rule: a whole channel name ("announcements") or a namespace ("apps",
  * matching "apps:<anything>"). */
 struct acl_rule {
     const char *pattern;
     bool is_namespace;
     enum acl_access access;
+    enum acl_history history;
+    unsigned long history_size; /* entries; 0: the default */
+    unsigned long history_ttl;  /* seconds; 0: the default */
 };
 
 struct acl_rules {
@@ -47,7 +58,9 @@ const struct acl_rules *acl_default_rules(void);
  *   {"rules":[{"channel":"announcements","access":"public"},
  *             {"namespace":"apps","access":"authenticated"}, ...],
  *    "known":["apps:created","user:","announcements"]}
- * access is public, authenticated, owner or admin. Returns new rules (free with
+ * access is public, authenticated, owner or admin. A rule may add
+ * "history":{"size":N,"ttl":S} (either field optional; 1..HISTORY_MAX_SIZE
+ * entries, 1..HISTORY_MAX_TTL seconds) or "history":false. Returns new rules (free with
  * acl_rules_free), or NULL with a reason in err. */
 struct acl_rules *acl_rules_load(const char *path, char *err, size_t err_size);
 void acl_rules_free(struct acl_rules *rules);
@@ -86,5 +99,13 @@ int acl_user_channel(const char *user_id, char *out, size_t size);
  * or the first negative value fn returned. */
 int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
                         int (*fn)(const char *channel, void *arg), void *arg);
+
+/* The history policy of channel: false when its rule says "history":false.
+ * Otherwise true, with *size and *ttl (which hold the publisher's defaults on
+ * entry, normally HISTORY_DEFAULT_SIZE/TTL) replaced by the values the rule
+ * sets. The rule is the one acl_may_subscribe uses; a channel no rule covers
+ * gets the defaults. */
+bool acl_history_policy(const struct acl_rules *rules, const char *channel, unsigned long *size,
+                        unsigned long *ttl);
 
 #endif

@@ -1,6 +1,8 @@
 /* protocol.c -- client command parsing and server message building. */
 #include "protocol.h"
 
+#include "history.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,31 @@ static const struct {
     {"stats", PROTO_CMD_STATS, false},
 };
 
+/* A "since" field of subscribe: {"offset":O|null,"epoch":E|null}. */
+static enum proto_error parse_since(struct proto_command *cmd) {
+    json_t *since = json_object_get(cmd->root, "since");
+    if (!since || json_is_null(since)) return PROTO_OK;
+    if (!json_is_object(since)) return PROTO_ERR_INVALID_FIELD;
+    json_t *offset = json_object_get(since, "offset"), *epoch = json_object_get(since, "epoch");
+    uint64_t ms, seq;
+    if (offset && !json_is_null(offset)) {
+        if (!json_is_string(offset) ||
+            history_offset_parse(json_string_value(offset), json_string_length(offset), &ms,
+                                 &seq) != 0)
+            return PROTO_ERR_INVALID_FIELD;
+        cmd->since_offset = json_string_value(offset);
+    }
+    if (epoch && !json_is_null(epoch)) {
+        const char *e = json_is_string(epoch) ? json_string_value(epoch) : NULL;
+        size_t n = e ? json_string_length(epoch) : 0;
+        if (!e || n == 0 || n > HISTORY_EPOCH_MAX || strspn(e, "0123456789") != n)
+            return PROTO_ERR_INVALID_FIELD;
+        cmd->since_epoch = e;
+    }
+    cmd->has_since = true;
+    return PROTO_OK;
+}
+
 enum proto_error proto_parse_command(const char *buf, size_t len, struct proto_command *cmd) {
     memset(cmd, 0, sizeof *cmd);
     cmd->root = json_loadb(buf, len, JSON_DECODE_ANY, NULL);
@@ -87,6 +114,7 @@ enum proto_error proto_parse_command(const char *buf, size_t len, struct proto_c
             strlen(json_string_value(channel)) != json_string_length(channel))
             return PROTO_ERR_INVALID_CHANNEL;
         cmd->channel = json_string_value(channel);
+        if (cmd->type == PROTO_CMD_SUBSCRIBE) return parse_since(cmd);
         return PROTO_OK;
     }
     return PROTO_ERR_UNKNOWN_TYPE;
@@ -160,6 +188,17 @@ char *proto_build_connected(const char *connection_id, const herald_user *user,
 char *proto_build_channel_reply(const char *type, const char *channel, const json_t *id,
                                 size_t *len) {
     return proto_finish(json_pack("{s:s, s:s}", "type", type, "channel", channel), id, len);
+}
+
+char *proto_build_subscribed(const char *channel, const char *offset, const char *epoch,
+                             int recovered, const json_t *id, size_t *len) {
+    json_t *msg = json_pack("{s:s, s:s, s:s?, s:s?}", "type", "subscribed", "channel", channel,
+                            "offset", offset, "epoch", epoch);
+    if (msg && recovered >= 0 && json_object_set_new(msg, "recovered", json_boolean(recovered))) {
+        json_decref(msg);
+        return NULL;
+    }
+    return proto_finish(msg, id, len);
 }
 
 char *proto_build_pong(const json_t *id, size_t *len) {
@@ -242,14 +281,15 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
     *p = '}';
 }
 
-char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
-                        enum proto_error *err) {
+char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
+                        size_t *len, enum proto_error *err) {
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;
     }
     size_t channel_len = strlen(channel);
-    size_t total = proto_event_size(channel_len, data_len, 0);
+    size_t offset_len = offset ? strlen(offset) : 0;
+    size_t total = proto_event_size(channel_len, data_len, offset_len);
     char *out = malloc(total + 1);
     if (!out) {
         *err = PROTO_ERR_INTERNAL;
@@ -257,7 +297,7 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     }
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    proto_write_event(out, channel, channel_len, data, data_len, NULL, 0, timestamp);
+    proto_write_event(out, channel, channel_len, data, data_len, offset, offset_len, timestamp);
     out[total] = '\0';
     *len = total;
     *err = PROTO_OK;

@@ -7,6 +7,7 @@
 #define HERALD_PROTOCOL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "acl.h"
@@ -54,6 +55,12 @@ enum proto_command_type {
 struct proto_command {
     enum proto_command_type type;
     const char *channel; /* subscribe/unsubscribe only */
+    /* subscribe with "since":{"offset":O|null,"epoch":E|null}: has_since set,
+     * since_offset / since_epoch NULL for null (offsets and epochs are
+     * checked for syntax here). */
+    bool has_since;
+    const char *since_offset;
+    const char *since_epoch;
     json_t *id;          /* the request's "id" (string or number), NULL when absent */
     json_t *root;
 };
@@ -74,6 +81,10 @@ char *proto_build_connected(const char *connection_id, const herald_user *user,
 char *proto_build_channel_reply(const char *type, const char *channel, const json_t *id,
                                 size_t *len);
 char *proto_build_pong(const json_t *id, size_t *len);
+/* {"type":"subscribed","channel":C,"offset":O|null,"epoch":E|null} plus
+ * "recovered" when recovered is 0 or 1 (-1: the subscribe asked for none). */
+char *proto_build_subscribed(const char *channel, const char *offset, const char *epoch,
+                             int recovered, const json_t *id, size_t *len);
 char *proto_build_channels(const herald_user *user, const struct acl_rules *rules, const json_t *id,
                            size_t *len);
 /* message NULL means the error's default message. */
@@ -103,8 +114,10 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).
- * Returns NULL with *err = PROTO_ERR_BAD_JSON for an invalid payload. */
-char *proto_build_event(const char *channel, const char *data, size_t data_len, size_t *len,
-                        enum proto_error *err);
+ * offset (NULL or "" for none) is the event's history offset, added as
+ * "offset":"<offset>"; it must be a valid offset (history.h), so it needs no
+ * escaping. Returns NULL with *err = PROTO_ERR_BAD_JSON for an invalid payload. */
+char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
+                        size_t *len, enum proto_error *err);
 
 #endif

@@ -1,19 +1,19 @@
 /* bus.c -- Redis subscriber and command connections with reconnect and probe.
  *
- * hiredis 0.14 notes that shape this file:
- * - SUBSCRIBE registers our callback per channel; every "message" and the
- *   "unsubscribe" reply go to it. We pass the bus as privdata, never a
- *   per-channel object, so no callback can outlive what it points to.
- * - hiredis leaves subscribed mode when Redis reports zero subscriptions and
- *   would then abort on a SUBSCRIBE reply already in flight. The probe channel
- *   stays subscribed for the connection's whole life, so the count never
- *   reaches zero while the connection is up.
- * - A SUBSCRIBE and an UNSUBSCRIBE of the same channel must not be in flight
- *   together (the unsubscribe reply deletes the newer callback); subs.c keeps
- *   at most one command in flight per channel. */
+ * Both connections are resp_links (resp_link.h): hiredis 0.14's async context
+ * turns an error reply to SUBSCRIBE (e.g. NOPERM from a Redis ACL narrower than
+ * the channel rules) into a dropped connection, so one refused channel would
+ * cost every channel of the worker a reconnect. On a resp_link the error is
+ * the reply of that one command: the bus reports it for that channel only.
+ *
+ * The probe channel stays subscribed for the subscriber's whole life; every
+ * second the bus PUBLISHes a probe on it through the command connection. A
+ * probe not seen back within a few seconds while nothing else arrives either
+ * means the subscriber is dead (it is dropped and reconnected). Lost
+ * connections are retried with exponential backoff and full jitter; the
+ * backoff starts over only after a connection stayed up STABLE_AFTER. */
 #include "bus.h"
 
-#include <hiredis/adapters/libevent.h>
 #include <math.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -22,21 +22,24 @@
 
 #include "clock.h"
 #include "log.h"
+#include "resp_link.h"
 
 #define BACKOFF_BASE       0.1  /* seconds */
 #define BACKOFF_MAX        5.0  /* seconds */
 #define PROBE_INTERVAL     1.0  /* seconds between probes */
 #define PROBE_TIMEOUT      3.0  /* a probe not back, and nothing else read, by then: dead */
 #define PROBE_HARD_TIMEOUT 30.0 /* a probe not back by then: dead, however busy the link */
-#define READY_TIMEOUT      5.0  /* seconds from connecting to the probe's SUBSCRIBE confirmed */
+#define CONNECT_TIMEOUT_MS 5000 /* TCP connect + AUTH + SELECT */
 #define STABLE_AFTER       10.0 /* seconds up before the reconnect backoff starts over */
+#define MAX_OUTPUT_BYTES   (64u << 20)
 
 struct link {
     struct bus *bus;
-    redisAsyncContext *ac; /* NULL while disconnected */
-    bool ready;            /* connected and authenticated */
-    unsigned attempts;     /* failed attempts since the last success */
-    double started;        /* when the current connection attempt began */
+    struct resp_link *rl; /* NULL while waiting to retry */
+    bool ready;           /* connected and authenticated (subscriber: probe confirmed) */
+    unsigned attempts;    /* failed attempts since the last stable connection */
+    double up_since;      /* monotonic seconds it became ready */
+    double started;       /* when the current connection attempt began */
     struct event *retry;
     const char *name;
 };
@@ -51,8 +54,7 @@ struct bus {
     struct link sub, cmd;
     struct event *tick;
     enum bus_state state;
-    bool was_up;     /* the subscriber has been up before (so a new up ends an outage) */
-    double up_since; /* monotonic seconds the subscriber came up, 0 while down */
+    bool was_up; /* the subscriber has been up before (so a new up ends an outage) */
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
     double probe_sent_at;  /* 0: no probe outstanding */
@@ -60,6 +62,12 @@ struct bus {
     double probe_lag_ms;
     char last_error[128]; /* the last connection or command error, "" when none */
     bool freeing;
+};
+
+/* A command's callback and its argument, until its reply. */
+struct pending {
+    redisCallbackFn *fn;
+    void *privdata;
 };
 
 /* Records err as the bus's last error and logs it, rarely when it repeats. */
@@ -110,19 +118,16 @@ static void set_up(struct bus *bus) {
     bus->last_error[0] = '\0';
     bus->down_since = 0;
     bus->probe_sent_at = 0;
+    bus->sub.ready = true;
+    bus->sub.up_since = now;
     if (bus->cb.on_up) bus->cb.on_up(bus->cb.arg, after_outage);
 }
 
-static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)ac;
-    struct bus *bus = privdata;
-    redisReply *reply = r;
-    if (!reply || bus->freeing) return;
+/* Pub/sub pushes on the subscriber: messages and (un)subscribe notices. */
+static void sub_push(struct resp_link *rl, redisReply *reply, void *arg) {
+    (void)rl;
+    struct bus *bus = ((struct link *)arg)->bus;
     bus->sub_last_reply = clock_now();
-    if (reply->type == REDIS_REPLY_ERROR) {
-        note_error(bus, &bus->sub, "redis_error", reply->str);
-        return;
-    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -149,137 +154,148 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata) {
         if (bus->cb.on_message)
             bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len);
     } else if (strcmp(kind, "subscribe") == 0) {
-        if (is_probe) {
-            bus->up_since = clock_now(); /* the backoff resets only once this lasts */
+        if (is_probe)
             set_up(bus);
-        } else if (bus->cb.on_subscribed) {
+        else if (bus->cb.on_subscribed)
             bus->cb.on_subscribed(bus->cb.arg, channel);
-        }
     } else if (strcmp(kind, "unsubscribe") == 0 && !is_probe) {
         if (bus->cb.on_unsubscribed) bus->cb.on_unsubscribed(bus->cb.arg, channel);
     }
 }
 
+static void link_lost(struct link *l, const char *reason);
+
+/* What a subscriber command's reply is about: the probe's SUBSCRIBE, or a
+ * channel's SUBSCRIBE / UNSUBSCRIBE (confirmations come as pushes; only an
+ * error reply matters here). */
+struct channel_tag {
+    struct bus *bus;
+    char verb; /* 'P' probe, 'S' subscribe, 'U' unsubscribe */
+    char channel[];
+};
+
+static void channel_reply(struct resp_link *rl, redisReply *reply, void *privdata) {
+    (void)rl;
+    struct channel_tag *tag = privdata;
+    struct bus *bus = tag->bus;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        if (tag->verb == 'P') { /* a subscriber that cannot subscribe is no subscriber */
+            char reason[128];
+            snprintf(reason, sizeof reason, "%s", reply->str);
+            free(tag);
+            note_error(bus, &bus->sub, "redis_subscriber_failed", reason);
+            link_lost(&bus->sub, reason);
+            return;
+        }
+        log_warn("event=redis_refused command=%s channel=%s error=%s",
+                 tag->verb == 'S' ? "SUBSCRIBE" : "UNSUBSCRIBE", log_q(tag->channel),
+                 log_q(reply->str));
+        snprintf(bus->last_error, sizeof bus->last_error, "%s", reply->str);
+        if (tag->verb == 'S' && bus->cb.on_refused)
+            bus->cb.on_refused(bus->cb.arg, tag->channel, reply->str);
+        else if (tag->verb == 'U' && bus->cb.on_unsubscribed)
+            bus->cb.on_unsubscribed(bus->cb.arg, tag->channel); /* nothing to wait for */
+    }
+    free(tag);
+}
+
+static struct channel_tag *tag_new(struct bus *bus, char verb, const char *channel) {
+    size_t len = strlen(channel);
+    struct channel_tag *tag = malloc(sizeof *tag + len + 1);
+    if (!tag) return NULL;
+    tag->bus = bus;
+    tag->verb = verb;
+    memcpy(tag->channel, channel, len + 1);
+    return tag;
+}
+
 /* ---- connection plumbing shared by both links ------------------------------ */
 
-static struct link *link_of(const redisAsyncContext *ac) {
-    return ac->data;
-}
-
-static void link_ready(struct link *l) {
+static void link_up(struct resp_link *rl, void *arg) {
+    struct link *l = arg;
     struct bus *bus = l->bus;
-    l->ready = true;
     if (l == &bus->sub) {
-        /* The probe channel first: it keeps hiredis in subscribed mode. */
-        redisAsyncCommand(l->ac, sub_cb, bus, "SUBSCRIBE %s", bus->probe_channel);
-    } else {
-        l->attempts = 0;
-        log_debug("event=redis_command_connected");
-        if (bus->cb.on_command_up) bus->cb.on_command_up(bus->cb.arg);
-    }
-}
-
-static void select_cb(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)privdata;
-    redisReply *reply = r;
-    struct link *l = link_of(ac);
-    if (!reply || !l) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        note_error(l->bus, l, "redis_select_failed", reply->str);
-        redisAsyncDisconnect(ac);
+        /* The probe channel first: its confirmation says the subscriber is up. */
+        const char *argv[] = {"SUBSCRIBE", bus->probe_channel};
+        struct channel_tag *tag = tag_new(bus, 'P', "");
+        if (!tag || resp_link_command_argv(rl, channel_reply, tag, 2, argv, NULL) != 0) {
+            free(tag);
+            link_lost(l, "cannot send SUBSCRIBE");
+        }
         return;
     }
-    link_ready(l);
+    l->ready = true;
+    l->up_since = clock_now();
+    log_debug("event=redis_command_connected");
+    if (bus->cb.on_command_up) bus->cb.on_command_up(bus->cb.arg);
 }
 
-static void auth_cb(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)privdata;
-    redisReply *reply = r;
-    struct link *l = link_of(ac);
-    if (!reply || !l) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        note_error(l->bus, l, "redis_auth_failed", reply->str);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-    if (l == &l->bus->cmd && l->bus->url->db != 0)
-        redisAsyncCommand(ac, select_cb, NULL, "SELECT %d", l->bus->url->db);
-    else
-        link_ready(l);
-}
-
-static void connect_cb(const redisAsyncContext *ac, int status) {
-    struct link *l = link_of(ac);
-    if (!l) return;
-    if (status != REDIS_OK) {
-        note_error(l->bus, l, "redis_connect_failed", ac->errstr);
-        l->ac = NULL; /* hiredis frees the context after this callback */
-        schedule_retry(l);
-        return;
-    }
-    const struct redis_url *url = l->bus->url;
-    redisAsyncContext *mac = (redisAsyncContext *)ac;
-    if (url->password) {
-        if (url->user)
-            redisAsyncCommand(mac, auth_cb, NULL, "AUTH %s %s", url->user, url->password);
-        else
-            redisAsyncCommand(mac, auth_cb, NULL, "AUTH %s", url->password);
-    } else if (l == &l->bus->cmd && url->db != 0) {
-        redisAsyncCommand(mac, select_cb, NULL, "SELECT %d", url->db);
-    } else {
-        link_ready(l);
-    }
-}
-
-static void disconnect_cb(const redisAsyncContext *ac, int status) {
-    struct link *l = link_of(ac);
-    (void)status;
-    if (!l) return;
+/* The link is gone (reason borrowed): report it and retry with backoff. */
+static void link_lost(struct link *l, const char *reason) {
     struct bus *bus = l->bus;
-    l->ac = NULL;
+    bool was_ready = l->ready;
+    if (l->rl) {
+        resp_link_free(l->rl); /* pending commands get their NULL reply through drop */
+        l->rl = NULL;
+    }
     l->ready = false;
     if (bus->freeing) return;
-    if (l == &bus->sub && bus->state != BUS_UP)
-        note_error(bus, l, "redis_subscriber_failed", ac->errstr[0] ? ac->errstr : "disconnected");
     if (l == &bus->sub) {
         if (bus->state == BUS_UP) {
             bus->outages++;
             bus->down_since = clock_now();
-            log_warn("event=redis_lost error=%s",
-                     log_q(ac->errstr[0] ? ac->errstr : "disconnected"));
+            log_warn("event=redis_lost error=%s", log_q(reason));
             bus->state = BUS_DOWN;
             if (bus->cb.on_down) bus->cb.on_down(bus->cb.arg);
+        } else {
+            note_error(bus, l, "redis_subscriber_failed", reason);
         }
         bus->state = BUS_DOWN;
+    } else if (was_ready) {
+        log_warn("event=redis_command_lost error=%s", log_q(reason));
     } else {
-        log_warn("event=redis_command_lost error=%s",
-                 log_q(ac->errstr[0] ? ac->errstr : "disconnected"));
+        note_error(bus, l, "redis_connect_failed", reason);
     }
     schedule_retry(l);
 }
 
+static void link_down(struct resp_link *rl, const char *reason, void *arg) {
+    (void)rl;
+    link_lost(arg, reason);
+}
+
+/* A command still pending when its link goes: its owner gets a NULL reply. */
+static void drop_pending(void *privdata) {
+    struct pending *p = privdata;
+    if (p->fn) p->fn(NULL, NULL, p->privdata);
+    free(p);
+}
+
+static void drop_channel(void *privdata) {
+    free(privdata);
+}
+
 static void link_connect(struct link *l) {
     struct bus *bus = l->bus;
-    if (l->ac || bus->freeing) return;
-    redisAsyncContext *ac = redisAsyncConnect(bus->url->host, bus->url->port);
-    if (!ac || ac->err) {
-        if (ac) {
-            log_warn("event=redis_connect_failed link=%s error=%s", l->name, log_q(ac->errstr));
-            redisAsyncFree(ac);
-        }
-        schedule_retry(l);
-        return;
-    }
-    ac->data = l;
-    if (redisLibeventAttach(ac, bus->base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        schedule_retry(l);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
-    l->ac = ac;
+    if (l->rl || bus->freeing) return;
+    struct resp_link_options opts = {
+        .host = bus->url->host,
+        .port = bus->url->port,
+        .user = bus->url->user,
+        .password = bus->url->password,
+        .db = l == &bus->cmd ? bus->url->db : 0,
+        .connect_timeout_ms = CONNECT_TIMEOUT_MS,
+        .max_output_bytes = MAX_OUTPUT_BYTES,
+    };
+    struct resp_link_callbacks callbacks = {link_up, link_down, l == &bus->sub ? sub_push : NULL,
+                                            l == &bus->sub ? drop_channel : drop_pending, l};
+    char err[256];
     l->started = clock_now();
+    l->rl = resp_link_new(bus->base, &opts, &callbacks, err, sizeof err);
+    if (!l->rl) {
+        note_error(bus, l, "redis_connect_failed", err);
+        schedule_retry(l);
+    }
 }
 
 /* ---- probe ----------------------------------------------------------------- */
@@ -288,22 +304,16 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct bus *bus = arg;
     double now = clock_now();
-    /* A Redis that accepts the connection but never answers is as good as none. */
     struct link *links[] = {&bus->sub, &bus->cmd};
     for (int i = 0; i < 2; i++) {
         struct link *l = links[i];
-        bool ready = l == &bus->sub ? bus->state == BUS_UP : l->ready;
-        if (l->ac && !ready && now - l->started > READY_TIMEOUT) {
+        if (l->ready && l->attempts && now - l->up_since >= STABLE_AFTER) l->attempts = 0;
+        /* A Redis that accepts the connection but never answers is as good as none. */
+        if (l->rl && !l->ready && now - l->started > CONNECT_TIMEOUT_MS / 1000.0 + 1) {
             note_error(bus, l, "redis_not_answering", "no answer within 5 s of connecting");
-            redisAsyncFree(l->ac); /* runs the connect or disconnect callback: retry */
-            if (l->ac) {           /* it never connected: no callback ran */
-                l->ac = NULL;
-                schedule_retry(l);
-            }
+            link_lost(l, "no answer");
         }
     }
-    if (bus->state == BUS_UP && bus->sub.attempts && now - bus->up_since >= STABLE_AFTER)
-        bus->sub.attempts = 0;
     if (bus->state != BUS_UP || !bus->cmd.ready) return;
     if (bus->probe_sent_at != 0) {
         /* A probe may wait behind a burst of real messages: the link is dead
@@ -314,13 +324,13 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
             return;
         log_warn("event=redis_probe_lost waited_seconds=%.1f", waited);
         bus->probe_sent_at = 0;
-        if (bus->sub.ac) redisAsyncFree(bus->sub.ac); /* runs disconnect_cb: down + retry */
+        link_lost(&bus->sub, "probe not answered");
         return;
     }
     char stamp[32];
     snprintf(stamp, sizeof stamp, "%.6f", now);
-    bus->probe_sent_at = atof(stamp);
-    redisAsyncCommand(bus->cmd.ac, NULL, NULL, "PUBLISH %s %s", bus->probe_channel, stamp);
+    const char *argv[] = {"PUBLISH", bus->probe_channel, stamp};
+    if (bus_command(bus, NULL, NULL, 3, argv, NULL) == 0) bus->probe_sent_at = atof(stamp);
 }
 
 /* ---- public ---------------------------------------------------------------- */
@@ -358,8 +368,8 @@ struct bus *bus_new(struct event_base *base, const struct redis_url *url, const 
 void bus_free(struct bus *bus) {
     if (!bus) return;
     bus->freeing = true;
-    if (bus->sub.ac) redisAsyncFree(bus->sub.ac);
-    if (bus->cmd.ac) redisAsyncFree(bus->cmd.ac);
+    if (bus->sub.rl) resp_link_free(bus->sub.rl);
+    if (bus->cmd.rl) resp_link_free(bus->cmd.rl);
     if (bus->sub.retry) event_free(bus->sub.retry);
     if (bus->cmd.retry) event_free(bus->cmd.retry);
     if (bus->tick) event_free(bus->tick);
@@ -372,12 +382,24 @@ bool bus_is_up(const struct bus *bus) {
     return bus && bus->state == BUS_UP;
 }
 
+/* SUBSCRIBE / UNSUBSCRIBE of one channel; the reply's privdata names it. */
 static int channel_command(struct bus *bus, const char *verb, const char *channel) {
-    if (bus->state != BUS_UP || !bus->sub.ac) return -1;
-    return redisAsyncCommand(bus->sub.ac, sub_cb, bus, "%s %s%s", verb, bus->prefix, channel) ==
-                   REDIS_OK
-               ? 0
-               : -1;
+    if (bus->state != BUS_UP || !bus->sub.rl) return -1;
+    size_t len = strlen(channel);
+    struct channel_tag *tag = tag_new(bus, verb[0] == 'S' ? 'S' : 'U', channel);
+    char *full = malloc(bus->prefix_len + len + 1);
+    if (!tag || !full) {
+        free(tag);
+        free(full);
+        return -1;
+    }
+    memcpy(full, bus->prefix, bus->prefix_len);
+    memcpy(full + bus->prefix_len, channel, len + 1);
+    const char *argv[] = {verb, full};
+    int rc = resp_link_command_argv(bus->sub.rl, channel_reply, tag, 2, argv, NULL);
+    free(full);
+    if (rc != 0) free(tag);
+    return rc == 0 ? 0 : -1;
 }
 
 int bus_subscribe(struct bus *bus, const char *channel) {
@@ -408,9 +430,23 @@ const char *bus_state_name(enum bus_state state) {
     return "unknown";
 }
 
+static void command_reply(struct resp_link *rl, redisReply *reply, void *privdata) {
+    (void)rl;
+    struct pending *p = privdata;
+    if (p->fn) p->fn(NULL, reply, p->privdata);
+    free(p);
+}
+
 int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
                 const size_t *argvlen) {
-    if (!bus->cmd.ready || !bus->cmd.ac) return -1;
-    return redisAsyncCommandArgv(bus->cmd.ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0
-                                                                                             : -1;
+    if (!bus->cmd.ready || !bus->cmd.rl) return -1;
+    struct pending *p = malloc(sizeof *p);
+    if (!p) return -1;
+    p->fn = fn;
+    p->privdata = privdata;
+    if (resp_link_command_argv(bus->cmd.rl, command_reply, p, argc, argv, argvlen) != 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
 }

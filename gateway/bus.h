@@ -1,15 +1,17 @@
-/* bus.h -- the worker's link to Redis pub/sub (hiredis async on libevent).
+/* bus.h -- the worker's link to Redis pub/sub (two resp_links on libevent).
  *
  * Two connections: a subscriber, and a command connection for publishing the
  * liveness probe and writing stats keys. The bus knows Redis channels and
  * payloads, never sockets of clients: it reports through callbacks.
  *
- * Liveness: hiredis ignores PING replies on a subscribed connection, so every
- * second the bus PUBLISHes a probe on a channel of its own through the command
- * connection; a probe not seen back on the subscriber within a few seconds, while
- * nothing else arrives on it either, means the subscriber is dead (reconnect). The probe also
+ * Liveness: every second the bus PUBLISHes a probe on a channel of its own
+ * through the command connection; a probe not seen back on the subscriber within a few seconds,
+ * while nothing else arrives on it either, means the subscriber is dead (reconnect). The probe also
  * measures publish-to-receive lag. Lost connections are retried with exponential backoff and full
- * jitter. */
+ * jitter. A SUBSCRIBE that Redis refuses (an error reply) is reported for its
+ * channel (on_refused); the connection and every other channel stay up.
+ * bus_command callbacks get a NULL redisAsyncContext and a NULL reply when the
+ * command connection was lost before the reply. */
 #ifndef HERALD_BUS_H
 #define HERALD_BUS_H
 

@@ -41,6 +41,8 @@ static const struct option_spec options[] = {
      "bytes queued to one client before it is closed 4009"},
     {"max-subscriptions", OPT_LONG, FIELD(max_subscriptions), "256", "per connection"},
     {"max-channels", OPT_LONG, FIELD(max_channels), "50000", "distinct channels per worker"},
+    {"recovery-limit", OPT_LONG, FIELD(recovery_limit), "2000",
+     "most missed events one recovery returns (more: recovered false and a gap)"},
     {"allowed-origins", OPT_STRING, FIELD(allowed_origins), NULL,
      "comma-separated browser origins allowed besides the gateway's own host; * for any"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", "debug|info|warn|error"},

@@ -24,6 +24,7 @@ struct config {
     long max_subscriptions;      /* per connection */
     long max_channels;           /* distinct channels per worker */
     long max_event_size;         /* largest event payload from Redis, bytes */
+    long recovery_limit;         /* most events one recovery returns */
     const char *allowed_origins; /* comma-separated origins, or "*" */
     const char *log_level;
     int workers;                 /* 0 = number of CPUs */

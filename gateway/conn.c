@@ -202,6 +202,20 @@ void conn_check_queue(struct conn *c) {
     if (c->state == CONN_OPEN && over_queue_limit(c, 0)) slow_consumer(c);
 }
 
+void conn_send_buffer(struct conn *c, struct evbuffer *buf) {
+    if (c->state != CONN_OPEN) return;
+    size_t len = evbuffer_get_length(buf);
+    if (over_queue_limit(c, len)) {
+        slow_consumer(c);
+        return;
+    }
+    if (evbuffer_add_buffer(bufferevent_get_output(c->bev), buf) != 0) {
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
+        return;
+    }
+    c->w->stats.bytes_out += len;
+}
+
 void conn_send_text(struct conn *c, const char *text, size_t len) {
     if (c->state != CONN_OPEN) return;
     uint8_t header[WS_MAX_HEADER_LEN];

@@ -19,6 +19,7 @@
 
 struct worker;
 struct conn;
+struct evbuffer;
 
 /* Takes ownership of fd (an accepted socket); tls selects a server-side TLS
  * bufferevent. Returns -1 (fd closed) when out of memory. */
@@ -28,6 +29,10 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
 /* Queues one text message (copied) to an open connection; over the send-queue
  * cap it is closed 4009 instead. */
 void conn_send_text(struct conn *c, const char *text, size_t len);
+
+/* Moves every byte of buf (complete frames) to the connection's output; over
+ * the send-queue cap it is closed 4009 instead. */
+void conn_send_buffer(struct conn *c, struct evbuffer *buf);
 
 /* Closes the connection 4009 when what it has queued (held replies included)
  * is over the send-queue cap. */

@@ -1,6 +1,7 @@
 /* session.c -- client commands, rate limit, access re-checks, reply order. */
 #include "session.h"
 
+#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ void session_init(struct session *s, struct conn *c, struct worker *w, herald_us
 static void reply_free(struct reply *r) {
     json_decref(r->id);
     free(r->text);
+    if (r->after) evbuffer_free(r->after);
     free(r);
 }
 
@@ -61,6 +63,10 @@ static void flush_replies(struct session *s) {
         if (!s->replies) s->replies_tail = &s->replies;
         s->held_bytes -= r->len;
         conn_send_text(s->conn, r->text, r->len);
+        if (r->after) {
+            s->held_bytes -= evbuffer_get_length(r->after);
+            conn_send_buffer(s->conn, r->after);
+        }
         reply_free(r);
     }
 }
@@ -108,18 +114,30 @@ static void reply_error(struct session *s, enum proto_error err, const char *mes
     reply(s, text, len);
 }
 
-void session_on_subscribed(struct session *s, struct sub *sub) {
+void session_on_subscribed(struct session *s, struct sub *sub, struct subs_ready *ready) {
     for (struct reply *r = s->replies; r; r = r->next) {
         if (r->waiting_for != sub) continue;
         r->waiting_for = NULL;
-        r->text = proto_build_channel_reply("subscribed", sub->channel->name, r->id, &r->len);
+        r->text = proto_build_subscribed(sub->channel->name, ready->offset, ready->epoch,
+                                         ready->recovered, r->id, &r->len);
         if (!r->text) {
             conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
             return;
         }
         s->held_bytes += r->len;
+        if (ready->after) { /* behind the first answer only */
+            r->after = ready->after;
+            ready->after = NULL;
+            s->held_bytes += evbuffer_get_length(r->after);
+        }
+    }
+    if (ready->after) { /* nobody asked (a recovery after an outage): events only */
+        conn_send_buffer(s->conn, ready->after);
+        evbuffer_free(ready->after);
+        ready->after = NULL;
     }
     flush_replies(s);
+    conn_check_queue(s->conn);
 }
 
 void session_on_refused(struct session *s, struct sub *sub, const char *reason) {
@@ -176,10 +194,18 @@ static void handle_subscribe(struct session *s, const struct proto_command *cmd)
     }
     struct sub *sub = NULL;
     size_t len = 0;
-    switch (subs_add(w->subs, s, &s->subs, cmd->channel, &sub)) {
+    struct subs_since since = {cmd->since_offset, cmd->since_epoch};
+    enum subs_add_result added =
+        subs_add(w->subs, s, &s->subs, cmd->channel, cmd->has_since ? &since : NULL, &sub);
+    switch (added) {
         case SUBS_ADDED_CONFIRMED: s->sub_count++; /* fall through */
         case SUBS_ALREADY: {
-            char *text = proto_build_channel_reply("subscribed", cmd->channel, cmd->id, &len);
+            /* Live at once: with Redis away, a recovery cannot be proven. */
+            struct subs_ready ready;
+            subs_position(sub, &ready);
+            if (cmd->has_since && added == SUBS_ADDED_CONFIRMED) ready.recovered = 0;
+            char *text = proto_build_subscribed(cmd->channel, ready.offset, ready.epoch,
+                                                ready.recovered, cmd->id, &len);
             reply(s, text, len);
             return;
         }
@@ -305,8 +331,15 @@ void session_send_gap(struct session *s) {
         return;
     }
     size_t count = 0;
-    for (struct sub *sub = s->subs; sub && count < s->sub_count; sub = sub->conn_next)
+    for (struct sub *sub = s->subs; sub && count < s->sub_count; sub = sub->conn_next) {
+        if (!sub->gap_owed) continue;
+        sub->gap_owed = false;
         names[count++] = sub->channel->name;
+    }
+    if (count == 0) {
+        free(names);
+        return;
+    }
     size_t len = 0;
     char *text = proto_build_gap(names, count, &len);
     free(names);

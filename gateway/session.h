@@ -24,6 +24,7 @@ struct conn;
 struct worker;
 struct sub;
 struct shared_frame;
+struct evbuffer;
 
 /* One reply in request order; text is NULL while it waits for its
  * subscription (then channel and id say what to answer). */
@@ -33,6 +34,7 @@ struct reply {
     json_t *id;              /* the request's id (owned), for a waiting reply */
     char *text;              /* the built reply (owned), NULL while waiting */
     size_t len;
+    struct evbuffer *after; /* frames that follow the reply (owned), or NULL */
 };
 
 struct session {
@@ -66,12 +68,16 @@ bool session_allow_ping(struct session *s, double now);
  * "access revoked"}. */
 void session_recheck_access(struct session *s);
 
-/* Sends a "gap" listing every channel of the session (nothing when none). */
+/* Sends a "gap" listing every channel of the session that owes one after
+ * Redis came back (nothing when none). */
 void session_send_gap(struct session *s);
 
-/* Called by the subscription index: sub (of this session) is confirmed by
- * Redis (or Redis went away): every reply waiting for it is answered now. */
-void session_on_subscribed(struct session *s, struct sub *sub);
+/* Called by the subscription index: sub (of this session) is live (Redis
+ * confirmed it and its history was read, or Redis went away): every reply
+ * waiting for it is answered now with ready's position, and ready->after (the
+ * recovered events, taken over: set to NULL) follows right behind the first. */
+struct subs_ready;
+void session_on_subscribed(struct session *s, struct sub *sub, struct subs_ready *ready);
 
 /* Called by the subscription index: Redis refused to subscribe sub's channel
  * (reason: its error). The session forgets sub (without calling the index),

@@ -34,9 +34,16 @@ json_t *stats_worker_json(struct worker *w) {
                   "downSeconds", bs.down_since > 0 ? now - bs.down_since : 0.0, "lastOutageSeconds",
                   bs.last_outage_seconds, "probeLagMs", bs.probe_lag_ms, "commandConnected",
                   bs.command_connected, "lastError", bs.last_error);
+    const struct subs_counters *h = subs_counters(w->subs);
+    json_t *history = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:f}", "reads", (json_int_t)h->history_reads, "recoveries",
+        (json_int_t)h->recoveries, "recoveriesFailed", (json_int_t)h->recoveries_failed,
+        "eventsRecovered", (json_int_t)h->events_recovered, "waitersServed",
+        (json_int_t)h->waiters_served, "waitersPerRead",
+        h->history_reads ? (double)h->waiters_served / (double)h->history_reads : 0.0);
     return json_pack(
         "{s:s, s:i, s:i, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:I, s:I, s:I, s:o}",
+        "s:I, s:I, s:I, s:o, s:o}",
         "gatewayId", w->gateway_id, "worker", w->index, "pid", (int)getpid(), "host", w->host,
         "uptimeSeconds", now - w->started, "connections", (json_int_t)w->conn_count,
         "subscriptions", (json_int_t)subs_subscription_count(w->subs), "channels",
@@ -46,7 +53,7 @@ json_t *stats_worker_json(struct worker *w) {
         "eventsDelivered", (json_int_t)s->events_delivered, "eventsDropped",
         (json_int_t)s->events_dropped, "slowConsumerCloses", (json_int_t)s->slow_consumer_closes,
         "authFailures", (json_int_t)s->auth_failures, "connectionsTotal",
-        (json_int_t)s->connections_total, "redis", redis);
+        (json_int_t)s->connections_total, "redis", redis, "history", history);
 }
 
 /* Upper bounds (seconds) of the delivery-latency histogram; the last is +Inf. */
@@ -94,7 +101,14 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
         {"herald_handshake_failures_total", "counter", "Upgrades refused with an HTTP error"},
         {"herald_redis_reconnects_total", "counter", "Redis subscriber reconnects after outages"},
         {"herald_redis_up", "gauge", "1 while the Redis subscriber is up"},
+        {"herald_history_reads_total", "counter", "History read scripts sent to Redis"},
+        {"herald_recoveries_total", "counter", "Subscriptions recovered completely from history"},
+        {"herald_recoveries_failed_total", "counter", "Recoveries impossible (gap sent)"},
+        {"herald_events_recovered_total", "counter", "Events delivered from history"},
+        {"herald_history_waiters_total", "counter",
+         "Subscriptions answered by history reads (over reads: the herd coalescing ratio)"},
     };
+    const struct subs_counters *h = subs_counters(w->subs);
     const double values[] = {
         w->conn_count,
         (double)subs_subscription_count(w->subs),
@@ -114,6 +128,11 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
         (double)s->handshake_failures,
         (double)bs.reconnects,
         bs.state == BUS_UP ? 1 : 0,
+        (double)h->history_reads,
+        (double)h->recoveries,
+        (double)h->recoveries_failed,
+        (double)h->events_recovered,
+        (double)h->waiters_served,
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
         fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", families[i].name,

@@ -4,6 +4,8 @@
  * time, of one channel, delivered before anything that could reorder it. */
 #include "subs.h"
 
+#include <event2/buffer.h>
+#include <hiredis/hiredis.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -13,16 +15,47 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "log.h"
 #include "protocol.h"
 #include "session.h"
+#include "ws_codec.h"
+
+/* A subscription waiting for its channel's history. */
+struct waiter {
+    struct waiter *next;
+    struct sub *sub;
+    char since[HISTORY_OFFSET_MAX + 1]; /* "": from the beginning of the history */
+    char epoch[HISTORY_EPOCH_MAX + 1];  /* "": none known */
+    bool recover; /* wants the missed events (subscribe with since, or an outage) */
+    bool asked;   /* the client asked: its reply says "recovered" */
+    bool in_read; /* covered by the read in flight */
+};
+
+/* A live event of a channel that has waiters: its frame, kept until the
+ * waiters are answered. */
+struct buffered {
+    struct buffered *next;
+    char offset[HISTORY_OFFSET_MAX + 1]; /* "" for an event without history */
+    size_t len;
+    uint8_t frame[];
+};
+
+/* One read in flight; outlives its channel or index (then orphaned). */
+struct history_read {
+    struct subs *subs; /* NULL once orphaned */
+    struct channel *channel;
+    struct history_read *next; /* the index's reads in flight */
+};
 
 struct subs {
     struct bus *bus;
     struct subs_limits limits;
     struct subs_hooks hooks;
-    struct event *flush_event; /* delivers the batch at the end of this loop iteration */
-    struct channel *dirty;     /* the one channel with a batch, or NULL */
-    double *arrivals;          /* arrival times of the batched events */
+    struct subs_counters counters;
+    struct history_read *reads; /* in flight */
+    struct event *flush_event;  /* delivers the batch at the end of this loop iteration */
+    struct channel *dirty;      /* the one channel with a batch, or NULL */
+    double *arrivals;           /* arrival times of the batched events */
     size_t arrival_count, arrival_capacity;
     EVP_MAC_CTX *mac; /* SipHash keyed from OpenSSL's random source */
     struct channel **buckets;
@@ -82,7 +115,30 @@ struct subs *subs_new(struct bus *bus, struct event_base *base, const struct sub
     return subs;
 }
 
+static void buffer_clear(struct channel *ch) {
+    while (ch->buffered) {
+        struct buffered *b = ch->buffered;
+        ch->buffered = b->next;
+        free(b);
+    }
+    ch->buffered_tail = &ch->buffered;
+    ch->buffered_count = 0;
+    ch->buffer_overflow = false;
+}
+
+static void waiters_free(struct channel *ch) {
+    while (ch->waiters) {
+        struct waiter *wt = ch->waiters;
+        ch->waiters = wt->next;
+        wt->sub->waiter = NULL;
+        free(wt);
+    }
+}
+
 static void channel_free(struct channel *ch) {
+    if (ch->read) ch->read->channel = NULL; /* its reply finds nobody */
+    waiters_free(ch);
+    buffer_clear(ch);
     shared_frame_release(ch->batch);
     free(ch->name);
     free(ch);
@@ -97,6 +153,7 @@ void subs_free(struct subs *subs) {
             channel_free(ch);
         }
     }
+    for (struct history_read *r = subs->reads; r; r = r->next) r->subs = NULL;
     if (subs->flush_event) event_free(subs->flush_event);
     EVP_MAC_CTX_free(subs->mac);
     free(subs->arrivals);
@@ -140,6 +197,7 @@ static struct channel *channel_create(struct subs *subs, const char *name) {
         return NULL;
     }
     ch->name_len = strlen(name);
+    ch->buffered_tail = &ch->buffered;
     if (subs->channel_count >= subs->bucket_count) grow(subs);
     size_t b = hash_name(subs, name, ch->name_len) & (subs->bucket_count - 1);
     ch->hash_next = subs->buckets[b];
@@ -180,12 +238,342 @@ static void channel_settle(struct subs *subs, struct channel *ch) {
     }
 }
 
-/* The subscription is live: it gets events from now on, and its session
- * answers the requests that waited for it. */
-static void go_live(struct sub *s) {
-    s->pending = false;
-    session_on_subscribed(s->session, s);
+/* ---- going live ------------------------------------------------------------- */
+
+void subs_position(const struct sub *sub, struct subs_ready *out) {
+    const struct channel *ch = sub->channel;
+    out->offset = ch->offset[0] ? ch->offset : NULL;
+    out->epoch = ch->epoch[0] ? ch->epoch : NULL;
+    out->recovered = -1;
+    out->after = NULL;
 }
+
+/* The subscription is live: it gets events from now on, and its session
+ * answers the requests that waited for it (ready may be NULL: the channel's
+ * position, nothing recovered). */
+static void go_live(struct sub *s, struct subs_ready *ready) {
+    struct subs_ready plain;
+    if (!ready) {
+        subs_position(s, &plain);
+        ready = &plain;
+    }
+    s->pending = false;
+    session_on_subscribed(s->session, s, ready);
+}
+
+static void waiter_unlink(struct channel *ch, struct waiter *wt) {
+    struct waiter **p = &ch->waiters;
+    while (*p != wt) p = &(*p)->next;
+    *p = wt->next;
+    wt->sub->waiter = NULL;
+    free(wt);
+}
+
+/* Makes s wait for a read of its channel's history. */
+static bool add_waiter(struct sub *s, const struct subs_since *since, bool asked) {
+    struct waiter *wt = calloc(1, sizeof *wt);
+    if (!wt) return false;
+    wt->sub = s;
+    wt->asked = asked;
+    if (since) {
+        wt->recover = true;
+        snprintf(wt->since, sizeof wt->since, "%s", since->offset ? since->offset : "");
+        snprintf(wt->epoch, sizeof wt->epoch, "%s", since->epoch ? since->epoch : "");
+    }
+    wt->next = s->channel->waiters;
+    s->channel->waiters = wt;
+    s->waiter = wt;
+    s->pending = true;
+    return true;
+}
+
+/* ---- history reads ----------------------------------------------------------- */
+
+static void start_read(struct subs *subs, struct channel *ch);
+
+/* True when the read in flight also answers a waiter asking since: the read
+ * starts at or before it, and the live events kept since the read was sent
+ * cover the rest. */
+static bool read_covers(const struct channel *ch, const struct waiter *wt) {
+    if (!ch->read) return false;
+    if (!wt->recover) return true;
+    if (ch->read_since[0] == '\0') return false; /* position only */
+    if (strcmp(ch->read_since, "-") == 0) return true;
+    return wt->since[0] && history_offset_compare(wt->since, ch->read_since) >= 0;
+}
+
+/* A waiter joins: the read in flight takes it, or the next read does. */
+static void want_read(struct subs *subs, struct channel *ch, struct waiter *wt) {
+    if (ch->state != CHANNEL_ACTIVE) return; /* read once Redis confirmed the SUBSCRIBE */
+    if (read_covers(ch, wt)) {
+        wt->in_read = true;
+        return;
+    }
+    if (!ch->read) start_read(subs, ch);
+}
+
+/* The events of a frame kept while a read was in flight, that come after
+ * offset (all of them when offset is ""; those without an offset always). */
+static int append_buffered(const struct channel *ch, const char *after, struct evbuffer *out) {
+    for (const struct buffered *b = ch->buffered; b; b = b->next) {
+        if (after[0] && b->offset[0] && history_offset_compare(b->offset, after) <= 0) continue;
+        if (evbuffer_add(out, b->frame, b->len) != 0) return -1;
+    }
+    return 0;
+}
+
+static int append_gap(const char *channel, struct evbuffer *out) {
+    size_t len = 0;
+    char *text = proto_build_gap(&channel, 1, &len);
+    uint8_t header[WS_MAX_HEADER_LEN];
+    int rc = -1;
+    if (text) {
+        size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, len);
+        rc = evbuffer_add(out, header, header_len) == 0 && evbuffer_add(out, text, len) == 0 ? 0
+                                                                                             : -1;
+    }
+    free(text);
+    return rc;
+}
+
+/* History entries of one read, framed once as event messages. */
+struct entries {
+    struct shared_frame *frame; /* every entry's event frame, in order */
+    size_t count;
+    const char **ids; /* borrowed from the reply */
+    size_t *starts;   /* where each entry's frame starts; starts[count] = frame->len */
+};
+
+static void release_range(const void *data, size_t len, void *arg) {
+    (void)data, (void)len;
+    shared_frame_release(arg);
+}
+
+static int append_entries(const struct entries *e, size_t from, struct evbuffer *out) {
+    if (from >= e->count) return 0;
+    size_t start = e->starts[from], len = e->starts[e->count] - start;
+    e->frame->refs++;
+    if (evbuffer_add_reference(out, e->frame->data + start, len, release_range, e->frame) != 0) {
+        e->frame->refs--;
+        return -1;
+    }
+    return 0;
+}
+
+/* Frames the entries ([id, [field, value, ...]] from XRANGE) of a read. */
+static int frame_entries(struct channel *ch, const redisReply *list, size_t limit,
+                         struct entries *e) {
+    memset(e, 0, sizeof *e);
+    size_t n = list && list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
+    if (n > limit + 2) n = limit + 2;
+    e->ids = calloc(n + 1, sizeof *e->ids);
+    e->starts = calloc(n + 1, sizeof *e->starts);
+    if (!e->ids || !e->starts) return -1;
+    char timestamp[PROTO_TIMESTAMP_LEN + 1];
+    proto_timestamp(timestamp);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *entry = list->element[i];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+            entry->element[0]->type != REDIS_REPLY_STRING ||
+            entry->element[1]->type != REDIS_REPLY_ARRAY)
+            return -1;
+        const char *id = entry->element[0]->str;
+        const redisReply *fields = entry->element[1];
+        const char *data = NULL;
+        size_t data_len = 0;
+        for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+            const redisReply *k = fields->element[f], *v = fields->element[f + 1];
+            if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+                strcmp(k->str, "d") == 0) {
+                data = v->str;
+                data_len = v->len;
+            }
+        }
+        size_t used = e->frame ? e->frame->len : 0;
+        e->ids[e->count] = id;
+        e->starts[e->count] = used;
+        if (data && proto_payload_check(data, data_len, NULL, 0) == 0) {
+            size_t id_len = strlen(id);
+            size_t message_len = proto_event_size(ch->name_len, data_len, id_len);
+            uint8_t header[WS_MAX_HEADER_LEN];
+            size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
+            uint8_t *p = shared_frame_reserve(&e->frame, header_len + message_len);
+            if (!p) return -1;
+            memcpy(p, header, header_len);
+            proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, data_len, id,
+                              id_len, timestamp);
+        }
+        e->count++; /* an entry that is not an event still holds its place */
+    }
+    e->starts[e->count] = e->frame ? e->frame->len : 0;
+    return 0;
+}
+
+static void entries_free(struct entries *e) {
+    shared_frame_release(e->frame);
+    free(e->ids);
+    free(e->starts);
+}
+
+static const char *reply_string(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+/* Answers one waiter from a read's result; false when it must wait for the
+ * next read (its offset lies beyond what this one returned). */
+static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *wt,
+                          const char *epoch, const char *first, const struct entries *e,
+                          bool complete_read, bool failed) {
+    struct subs_ready ready;
+    subs_position(wt->sub, &ready);
+    ready.recovered = wt->asked ? 0 : -1;
+    bool recovered = false, gap = wt->recover || ch->buffer_overflow;
+    size_t from = 0;                                     /* the first missed entry */
+    const char *seam = ready.offset ? ready.offset : ""; /* live events after this */
+    if (wt->recover && !failed && epoch && strcmp(epoch, wt->epoch) == 0) {
+        if (wt->since[0]) {
+            size_t i = 0;
+            while (i < e->count && strcmp(e->ids[i], wt->since) != 0) i++;
+            if (i == e->count && !complete_read && e->count &&
+                history_offset_compare(wt->since, e->ids[e->count - 1]) > 0)
+                return false;
+            if (i < e->count) {
+                from = i + 1;
+                recovered = true;
+            }
+        } else {
+            recovered = !first || (e->count && strcmp(e->ids[0], first) == 0);
+        }
+        if (recovered && e->count - from > subs->limits.recovery_limit) recovered = false;
+        if (ch->buffer_overflow) recovered = false;
+    }
+    if (recovered) {
+        gap = false;
+        ready.recovered = wt->asked ? 1 : -1;
+        seam = e->count > from ? e->ids[e->count - 1] : wt->since;
+        subs->counters.recoveries++;
+        subs->counters.events_recovered += e->count - from;
+    } else if (wt->recover) {
+        subs->counters.recoveries_failed++;
+    }
+    ready.after = evbuffer_new();
+    if (ready.after) {
+        int rc = 0;
+        if (gap) rc = append_gap(ch->name, ready.after);
+        if (recovered && rc == 0) rc = append_entries(e, from, ready.after);
+        if (rc == 0 && !ch->buffer_overflow) rc = append_buffered(ch, seam, ready.after);
+        if (rc != 0) {
+            evbuffer_free(ready.after);
+            ready.after = NULL;
+        }
+    }
+    subs->counters.waiters_served++;
+    struct sub *s = wt->sub;
+    waiter_unlink(ch, wt);
+    go_live(s, &ready);
+    if (ready.after) evbuffer_free(ready.after); /* NULL when the session took it */
+    return true;
+}
+
+static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    struct history_read *read = privdata;
+    struct subs *subs = read->subs;
+    struct channel *ch = read->channel;
+    if (subs) {
+        struct history_read **p = &subs->reads;
+        while (*p != read) p = &(*p)->next;
+        *p = read->next;
+    }
+    free(read);
+    if (!subs || !ch) return;
+    ch->read = NULL;
+    subs_flush(subs); /* batched events precede the waiters going live */
+
+    const redisReply *reply = r;
+    bool failed = !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_warn("event=history_read_failed channel=%s error=%s", log_q(ch->name),
+                 log_q(reply->str));
+    const char *epoch = failed ? NULL : reply_string(reply->element[0]);
+    const char *first = failed ? NULL : reply_string(reply->element[1]);
+    const char *newest = failed ? NULL : reply_string(reply->element[2]);
+    struct entries e;
+    if (!failed && frame_entries(ch, reply->element[3], subs->limits.recovery_limit, &e) != 0) {
+        entries_free(&e);
+        failed = true;
+    }
+    if (failed) memset(&e, 0, sizeof e);
+    if (!failed) {
+        snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch ? epoch : "");
+        if (newest && (!ch->offset[0] || history_offset_compare(newest, ch->offset) > 0))
+            snprintf(ch->offset, sizeof ch->offset, "%s", newest);
+        if (!epoch) ch->offset[0] = '\0';
+        ch->positioned = true;
+    }
+    bool complete_read = failed || e.count < subs->limits.recovery_limit + 2;
+    for (struct waiter *wt = ch->waiters, *next; wt; wt = next) {
+        next = wt->next;
+        if (wt->in_read && !answer_waiter(subs, ch, wt, epoch, first, &e, complete_read, failed))
+            wt->in_read = false;
+    }
+    entries_free(&e);
+    if (ch->waiters)
+        start_read(subs, ch);
+    else
+        buffer_clear(ch);
+}
+
+static void start_read(struct subs *subs, struct channel *ch) {
+    /* From the oldest offset any waiter asks for; position only when none does. */
+    const char *since = "";
+    bool from_start = false;
+    for (struct waiter *wt = ch->waiters; wt; wt = wt->next) {
+        if (!wt->recover) continue;
+        if (!wt->since[0])
+            from_start = true;
+        else if (!since[0] || history_offset_compare(wt->since, since) < 0)
+            since = wt->since;
+    }
+    if (from_start) since = "-";
+    char redis_channel[256], stream[300], meta[300], count[24];
+    snprintf(redis_channel, sizeof redis_channel, "%s%s", subs->limits.prefix, ch->name);
+    snprintf(count, sizeof count, "%zu", subs->limits.recovery_limit + 2);
+    struct history_read *read = calloc(1, sizeof *read);
+    if (!read ||
+        history_stream_key(redis_channel, strlen(redis_channel), stream, sizeof stream) < 0 ||
+        history_meta_key(redis_channel, strlen(redis_channel), meta, sizeof meta) < 0) {
+        free(read);
+        ch->read_wanted = true;
+        return;
+    }
+    const char *argv[] = {"EVAL", history_read_script, "2", stream, meta, since, count};
+    size_t argvlen[7];
+    for (int i = 0; i < 7; i++) argvlen[i] = strlen(argv[i]);
+    read->subs = subs;
+    read->channel = ch;
+    if (bus_command(subs->bus, read_done, read, 7, argv, argvlen) != 0) {
+        free(read);
+        ch->read_wanted = true; /* the command connection is down: when it is back */
+        return;
+    }
+    read->next = subs->reads;
+    subs->reads = read;
+    ch->read = read;
+    ch->read_wanted = false;
+    snprintf(ch->read_since, sizeof ch->read_since, "%s", since);
+    for (struct waiter *wt = ch->waiters; wt; wt = wt->next) wt->in_read = true;
+    subs->counters.history_reads++;
+}
+
+void subs_on_command_up(struct subs *subs) {
+    for (size_t i = 0; i < subs->bucket_count; i++)
+        for (struct channel *ch = subs->buckets[i]; ch; ch = ch->hash_next)
+            if (ch->read_wanted && !ch->read && ch->waiters && ch->state == CHANNEL_ACTIVE)
+                start_read(subs, ch);
+}
+
+/* ---- subscriptions ----------------------------------------------------------- */
 
 bool subs_contains(const struct sub *head, const char *name) {
     for (; head; head = head->conn_next)
@@ -195,6 +583,7 @@ bool subs_contains(const struct sub *head, const char *name) {
 
 static void unlink_sub(struct subs *subs, struct sub *s) {
     struct channel *ch = s->channel;
+    if (s->waiter) waiter_unlink(ch, s->waiter);
     if (s->channel_prev)
         s->channel_prev->channel_next = s->channel_next;
     else
@@ -203,11 +592,12 @@ static void unlink_sub(struct subs *subs, struct sub *s) {
     ch->count--;
     subs->subscription_count--;
     free(s);
+    if (!ch->waiters) buffer_clear(ch);
     channel_settle(subs, ch);
 }
 
 enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
-                              const char *name, struct sub **out) {
+                              const char *name, const struct subs_since *since, struct sub **out) {
     for (struct sub *s = *head; s; s = s->conn_next) {
         if (strcmp(s->channel->name, name) != 0) continue;
         *out = s;
@@ -232,10 +622,23 @@ enum subs_add_result subs_add(struct subs *subs, struct session *session, struct
     *head = s;
     subs->subscription_count++;
     *out = s;
-    /* SUBSCRIBING: confirmed with the channel. UNSUBSCRIBING: the SUBSCRIBE is
-     * sent when the UNSUBSCRIBE comes back, and confirms this one. */
-    s->pending = ch->state == CHANNEL_SUBSCRIBING || ch->state == CHANNEL_UNSUBSCRIBING;
-    return s->pending ? SUBS_ADDED_PENDING : SUBS_ADDED_CONFIRMED;
+    /* Redis down (IDLE): live at once; a gap follows once it is back. Active
+     * and positioned: live at once unless it asks to recover. Otherwise the
+     * SUBSCRIBE and/or a history read come first. */
+    if (ch->state == CHANNEL_IDLE) {
+        if (since) s->gap_owed = true;
+        return SUBS_ADDED_CONFIRMED;
+    }
+    if (ch->state == CHANNEL_ACTIVE && ch->positioned && !since) return SUBS_ADDED_CONFIRMED;
+    if (!add_waiter(s, since, since != NULL)) {
+        struct sub **p = head;
+        while (*p != s) p = &(*p)->conn_next;
+        *p = s->conn_next;
+        unlink_sub(subs, s);
+        return SUBS_NO_MEMORY;
+    }
+    want_read(subs, ch, s->waiter);
+    return SUBS_ADDED_PENDING;
 }
 
 bool subs_remove(struct subs *subs, struct sub **head, const char *name) {
@@ -243,7 +646,10 @@ bool subs_remove(struct subs *subs, struct sub **head, const char *name) {
         if (strcmp((*p)->channel->name, name) != 0) continue;
         struct sub *s = *p;
         *p = s->conn_next;
-        if (s->pending) go_live(s); /* answer the subscribe before the unsubscribe */
+        if (s->pending) { /* answer the subscribe before the unsubscribe */
+            if (s->waiter) waiter_unlink(s->channel, s->waiter);
+            go_live(s, NULL);
+        }
         unlink_sub(subs, s);
         return true;
     }
@@ -263,17 +669,35 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
     if (!ch || ch->state != CHANNEL_SUBSCRIBING) return;
     subs_flush(subs); /* events before the confirmation are not the new subscribers' */
     ch->state = CHANNEL_ACTIVE;
-    for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-        if (s->pending) go_live(s);
+    ch->positioned = false;
+    if (ch->after_outage) {
+        /* Back after an outage: channels with history recover what their
+         * subscribers missed; the others owe them a gap. */
+        ch->after_outage = false;
+        struct subs_since since = {ch->offset, ch->epoch};
+        for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
+            if (s->waiter) continue;
+            if (ch->epoch[0])
+                add_waiter(s, &since, false);
+            else
+                s->gap_owed = true;
+        }
+    }
+    if (ch->waiters) {
+        start_read(subs, ch);
+    } else {
+        for (struct sub *s = ch->subscribers; s; s = s->channel_next)
+            if (s->pending) go_live(s, NULL);
+    }
     channel_settle(subs, ch);
 }
-
 void subs_on_refused(struct subs *subs, const char *name, const char *reason) {
     struct channel *ch = subs_find(subs, name);
     if (!ch || ch->state != CHANNEL_SUBSCRIBING) return;
     subs_flush(subs);
     /* Every subscriber is told and dropped; nothing is retried for this
      * channel until a client asks again. */
+    waiters_free(ch);
     while (ch->subscribers) {
         struct sub *s = ch->subscribers;
         ch->subscribers = s->channel_next;
@@ -292,16 +716,34 @@ void subs_on_unsubscribed(struct subs *subs, const char *name) {
     channel_settle(subs, ch);
 }
 
+/* Answers every waiter of ch without a read (Redis is gone). */
+static void answer_without_read(struct subs *subs, struct channel *ch) {
+    struct entries none;
+    memset(&none, 0, sizeof none);
+    while (ch->waiters) answer_waiter(subs, ch, ch->waiters, NULL, NULL, &none, true, true);
+}
+
 void subs_on_bus_down(struct subs *subs) {
     subs_flush(subs);
     for (size_t i = 0; i < subs->bucket_count; i++) {
         struct channel *ch = subs->buckets[i], *next;
         for (; ch; ch = next) {
             next = ch->hash_next;
+            if (ch->read) { /* its reply, if any, finds nobody */
+                ch->read->channel = NULL;
+                ch->read = NULL;
+            }
+            answer_without_read(subs, ch);
+            buffer_clear(ch);
             ch->state = CHANNEL_IDLE;
+            ch->positioned = false;
+            ch->read_wanted = false;
             for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-                if (s->pending) go_live(s);
-            if (ch->count == 0) channel_unlink(subs, ch);
+                if (s->pending) go_live(s, NULL);
+            if (ch->count == 0)
+                channel_unlink(subs, ch);
+            else
+                ch->after_outage = true;
         }
     }
 }
@@ -326,32 +768,63 @@ static void drop(struct subs *subs, const char *channel, const char *reason, siz
     if (subs->hooks.dropped) subs->hooks.dropped(subs->hooks.arg, channel, reason, len);
 }
 
-/* Writes the event message as one text frame at the end of ch's batch. */
-static int frame_event(struct channel *ch, const char *data, size_t len) {
+/* Writes the event message as one text frame at the end of ch's batch;
+ * returns where it starts in the batch, or -1 when out of memory. */
+static long frame_event(struct channel *ch, const char *data, size_t len, const char *offset) {
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    size_t message_len = proto_event_size(ch->name_len, len, 0);
+    size_t offset_len = strlen(offset);
+    size_t message_len = proto_event_size(ch->name_len, len, offset_len);
     uint8_t header[WS_MAX_HEADER_LEN];
     size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
     uint8_t *p = shared_frame_reserve(&ch->batch, header_len + message_len);
     if (!p) return -1;
     memcpy(p, header, header_len);
-    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, NULL, 0,
+    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
                       timestamp);
     ch->batch_events++;
-    return 0;
+    return (long)(p - ch->batch->data);
+}
+
+/* Keeps a live event for the waiters of ch (bounded by the recovery limit;
+ * past it their recovery fails with a gap). */
+static void keep_for_waiters(struct subs *subs, struct channel *ch, const char *offset,
+                             const uint8_t *frame, size_t len) {
+    if (ch->buffer_overflow) return;
+    struct buffered *b = NULL;
+    if (ch->buffered_count < subs->limits.recovery_limit) b = malloc(sizeof *b + len);
+    if (!b) {
+        buffer_clear(ch);
+        ch->buffer_overflow = true;
+        return;
+    }
+    b->next = NULL;
+    snprintf(b->offset, sizeof b->offset, "%s", offset);
+    b->len = len;
+    memcpy(b->frame, frame, len);
+    *ch->buffered_tail = b;
+    ch->buffered_tail = &b->next;
+    ch->buffered_count++;
 }
 
 void subs_publish(struct subs *subs, const char *name, const char *payload, size_t len,
                   double arrived) {
-    if (len > subs->limits.max_event_size) {
-        drop(subs, name, "too_big", len);
-        return;
-    }
     struct channel *ch = subs_find(subs, name);
     if (!ch || ch->count == 0) return;
-    if (proto_payload_check(payload, len, NULL, 0) != 0) {
-        drop(subs, name, "bad_json", len);
+    char epoch[HISTORY_EPOCH_MAX + 1], offset[HISTORY_OFFSET_MAX + 1];
+    const char *data;
+    size_t data_len;
+    if (history_parse_message(payload, len, epoch, offset, &data, &data_len) ==
+        HISTORY_MESSAGE_INVALID) {
+        drop(subs, name, "bad_header", len);
+        return;
+    }
+    if (data_len > subs->limits.max_event_size) {
+        drop(subs, name, "too_big", data_len);
+        return;
+    }
+    if (proto_payload_check(data, data_len, NULL, 0) != 0) {
+        drop(subs, name, "bad_json", data_len);
         return;
     }
     if (subs->arrival_count == subs->arrival_capacity) {
@@ -365,10 +838,17 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         subs->arrival_capacity = capacity;
     }
     if (subs->dirty && subs->dirty != ch) subs_flush(subs); /* runs of one channel only */
-    if (frame_event(ch, payload, len) != 0) {
+    long start = frame_event(ch, data, data_len, offset);
+    if (start < 0) {
         drop(subs, name, "no_memory", len);
         return;
     }
+    if (offset[0]) { /* the channel's position moves with every event */
+        snprintf(ch->offset, sizeof ch->offset, "%s", offset);
+        snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
+    }
+    if (ch->waiters)
+        keep_for_waiters(subs, ch, offset, ch->batch->data + start, ch->batch->len - (size_t)start);
     subs->arrivals[subs->arrival_count++] = arrived;
     if (!subs->dirty) {
         subs->dirty = ch;
@@ -406,4 +886,8 @@ size_t subs_channel_count(const struct subs *subs) {
 
 size_t subs_subscription_count(const struct subs *subs) {
     return subs->subscription_count;
+}
+
+const struct subs_counters *subs_counters(const struct subs *subs) {
+    return &subs->counters;
 }

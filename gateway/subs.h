@@ -15,7 +15,14 @@
  * batch's bytes. Only a run of events of one channel is batched: an event of
  * another channel, a confirmation, a failure and a loss of Redis each deliver
  * what is queued first, so every client sees events in publish order and
- * never an event of a channel before its "subscribed". */
+ * never an event of a channel before its "subscribed".
+ *
+ * History (HISTORY in README.md): a subscription that asks to recover, a new
+ * channel (whose position the "subscribed" reply reports) and every channel
+ * with history after Redis came back wait for one read of the channel's
+ * stream. One read per channel serves every subscription waiting for it;
+ * live events that arrive meanwhile are kept and merged by offset, so the
+ * seam has no gap and no duplicate. */
 #ifndef HERALD_SUBS_H
 #define HERALD_SUBS_H
 
@@ -23,11 +30,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "history.h"
 #include "shared_frame.h"
 
 struct session;
 struct bus;
 struct subs;
+
+struct waiter;
+struct buffered;
+struct history_read;
+struct evbuffer;
 
 /* One session's membership in one channel. */
 struct sub {
@@ -35,7 +48,33 @@ struct sub {
     struct channel *channel;
     struct sub *channel_prev, *channel_next; /* the channel's subscribers */
     struct sub *conn_next;                   /* the session's subscriptions */
+    struct waiter *waiter;                   /* waiting for a history read, or NULL */
     bool pending;                            /* waiting for Redis: gets no events yet */
+    bool gap_owed;                           /* Redis came back: a "gap" is due for it */
+};
+
+/* What a subscribe asks to recover: events after offset ("" or NULL: from the
+ * beginning of the history) of epoch (NULL: none known). */
+struct subs_since {
+    const char *offset;
+    const char *epoch;
+};
+
+/* Handed to session_on_subscribed when a subscription goes live. */
+struct subs_ready {
+    const char *offset;     /* the channel's newest offset, NULL when none */
+    const char *epoch;      /* the channel's history epoch, NULL when it has none */
+    int recovered;          /* 1 recovered, 0 not (a gap follows), -1 not asked */
+    struct evbuffer *after; /* frames that follow the reply (taken over), or NULL */
+};
+
+/* History and recovery counters of one worker. */
+struct subs_counters {
+    unsigned long long history_reads;     /* read scripts sent to Redis */
+    unsigned long long recoveries;        /* subscriptions recovered completely */
+    unsigned long long recoveries_failed; /* recovery impossible: gap */
+    unsigned long long events_recovered;  /* events delivered from history */
+    unsigned long long waiters_served;    /* subscriptions answered by reads */
 };
 
 enum channel_state {
@@ -54,6 +93,19 @@ struct channel {
     struct channel *hash_next;
     struct shared_frame *batch; /* events queued since the last flush, or NULL */
     unsigned batch_events;
+    /* History: the epoch and newest offset this worker knows (from reads and
+     * live events); positioned once a read since the last SUBSCRIBE told them. */
+    char epoch[HISTORY_EPOCH_MAX + 1];
+    char offset[HISTORY_OFFSET_MAX + 1];
+    bool positioned;
+    bool after_outage;                          /* resubscribing after Redis came back */
+    struct waiter *waiters;                     /* subscriptions waiting for history */
+    struct history_read *read;                  /* the read in flight, or NULL */
+    char read_since[HISTORY_OFFSET_MAX + 1];    /* its since: "" position only, "-" all */
+    bool read_wanted;                           /* a read waits for the command link */
+    struct buffered *buffered, **buffered_tail; /* live events during a read */
+    unsigned buffered_count;
+    bool buffer_overflow;
 };
 
 /* What the index reports to its owner (the worker). */
@@ -70,6 +122,8 @@ struct subs_hooks {
 struct subs_limits {
     size_t max_channels;   /* distinct channels per worker */
     size_t max_event_size; /* largest event payload, bytes */
+    size_t recovery_limit; /* most events one recovery may return */
+    const char *prefix;    /* Redis channel prefix (for the history keys) */
 };
 
 /* The index delivers batches from an event on base. Returns NULL when out of
@@ -90,10 +144,15 @@ enum subs_add_result {
 /* True when the subscription list head holds channel. */
 bool subs_contains(const struct sub *head, const char *channel);
 
-/* Subscribes session to channel; *head is the session's subscription list;
- * *out is the subscription (when added or already there). */
+/* Subscribes session to channel, recovering from since when not NULL; *head
+ * is the session's subscription list; *out is the subscription (when added or
+ * already there). */
 enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
-                              const char *channel, struct sub **out);
+                              const char *channel, const struct subs_since *since,
+                              struct sub **out);
+
+/* The position of a live subscription's channel, for its "subscribed" reply. */
+void subs_position(const struct sub *sub, struct subs_ready *out);
 
 /* Removes the session from channel; returns true when it was subscribed.
  * Replies still owed for it ("subscribed") are sent first, so every request
@@ -114,6 +173,8 @@ void subs_on_unsubscribed(struct subs *subs, const char *channel);
 void subs_on_bus_down(struct subs *subs);
 /* Redis is back: (re)subscribe every wanted channel; returns how many. */
 size_t subs_on_bus_up(struct subs *subs);
+/* The command connection is (again) up: history reads that waited go out. */
+void subs_on_command_up(struct subs *subs);
 
 /* An event from Redis for channel (payload borrowed), arrived at monotonic
  * time arrived: validated, framed into the channel's batch and delivered
@@ -130,5 +191,6 @@ struct channel *subs_find(struct subs *subs, const char *channel);
 
 size_t subs_channel_count(const struct subs *subs);
 size_t subs_subscription_count(const struct subs *subs);
+const struct subs_counters *subs_counters(const struct subs *subs);
 
 #endif

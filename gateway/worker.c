@@ -145,7 +145,9 @@ static void on_down(void *arg) {
 }
 
 static void on_command_up(void *arg) {
-    stats_flush_health(arg);
+    struct worker *w = arg;
+    subs_on_command_up(w->subs);
+    stats_flush_health(w);
 }
 
 /* ---- accept, sweep, drain -------------------------------------------------- */
@@ -335,7 +337,8 @@ int worker_run(struct worker *w) {
                                       on_up,      on_down,       on_command_up, w};
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
     w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
-    struct subs_limits limits = {(size_t)w->cfg->max_channels, (size_t)w->cfg->max_event_size};
+    struct subs_limits limits = {(size_t)w->cfg->max_channels, (size_t)w->cfg->max_event_size,
+                                 (size_t)w->cfg->recovery_limit, w->cfg->channel_prefix};
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};
     w->subs = w->bus ? subs_new(w->bus, w->base, &limits, &hooks) : NULL;
     wheel_init(&w->wheel, (uint64_t)floor(w->started));

@@ -18,6 +18,7 @@
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -108,10 +109,27 @@ class Resp(harness.SocketConn):
         raise ValueError("bad RESP line %r" % line)
 
 
-class Subscriber:
-    """A PSUBSCRIBE connection; messages come back as (channel, data) bytes."""
+HISTORY_HEADER = re.compile(rb"^#(\d{1,32}) ((?:0|[1-9]\d{0,19})-(?:0|[1-9]\d{0,19})) ")
 
-    def __init__(self, port, pattern="herald:*", password=None):
+
+def split_history(data):
+    """(epoch, offset, data) of a pub/sub payload "#<epoch> <offset> <data>"
+    (README "History"); (None, None, data) for a payload without the header."""
+    m = HISTORY_HEADER.match(data)
+    if not m:
+        assert not data.startswith(b"#"), "malformed history header: %r" % data[:80]
+        return None, None, data
+    return m.group(1).decode(), m.group(2).decode(), data[m.end():]
+
+
+class Subscriber:
+    """A PSUBSCRIBE connection; messages come back as (channel, data) bytes.
+    With strip_history, a history header is checked and removed from data and
+    kept in .headers as (epoch, offset), None for a message without one."""
+
+    def __init__(self, port, pattern="herald:*", password=None, strip_history=False):
+        self.strip_history = strip_history
+        self.headers = []
         self.conn = Resp(port, password=password)
         self.conn.send("PSUBSCRIBE", pattern)
         reply = self.conn.read_reply(timeout=5)
@@ -137,10 +155,12 @@ class Subscriber:
                 reply = self.conn.read_reply(timeout=left)
             except socket.timeout:
                 return None
-            if isinstance(reply, list) and reply[0] == b"pmessage":
-                return reply[2], reply[3]
-            if isinstance(reply, list) and reply[0] == b"message":
-                return reply[1], reply[2]
+            if isinstance(reply, list) and reply[0] in (b"pmessage", b"message"):
+                channel, data = reply[-2], reply[-1]
+                if self.strip_history:
+                    epoch, offset, data = split_history(data)
+                    self.headers.append((epoch, offset) if offset else None)
+                return channel, data
 
     def collect(self, count, timeout=10.0):
         """Up to count messages, waiting at most timeout in all."""
@@ -234,8 +254,9 @@ class RedisServer:
     def client(self):
         return Resp(self.port, password=self.password)
 
-    def subscriber(self, pattern="herald:*"):
-        return Subscriber(self.port, pattern, password=self.password)
+    def subscriber(self, pattern="herald:*", strip_history=False):
+        return Subscriber(self.port, pattern, password=self.password,
+                          strip_history=strip_history)
 
     def publish(self, channel, data, prefix=PREFIX):
         """PUBLISH <prefix><channel> data over a raw RESP socket; returns receivers."""

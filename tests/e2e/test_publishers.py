@@ -61,11 +61,13 @@ def assert_nothing_before_sentinel(server, sub, channel=b"herald:test:sentinel")
 
 def test_pub_argument_publishes_exactly_that_payload(fresh_redis):
     payload = '{"id":"a1","name":"my app","tags":["x y","ü"],"n":1.5}'
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "apps:created", payload)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == b""  # silent on success without -v
+        offset = r.stdout.decode()
+        assert re.fullmatch(r"\d+-\d+\n", offset), r.stdout  # the event's offset
         assert sub.next(5) == (b"herald:apps:created", payload.encode())
+        assert sub.headers[0][1] == offset.strip()
         assert sub.quiet()
 
 
@@ -73,13 +75,16 @@ def test_pub_verbose_reports_receivers(fresh_redis):
     with fresh_redis.subscriber(), fresh_redis.subscriber():
         r = herald_pub("-v", "--redis", fresh_redis.url, "apps:created", "{}")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().strip() == "published to 2 receivers"
+    assert re.fullmatch(r"\d+-\d+ published to 2 receivers \(epoch \d+\)\n", r.stdout.decode())
+    r = herald_pub("-v", "--no-history", "--redis", fresh_redis.url, "apps:created", "{}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "published to 0 receivers\n"
 
 
 def test_pub_stdin_stream_publishes_every_line_in_order(fresh_redis):
     lines = ['{"n":1}', '{"n":2,"s":"two"}', '[3]']
     stdin = ("\n".join([lines[0], "", lines[1], "   ", lines[2]]) + "\n").encode()
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "deployments:status", stdin=stdin)
         assert r.returncode == 0, r.stderr
         got = sub.collect(3, timeout=5)
@@ -88,7 +93,7 @@ def test_pub_stdin_stream_publishes_every_line_in_order(fresh_redis):
 
 
 def test_pub_dash_reads_stdin_and_accepts_crlf_and_no_final_newline(fresh_redis):
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "apps:updated", "-",
                        stdin=b'{"a":1}\r\n{"b":2}')
         assert r.returncode == 0, r.stderr
@@ -98,7 +103,7 @@ def test_pub_dash_reads_stdin_and_accepts_crlf_and_no_final_newline(fresh_redis)
 
 @pytest.mark.parametrize("channel", ["bad channel", "apps/created", "", "apps:*", "x" * 129])
 def test_pub_bad_channel_exits_2_and_publishes_nothing(fresh_redis, channel):
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, channel, '{"id":1}')
         assert r.returncode == 2
         assert b"invalid channel name" in r.stderr
@@ -114,7 +119,7 @@ def test_pub_bad_channel_exits_2_even_with_redis_down_and_empty_stdin():
 @pytest.mark.parametrize("payload", ["{", "{'a':1}", '{"a":1} trailing', '{"a":1}{"b":2}',
                                      "undefined", "", "   "])
 def test_pub_bad_json_exits_2_and_publishes_nothing(fresh_redis, payload):
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "apps:created", payload)
         assert r.returncode == 2
         assert b"invalid JSON data" in r.stderr
@@ -122,7 +127,7 @@ def test_pub_bad_json_exits_2_and_publishes_nothing(fresh_redis, payload):
 
 
 def test_pub_stdin_stops_at_first_bad_line_naming_it(fresh_redis):
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "apps:created",
                        stdin=b'{"n":1}\n\n{"n":2\n{"n":3}\n')
         assert r.returncode == 2
@@ -137,7 +142,7 @@ def test_pub_too_big_exits_2(fresh_redis):
     assert r.returncode == 2
     assert b"too big" in r.stderr
     at_limit = '"' + "x" * 65534 + '"'  # 65536 bytes: accepted
-    with fresh_redis.subscriber() as sub:
+    with fresh_redis.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "apps:created", at_limit)
         assert r.returncode == 0, r.stderr
         assert sub.next(5) == (b"herald:apps:created", at_limit.encode())
@@ -165,7 +170,7 @@ def test_pub_bad_usage_exits_2(args):
 
 
 def test_pub_prefix_option_and_environment_are_honoured(fresh_redis):
-    with fresh_redis.subscriber("*") as sub:
+    with fresh_redis.subscriber("*", strip_history=True) as sub:
         r = herald_pub("--redis", fresh_redis.url, "--prefix", "tenant7:", "apps:created",
                        '{"a":1}')
         assert r.returncode == 0, r.stderr
@@ -184,7 +189,7 @@ def test_pub_prefix_option_and_environment_are_honoured(fresh_redis):
 
 def test_pub_password_protected_redis(redis_factory):
     server = redis_factory(password="pw")
-    with server.subscriber() as sub:
+    with server.subscriber(strip_history=True) as sub:
         url = "redis://:pw@127.0.0.1:{}".format(server.port)
         r = herald_pub("--redis", url, "apps:created", '{"secure":true}')
         assert r.returncode == 0, r.stderr
@@ -201,7 +206,7 @@ def test_pub_password_protected_redis(redis_factory):
 
 def test_pub_percent_encoded_password(redis_factory):
     server = redis_factory(password="p@ss w/rd")
-    with server.subscriber() as sub:
+    with server.subscriber(strip_history=True) as sub:
         url = "redis://:p%40ss%20w%2Frd@127.0.0.1:{}".format(server.port)
         r = herald_pub("--redis", url, "apps:created", '{"secure":2}')
         assert r.returncode == 0, r.stderr
@@ -210,7 +215,7 @@ def test_pub_percent_encoded_password(redis_factory):
 
 def test_pub_acl_user_and_database(redis_factory):
     server = redis_factory(extra_args=["--user", "alice", "on", ">s3cret", "~*", "&*", "+@all"])
-    with server.subscriber() as sub:
+    with server.subscriber(strip_history=True) as sub:
         r = herald_pub("--redis", "redis://alice:s3cret@127.0.0.1:%d/3" % server.port,
                        "storage:uploaded", '{"fileId":"f1"}')
         assert r.returncode == 0, r.stderr
@@ -224,7 +229,7 @@ def test_pub_acl_user_and_database(redis_factory):
 # ---- herald-publisher ----
 
 def publish_stream(server, *args, count, pattern="herald:*"):
-    with server.subscriber(pattern) as sub:
+    with server.subscriber(pattern, strip_history=True) as sub:
         r = herald_publisher("--redis", server.url, "--count", str(count), "--rate", "500",
                              *args)
         assert r.returncode == 0, r.stderr
@@ -338,7 +343,7 @@ def test_publisher_all_mixes_kinds_and_still_completes_deployments(fresh_redis):
 
 
 def test_publisher_honours_prefix_and_rate(fresh_redis):
-    with fresh_redis.subscriber("*") as sub:
+    with fresh_redis.subscriber("*", strip_history=True) as sub:
         start = time.monotonic()
         r = herald_publisher("--redis", fresh_redis.url, "--prefix", "p1:", "--kind", "apps",
                              "--count", "5", "--rate", "20")
@@ -351,7 +356,7 @@ def test_publisher_honours_prefix_and_rate(fresh_redis):
 
 def test_publisher_sigterm_and_sigint_exit_0(fresh_redis):
     for signo in (signal.SIGTERM, signal.SIGINT):
-        with fresh_redis.subscriber() as sub:
+        with fresh_redis.subscriber(strip_history=True) as sub:
             proc = subprocess.Popen([binary("herald-publisher"), "--redis", fresh_redis.url,
                                      "--kind", "all", "--rate", "50"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -404,10 +409,85 @@ def test_publisher_bad_usage_exits_2(args):
     assert r.returncode == 2, r.stderr
 
 
+# Every numeric option has a range; a value outside it (a tiny --rate made the
+# pacing interval overflow: every event went out at once) is exit 2 with a
+# sentence naming the option and the range, before anything is published.
+@pytest.mark.parametrize("option,value,message", [
+    ("--rate", "1e-300", b"--rate wants events per second from 0.001 to 1000000"),
+    ("--rate", "0.0009", b"--rate wants events per second from 0.001"),
+    ("--rate", "1000001", b"--rate wants events per second"),
+    ("--rate", "nan", b"--rate wants events per second"),
+    ("--rate", "inf", b"--rate wants events per second"),
+    ("--rate", "-5", b"--rate wants events per second"),
+    ("--rate", "2x", b"--rate wants events per second"),
+    ("--count", "-1", b"--count wants a number from 0 to 1000000000000000"),
+    ("--count", "1000000000000001", b"--count wants a number from 0"),
+    ("--count", "99999999999999999999", b"--count wants a number from 0"),
+    ("--seed", "-3", b"--seed wants a number from 0"),
+    ("--seed", "9223372036854775808", b"--seed wants a number from 0"),
+    ("--wait-redis", "86401", b"--wait-redis wants seconds from 0 to 86400"),
+    ("--wait-redis", "+1", b"--wait-redis wants seconds"),
+    ("--history-size", "0", b"--history-size wants a number of events from 1 to 10000000"),
+    ("--history-ttl", "31536001", b"--history-ttl wants seconds from 1 to 31536000"),
+])
+def test_publisher_numeric_option_out_of_range_exits_2(fresh_redis, option, value, message):
+    with fresh_redis.subscriber() as sub:
+        r = herald_publisher("--redis", fresh_redis.url, "--kind", "apps", "--count", "5",
+                             option, value)
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr, r.stderr
+        assert_nothing_before_sentinel(fresh_redis, sub)
+
+
+def test_publisher_smallest_and_largest_rate_are_accepted(fresh_redis):
+    with fresh_redis.subscriber(strip_history=True) as sub:
+        r = herald_publisher("--redis", fresh_redis.url, "--kind", "apps", "--count", "1",
+                             "--rate", "0.001")
+        assert r.returncode == 0, r.stderr
+        r = herald_publisher("--redis", fresh_redis.url, "--kind", "apps", "--count", "3",
+                             "--rate", "1000000")
+        assert r.returncode == 0, r.stderr
+        assert len(sub.collect(4, timeout=5)) == 4
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--history-size", "0", b"--history-size wants a number of events from 1 to 10000000"),
+    ("--history-size", "10000001", b"--history-size wants a number of events"),
+    ("--history-size", "-1", b"--history-size wants a number of events"),
+    ("--history-size", "ten", b"--history-size wants a number of events"),
+    ("--history-ttl", "0", b"--history-ttl wants seconds from 1 to 31536000"),
+    ("--history-ttl", "31536001", b"--history-ttl wants seconds"),
+    ("--history-ttl", "18446744073709551617", b"--history-ttl wants seconds"),
+])
+def test_pub_numeric_option_out_of_range_exits_2(fresh_redis, option, value, message):
+    with fresh_redis.subscriber() as sub:
+        r = herald_pub("--redis", fresh_redis.url, option, value, "apps:created", "{}")
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr, r.stderr
+        assert r.stdout == b""
+        assert_nothing_before_sentinel(fresh_redis, sub)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--ttl", "0", b"--ttl wants seconds from 1 to 315360000"),
+    ("--ttl", "315360001", b"--ttl wants seconds from 1 to 315360000"),
+    ("--ttl", "9223372036854775807", b"--ttl wants seconds"),
+    ("--ttl", "-60", b"--ttl wants seconds"),
+    ("--nbf", "-1", b"--nbf wants a Unix time in seconds from 0 to 253402300799"),
+    ("--nbf", "253402300800", b"--nbf wants a Unix time"),
+])
+def test_token_numeric_option_out_of_range_exits_2(option, value, message):
+    r = subprocess.run([binary("herald-token"), "--secret", "s", "--user", "u1", option, value],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr, r.stderr
+    assert r.stdout == b""
+
+
 def test_publisher_survives_a_redis_restart_without_losing_its_sequence(redis_factory):
     first = redis_factory()
     port = first.port
-    sub = first.subscriber()
+    sub = first.subscriber(strip_history=True)
     proc = subprocess.Popen([binary("herald-publisher"), "--redis", first.url, "--kind",
                              "deployments", "--rate", "40", "--seed", "8"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
@@ -418,7 +498,7 @@ def test_publisher_survives_a_redis_restart_without_losing_its_sequence(redis_fa
         first.stop()
         time.sleep(0.5)  # the publisher fails, logs and retries every second
         second = redis_factory(port=port)
-        with second.subscriber() as sub2:
+        with second.subscriber(strip_history=True) as sub2:
             after = sub2.collect(3, timeout=10)
         assert len(after) == 3
         seqs = [json.loads(d)["seq"] for _, d in before + after]

@@ -3,13 +3,15 @@ reconnects, resubscribes, tells each subscribed client about the gap, and
 events flow again; stats and system:health report the outage."""
 
 import asyncio
+import json
 import os
 import signal
 import time
 
 import harness
 from harness_cluster import (cluster, in_thread_publish,  # noqa: F401
-                             kill_subscriber_connections_of, open_client, poll, run)
+                             kill_subscriber_connections_of, open_client, poll, run, tok)
+from harness_ops import ops  # noqa: F401
 
 GAP_WAIT = 12.0  # backoff is at most 5 s between attempts, plus resubscribe
 
@@ -277,3 +279,39 @@ def test_admin_on_a_gateway_that_lost_redis_sees_its_redis_restored(cluster):
         harness.assert_timestamp(d.get("timestamp"))
 
     run(main)
+
+
+def test_redis_refusing_one_subscribe_fails_that_channel_only(ops):
+    """A Redis ACL user narrower than the channel rules refuses SUBSCRIBE of
+    some channels (NOPERM): the requester gets subscribe_failed, every other
+    channel and connection is untouched, and the link does not reconnect."""
+    redis = ops.redis()
+    with redis.client() as r:
+        r.command("ACL", "SETUSER", "narrow", "on", ">narrow-pw", "~*", "resetchannels",
+                  "&herald:apps:*", "&herald:__probe__:*", "+@all")
+    gw = ops.gateway(redis, url="redis://narrow:narrow-pw@127.0.0.1:%d" % redis.port)
+    c, _ = harness.connect(gw.url, token=tok("u1"))
+    other, _ = harness.connect(gw.url, token=tok("u2"))
+    with c, other:
+        assert other.request({"type": "subscribe", "channel": "apps:created"})["type"] == \
+            "subscribed"
+        r = c.request({"type": "subscribe", "channel": "apps:created", "id": 1})
+        assert r["type"] == "subscribed", r
+        r = c.request({"type": "subscribe", "channel": "deployments:started", "id": 2})
+        harness.assert_error(r, "subscribe_failed", 2)
+        assert "NOPERM" in r["message"], r
+        assert c.request({"type": "ping", "id": 3})["type"] == "pong"
+        for n in range(20):
+            redis.publish("apps:created", json.dumps({"n": n}))
+        for who in (c, other):
+            got = [who.recv_json(5)["data"]["n"] for _ in range(20)]
+            assert got == list(range(20)), got
+        # asking again is answered again; the link stays up throughout
+        r = c.request({"type": "subscribe", "channel": "deployments:started", "id": 4})
+        harness.assert_error(r, "subscribe_failed", 4)
+        time.sleep(1.5)
+        log = gw.log_text()
+        assert "event=redis_lost" not in log and "event=redis_restored" not in log, \
+            [ln for ln in log.splitlines() if "redis" in ln][-5:]
+        c.no_message(0.2)
+        other.no_message(0.2)

@@ -120,7 +120,7 @@ static void check_command(const struct proto_command *cmd) {
 static void check_event(const char *channel, const char *data, size_t size) {
     size_t len = 0;
     enum proto_error err = PROTO_ERR_COUNT;
-    char *text = proto_build_event(channel, data, size, &len, &err);
+    char *text = proto_build_event(channel, data, size, NULL, &len, &err);
     /* An independent parse with the documented rules is the oracle. */
     json_t *payload =
         memchr(data, '\0', size)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "history.h"
 #include "testlib.h"
 
 static herald_user u1 = {.user_id = "u1", .role = "user"};
@@ -258,6 +259,14 @@ static void test_bad_rules_files_are_refused_with_a_reason(void) {
         "{\"rules\":[{\"namespace\":\"a\",\"channel\":\"b\",\"access\":\"public\"}]}",
         "{\"rules\":[],\"known\":[\"bad name\"]}",
         "{\"rules\":[],\"known\":\"x\"}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":true}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":0}}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":-5}}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":1.5}}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":\"9\"}}]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":99999999999}}"
+        "]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"sise\":9}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256] = "";
@@ -274,6 +283,57 @@ static void test_bad_rules_files_are_refused_with_a_reason(void) {
     CHECK(err[0] != '\0');
 }
 
+static void test_history_policy_per_namespace_and_channel(void) {
+    static const struct {
+        const char *channel;
+        bool has_history;
+        unsigned long size, ttl;
+    } table[] = {
+        {"apps:created", true, 50, 30},                           /* namespace: both set */
+        {"deployments:started", true, 5000, HISTORY_DEFAULT_TTL}, /* size only */
+        {"metrics:cpu", false, 0, 0},                             /* "history":false */
+        {"announcements", true, HISTORY_DEFAULT_SIZE, 7},         /* one channel: ttl only */
+        {"storage:uploaded", true, HISTORY_DEFAULT_SIZE, HISTORY_DEFAULT_TTL}, /* rule is silent */
+        {"other:x", true, HISTORY_DEFAULT_SIZE, HISTORY_DEFAULT_TTL},          /* no rule */
+    };
+    char err[256] = "";
+    char *path = write_temp(
+        "{\"rules\":[{\"namespace\":\"apps\",\"access\":\"authenticated\","
+        "\"history\":{\"size\":50,\"ttl\":30}},"
+        "{\"namespace\":\"deployments\",\"access\":\"authenticated\",\"history\":{\"size\":5000}},"
+        "{\"namespace\":\"metrics\",\"access\":\"admin\",\"history\":false},"
+        "{\"channel\":\"announcements\",\"access\":\"public\",\"history\":{\"ttl\":7}},"
+        "{\"namespace\":\"storage\",\"access\":\"authenticated\"}]}");
+    struct acl_rules *rules = acl_rules_load(path, err, sizeof err);
+    unlink(path);
+    if (!rules) fprintf(stderr, "  %s\n", err);
+    CHECK(rules != NULL);
+    if (!rules) return;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        unsigned long size = HISTORY_DEFAULT_SIZE, ttl = HISTORY_DEFAULT_TTL;
+        bool got = acl_history_policy(rules, table[i].channel, &size, &ttl);
+        if (got != table[i].has_history) fprintf(stderr, "  channel %s\n", table[i].channel);
+        CHECK_INT(got, table[i].has_history);
+        if (!got) continue;
+        CHECK_INT(size, table[i].size);
+        CHECK_INT(ttl, table[i].ttl);
+    }
+    /* The caller's defaults (herald-pub --history-size/--history-ttl) fill what
+     * a rule leaves unset. */
+    unsigned long size = 10, ttl = 20;
+    CHECK(acl_history_policy(rules, "deployments:started", &size, &ttl));
+    CHECK_INT(size, 5000);
+    CHECK_INT(ttl, 20);
+    acl_rules_free(rules);
+}
+
+static void test_default_rules_keep_default_history(void) {
+    unsigned long size = HISTORY_DEFAULT_SIZE, ttl = HISTORY_DEFAULT_TTL;
+    CHECK(acl_history_policy(acl_default_rules(), "system:health", &size, &ttl));
+    CHECK_INT(size, 1000);
+    CHECK_INT(ttl, 600);
+}
+
 int main(void) {
     RUN(test_acl_table_for_every_kind_of_user);
     RUN(test_channel_name_charset_and_length);
@@ -286,5 +346,7 @@ int main(void) {
     RUN(test_user_id_outside_charset_lists_its_hashed_channel);
     RUN(test_rules_file_replaces_the_defaults);
     RUN(test_bad_rules_files_are_refused_with_a_reason);
+    RUN(test_history_policy_per_namespace_and_channel);
+    RUN(test_default_rules_keep_default_history);
     return TEST_SUMMARY();
 }

@@ -4,18 +4,24 @@
  * and db 0, so these tests point it at a listening socket of their own on the
  * loopback address (the kernel completes the handshake from the backlog) and
  * then prove that every refused event leaves that socket without one byte. The
- * single accepted-event test pre-writes Redis' integer reply and checks the
- * exact RESP command that arrives. */
+ * accepted-event tests pre-write Redis' reply (the history script's
+ * {offset, epoch, receivers}, a NOSCRIPT error, or PUBLISH's integer) and
+ * check the exact RESP commands that arrive. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "herald_pub.h"
+#include "history.h"
 #include "testlib.h"
+
+/* The history script's reply: offset 1-0, epoch 17, 0 receivers. */
+#define SCRIPT_REPLY "*3\r\n$3\r\n1-0\r\n$2\r\n17\r\n:0\r\n"
 
 struct fake_redis {
     int listen_fd;
@@ -141,7 +147,7 @@ static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote
 
     /* 128 bytes is valid: the publish goes out and gets the pre-written reply. */
     name[128] = '\0';
-    CHECK_INT(write(conn, ":0\r\n", 4), 4);
+    CHECK_INT(write(conn, SCRIPT_REPLY, strlen(SCRIPT_REPLY)), (ssize_t)strlen(SCRIPT_REPLY));
     long receivers = -1;
     CHECK_INT(herald_pub_publish(p, name, "{}", &receivers), HERALD_PUB_OK);
     CHECK_INT(receivers, 0);
@@ -177,7 +183,7 @@ static void test_size_limit_is_inclusive_and_settable(void) {
     CHECK_INT(pending_bytes(conn, buf, sizeof buf), 0);
 
     /* Exactly at the limit is accepted. */
-    CHECK_INT(write(conn, ":1\r\n", 4), 4);
+    CHECK_INT(write(conn, SCRIPT_REPLY, strlen(SCRIPT_REPLY)), (ssize_t)strlen(SCRIPT_REPLY));
     CHECK_INT(herald_pub_publish(p, "apps:created", "[1,2,34]", NULL), HERALD_PUB_OK);
     free(big);
 
@@ -187,13 +193,138 @@ done:
     close(f.listen_fd);
 }
 
-static void test_accepted_event_is_one_binary_safe_publish_with_the_prefix(void) {
+/* Reads exactly n bytes (or what arrives before the connection closes). */
+static void read_exactly(int conn, char *buf, size_t n) {
+    size_t have = 0;
+    ssize_t r;
+    while (have < n && (r = recv(conn, buf + have, n - have, 0)) > 0) have += (size_t)r;
+    buf[have] = '\0';
+}
+
+/* The RESP array of argv. */
+static int resp(char *out, size_t size, int argc, const char *const *argv) {
+    int n = snprintf(out, size, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        n += snprintf(out + n, size - (size_t)n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    return n;
+}
+
+/* Plays Redis in a child process: for each step, reads exactly the expected
+ * command, then writes the reply. Exits 0 when every command matched. */
+static pid_t scripted_redis(int conn, int steps, const char *const *commands,
+                            const char *const *replies) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    static char got[8192];
+    for (int i = 0; i < steps; i++) {
+        read_exactly(conn, got, strlen(commands[i]));
+        if (strcmp(got, commands[i]) != 0) _exit(1 + i);
+        if (write(conn, replies[i], strlen(replies[i])) != (ssize_t)strlen(replies[i])) _exit(9);
+    }
+    _exit(0);
+}
+
+static void test_event_with_history_is_evalsha_falling_back_to_eval(void) {
     struct fake_redis f;
     CHECK_INT(fake_redis_open(&f), 0);
     herald_pub *p = connect_to(&f, "tenant1:");
     CHECK(p != NULL);
     int conn = accept(f.listen_fd, NULL, NULL);
     if (!p || conn < 0) goto done;
+    CHECK_INT(herald_pub_set_history(p, true, 50, 30), 0);
+
+    /* Redis without the script cached answers NOSCRIPT; the library then
+     * sends the script itself and reports the offset from its reply. The
+     * next event finds the cache warm: EVALSHA alone. */
+    const char *json = "{\"n\":\"%s \xc3\xa9\"}";
+    const char *args[] = {"EVALSHA",
+                          history_publish_sha(),
+                          "2",
+                          "{tenant1:apps:created}:history",
+                          "{tenant1:apps:created}:meta",
+                          "tenant1:apps:created",
+                          json,
+                          "50",
+                          "30",
+                          "PUBLISH"};
+    static char evalsha[1024], eval[8192];
+    resp(evalsha, sizeof evalsha, 10, args);
+    args[0] = "EVAL";
+    args[1] = history_publish_script;
+    resp(eval, sizeof eval, 10, args);
+    const char *commands[] = {evalsha, eval, evalsha};
+    const char *replies[] = {"-NOSCRIPT No matching script.\r\n",
+                             "*3\r\n$15\r\n1764692000123-4\r\n$16\r\n1764692000123456\r\n:2\r\n",
+                             SCRIPT_REPLY};
+    pid_t child = scripted_redis(conn, 3, commands, replies);
+    CHECK(child > 0);
+    if (child < 0) goto done;
+
+    struct herald_pub_result r;
+    CHECK_INT(herald_pub_publish_event(p, "apps:created", json, &r), HERALD_PUB_OK);
+    CHECK_STR(r.offset, "1764692000123-4");
+    CHECK_STR(r.epoch, "1764692000123456");
+    CHECK_INT(r.receivers, 2);
+    CHECK_INT(herald_pub_publish_event(p, "apps:created", json, &r), HERALD_PUB_OK);
+    CHECK_STR(r.offset, "1-0");
+    CHECK_STR(r.epoch, "17");
+    int status = -1;
+    CHECK_INT(waitpid(child, &status, 0), child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+done:
+    herald_pub_close(p);
+    if (conn >= 0) close(conn);
+    close(f.listen_fd);
+}
+
+static void test_malformed_script_reply_is_a_redis_error(void) {
+    struct fake_redis f;
+    CHECK_INT(fake_redis_open(&f), 0);
+    herald_pub *p = connect_to(&f, NULL);
+    CHECK(p != NULL);
+    int conn = accept(f.listen_fd, NULL, NULL);
+    if (!p || conn < 0) goto done;
+
+    /* An offset that is not <ms>-<seq>; the retry finds nothing listening. */
+    static const char reply[] = "*3\r\n$3\r\nabc\r\n$1\r\n1\r\n:0\r\n";
+    CHECK_INT(write(conn, reply, sizeof reply - 1), (ssize_t)(sizeof reply - 1));
+    close(f.listen_fd);
+    f.listen_fd = -1;
+    CHECK_INT(herald_pub_publish_event(p, "apps:created", "1", NULL), HERALD_PUB_REDIS);
+    CHECK(strstr(herald_pub_last_error(p), "unexpected Redis reply to the history script") != NULL);
+
+done:
+    herald_pub_close(p);
+    if (conn >= 0) close(conn);
+    if (f.listen_fd >= 0) close(f.listen_fd);
+}
+
+static void test_history_settings_out_of_range_are_refused(void) {
+    struct fake_redis f;
+    CHECK_INT(fake_redis_open(&f), 0);
+    herald_pub *p = connect_to(&f, NULL);
+    CHECK(p != NULL);
+    if (!p) goto done;
+    CHECK_INT(herald_pub_set_history(p, true, 0, 600), -1);
+    CHECK_INT(herald_pub_set_history(p, true, 1000, 0), -1);
+    CHECK_INT(herald_pub_set_history(p, true, HISTORY_MAX_SIZE + 1, 600), -1);
+    CHECK_INT(herald_pub_set_history(p, true, 1000, HISTORY_MAX_TTL + 1), -1);
+    CHECK_INT(herald_pub_set_history(p, false, HISTORY_MAX_SIZE, HISTORY_MAX_TTL), 0);
+
+done:
+    herald_pub_close(p);
+    close(f.listen_fd);
+}
+
+static void test_accepted_event_without_history_is_one_binary_safe_publish_with_the_prefix(void) {
+    struct fake_redis f;
+    CHECK_INT(fake_redis_open(&f), 0);
+    herald_pub *p = connect_to(&f, "tenant1:");
+    CHECK(p != NULL);
+    int conn = accept(f.listen_fd, NULL, NULL);
+    if (!p || conn < 0) goto done;
+    CHECK_INT(herald_pub_set_history(p, false, 1000, 600), 0);
 
     CHECK_INT(write(conn, ":3\r\n", 4), 4);
     long receivers = -1;
@@ -233,7 +364,7 @@ static void test_redis_error_retries_once_then_reports_both_reasons(void) {
     f.listen_fd = -1;
     CHECK_INT(herald_pub_publish(p, "apps:created", "{}", NULL), HERALD_PUB_REDIS);
     const char *message = herald_pub_last_error(p);
-    CHECK(strstr(message, "Redis refused PUBLISH: ERR boom") != NULL);
+    CHECK(strstr(message, "Redis refused the history script: ERR boom") != NULL);
     CHECK(strstr(message, "retry failed: cannot connect to Redis at 127.0.0.1:") != NULL);
 
     /* With the connection gone, the next publish tries to reconnect first. */
@@ -269,13 +400,19 @@ static void test_connect_refuses_bad_url_and_bad_prefix_before_connecting(void) 
 
     CHECK(herald_pub_connect("redis://127.0.0.1:1", "has space:", err, sizeof err) == NULL);
     CHECK(strncmp(err, "invalid channel prefix", 22) == 0);
+    /* Braces would move the history keys to another cluster slot. */
+    CHECK(herald_pub_connect("redis://127.0.0.1:1", "{herald}:", err, sizeof err) == NULL);
+    CHECK(strncmp(err, "invalid channel prefix", 22) == 0);
 }
 
 int main(void) {
     RUN(test_refused_events_fail_with_a_sentence_and_send_nothing);
     RUN(test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote);
     RUN(test_size_limit_is_inclusive_and_settable);
-    RUN(test_accepted_event_is_one_binary_safe_publish_with_the_prefix);
+    RUN(test_event_with_history_is_evalsha_falling_back_to_eval);
+    RUN(test_malformed_script_reply_is_a_redis_error);
+    RUN(test_history_settings_out_of_range_are_refused);
+    RUN(test_accepted_event_without_history_is_one_binary_safe_publish_with_the_prefix);
     RUN(test_redis_error_retries_once_then_reports_both_reasons);
     RUN(test_connect_to_refused_port_fails_with_a_message);
     RUN(test_connect_refuses_bad_url_and_bad_prefix_before_connecting);

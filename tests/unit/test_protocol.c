@@ -132,7 +132,7 @@ static void test_event_embeds_payload_without_reencoding(void) {
     const char *data = "{\"id\":\"a1\", \"n\":[1,2,3]}";
     size_t len;
     enum proto_error err;
-    char *text = proto_build_event("apps:created", data, strlen(data), &len, &err);
+    char *text = proto_build_event("apps:created", data, strlen(data), NULL, &len, &err);
     CHECK_INT(err, PROTO_OK);
     CHECK(text && strncmp(text,
                           "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":"
@@ -146,12 +146,43 @@ static void test_event_embeds_payload_without_reencoding(void) {
     free(text);
 }
 
+static void test_event_carries_the_offset_when_given(void) {
+    static const struct {
+        const char *offset;
+        const char *prefix;
+    } table[] = {
+        {"1764692000123-0",
+         "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],"
+         "\"offset\":\"1764692000123-0\",\"timestamp\":\""},
+        {"", "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],\"timestamp\":\""},
+        {NULL, "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],\"timestamp\":\""},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        size_t len;
+        enum proto_error err;
+        char *text = proto_build_event("apps:created", "[1]", 3, table[i].offset, &len, &err);
+        CHECK_INT(err, PROTO_OK);
+        CHECK(text && strncmp(text, table[i].prefix, strlen(table[i].prefix)) == 0);
+        CHECK_INT(len, strlen(table[i].prefix) + PROTO_TIMESTAMP_LEN + 2);
+        json_t *msg = text ? json_loads(text, 0, NULL) : NULL;
+        CHECK(msg != NULL);
+        json_t *offset = json_object_get(msg, "offset");
+        if (table[i].offset && table[i].offset[0])
+            CHECK_STR(json_string_value(offset), table[i].offset);
+        else
+            CHECK(offset == NULL);
+        json_decref(msg);
+        free(text);
+    }
+}
+
 static void test_event_accepts_any_json_value(void) {
     const char *values[] = {"42", "\"text\"", "[1,2]", "null", "true"};
     for (size_t i = 0; i < 5; i++) {
         size_t len;
         enum proto_error err;
-        char *text = proto_build_event("announcements", values[i], strlen(values[i]), &len, &err);
+        char *text =
+            proto_build_event("announcements", values[i], strlen(values[i]), NULL, &len, &err);
         CHECK(text != NULL);
         json_t *msg = text ? json_loads(text, 0, NULL) : NULL;
         CHECK(msg != NULL);
@@ -165,7 +196,7 @@ static void test_event_with_invalid_payload_is_refused(void) {
     for (size_t i = 0; i < 5; i++) {
         size_t len = 0;
         enum proto_error err = PROTO_OK;
-        char *text = proto_build_event("apps:created", bad[i], strlen(bad[i]), &len, &err);
+        char *text = proto_build_event("apps:created", bad[i], strlen(bad[i]), NULL, &len, &err);
         CHECK(text == NULL);
         CHECK_INT(err, PROTO_ERR_BAD_JSON);
     }
@@ -181,7 +212,7 @@ static void test_event_payload_with_raw_nul_byte_is_refused(void) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t len = 0;
         enum proto_error err = PROTO_OK;
-        char *text = proto_build_event("apps:created", bad[i].bytes, bad[i].len, &len, &err);
+        char *text = proto_build_event("apps:created", bad[i].bytes, bad[i].len, NULL, &len, &err);
         CHECK(text == NULL);
         CHECK_INT(err, PROTO_ERR_BAD_JSON);
         free(text);
@@ -219,6 +250,7 @@ int main(void) {
     RUN(test_timestamp_is_iso8601_utc_with_millis);
     RUN(test_connected_message_for_user_and_anonymous);
     RUN(test_event_embeds_payload_without_reencoding);
+    RUN(test_event_carries_the_offset_when_given);
     RUN(test_event_accepts_any_json_value);
     RUN(test_event_with_invalid_payload_is_refused);
     RUN(test_event_payload_with_raw_nul_byte_is_refused);

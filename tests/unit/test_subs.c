@@ -1,6 +1,8 @@
 /* test_subs.c -- the subscription index's state machine and fan-out order,
  * against a recording fake of the bus and of sessions (no network). */
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,9 @@ struct fake {
     int frames; /* event messages delivered */
     size_t bytes;
     char log[512]; /* "live:C refused:C frame:C" in order */
+    int recovered; /* the last going-live's "recovered" (-1 not asked) */
+    char offset[64], epoch[64];
+    char after[4096]; /* what followed the last going-live (frames' payloads) */
 };
 
 #define FAKE(s) ((struct fake *)(s))
@@ -49,9 +54,33 @@ static void note(struct fake *f, const char *what, const char *channel) {
     snprintf(f->log + n, sizeof f->log - n, "%s%s:%s", n ? " " : "", what, channel);
 }
 
-void session_on_subscribed(struct session *s, struct sub *sub) {
-    FAKE(s)->replies++;
-    note(FAKE(s), "live", sub->channel->name);
+/* The payloads of the frames in buf, joined by '|'. */
+static void frames_text(struct evbuffer *buf, char *out, size_t size) {
+    size_t len = evbuffer_get_length(buf), n = 0;
+    unsigned char *p = evbuffer_pullup(buf, -1);
+    out[0] = '\0';
+    for (size_t i = 0; i < len;) {
+        size_t plen = p[i + 1] & 0x7f, hl = 2;
+        if (plen == 126) plen = (size_t)p[i + 2] << 8 | p[i + 3], hl = 4;
+        n += (size_t)snprintf(out + n, size - n, "%s%.*s", n ? "|" : "", (int)plen, p + i + hl);
+        i += hl + plen;
+        if (n >= size) break;
+    }
+}
+
+void session_on_subscribed(struct session *s, struct sub *sub, struct subs_ready *ready) {
+    struct fake *f = FAKE(s);
+    f->replies++;
+    note(f, "live", sub->channel->name);
+    f->recovered = ready->recovered;
+    snprintf(f->offset, sizeof f->offset, "%s", ready->offset ? ready->offset : "null");
+    snprintf(f->epoch, sizeof f->epoch, "%s", ready->epoch ? ready->epoch : "null");
+    f->after[0] = '\0';
+    if (ready->after) {
+        frames_text(ready->after, f->after, sizeof f->after);
+        evbuffer_free(ready->after);
+        ready->after = NULL;
+    }
 }
 
 void session_on_refused(struct session *s, struct sub *sub, const char *reason) {
@@ -72,20 +101,106 @@ int session_deliver(struct session *s, struct shared_frame *frame, unsigned even
     return 0;
 }
 
+/* History reads: the last one sent, answered by answer_read. */
+static redisCallbackFn *read_fn;
+static void *read_privdata;
+static char read_since[64];
+static int reads;
+static bool cmd_up = true;
+
+int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                const size_t *argvlen) {
+    (void)bus, (void)argc, (void)argvlen;
+    if (!cmd_up) return -1;
+    read_fn = fn;
+    read_privdata = privdata;
+    snprintf(read_since, sizeof read_since, "%s", argv[5]);
+    reads++;
+    return 0;
+}
+
+static redisReply *str(const char *s) {
+    redisReply *r = calloc(1, sizeof *r);
+    if (!s) {
+        r->type = REDIS_REPLY_NIL;
+        return r;
+    }
+    r->type = REDIS_REPLY_STRING;
+    r->str = strdup(s);
+    r->len = strlen(s);
+    return r;
+}
+
+static redisReply *arr(size_t n) {
+    redisReply *r = calloc(1, sizeof *r);
+    r->type = REDIS_REPLY_ARRAY;
+    r->elements = n;
+    r->element = calloc(n ? n : 1, sizeof *r->element);
+    return r;
+}
+
+static void reply_free(redisReply *r) {
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        reply_free(r->element[i]);
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
+/* Answers the read in flight: entries are ids whose data is {"n":"<id>"}. */
+static void answer_read(const char *epoch, const char *first, const char *newest,
+                        const char *const *ids, size_t count) {
+    redisReply *r = arr(4);
+    r->element[0] = str(epoch);
+    r->element[1] = str(first);
+    r->element[2] = str(newest);
+    r->element[3] = arr(count);
+    for (size_t i = 0; i < count; i++) {
+        redisReply *entry = arr(2), *fields = arr(2);
+        char data[64];
+        snprintf(data, sizeof data, "{\"n\":\"%s\"}", ids[i]);
+        fields->element[0] = str("d");
+        fields->element[1] = str(data);
+        entry->element[0] = str(ids[i]);
+        entry->element[1] = fields;
+        r->element[3]->element[i] = entry;
+    }
+    redisCallbackFn *fn = read_fn;
+    read_fn = NULL;
+    fn(NULL, r, read_privdata);
+    reply_free(r);
+}
+
 static void reset(void) {
     bus_up = true;
+    cmd_up = true;
     command_count = 0;
+    reads = 0;
+    read_fn = NULL;
 }
 
 static struct subs *new_index(size_t max_channels) {
-    struct subs_limits limits = {max_channels, 65536};
+    struct subs_limits limits = {max_channels, 65536, 5, "herald:"};
     struct subs_hooks hooks = {0};
     return subs_new(NULL, base, &limits, &hooks);
 }
 
 static enum subs_add_result add(struct subs *idx, struct fake *f, const char *channel) {
     struct sub *out;
-    return subs_add(idx, &f->session, &f->session.subs, channel, &out);
+    return subs_add(idx, &f->session, &f->session.subs, channel, NULL, &out);
+}
+
+static enum subs_add_result add_since(struct subs *idx, struct fake *f, const char *channel,
+                                      const char *offset, const char *epoch) {
+    struct sub *out;
+    struct subs_since since = {offset, epoch};
+    return subs_add(idx, &f->session, &f->session.subs, channel, &since, &out);
+}
+
+/* Confirms channel and answers its position read: no history. */
+static void confirm(struct subs *idx, const char *channel) {
+    subs_on_confirmed(idx, channel);
+    if (read_fn) answer_read(NULL, NULL, NULL, NULL, 0);
 }
 
 static bool del(struct subs *idx, struct fake *f, const char *channel) {
@@ -110,7 +225,7 @@ static void test_first_subscriber_waits_for_redis_confirmation(void) {
     CHECK_INT(command_count, 1);
     CHECK_STR(commands[0], "SUBSCRIBE apps:created");
     CHECK_INT(a.replies, 0);
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK_INT(a.replies, 1);
     CHECK_INT(subs_channel_count(s), 1);
     CHECK_INT(subs_subscription_count(s), 1);
@@ -123,7 +238,7 @@ static void test_second_subscriber_on_active_channel_is_confirmed_at_once(void) 
     struct subs *s = new_index(100);
     struct fake a = {0}, b = {0};
     add(s, &a, "apps:created");
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK_INT(add(s, &b, "apps:created"), SUBS_ADDED_CONFIRMED);
     CHECK_INT(command_count, 1);
     CHECK_INT(add(s, &b, "apps:created"), SUBS_ALREADY);
@@ -141,7 +256,7 @@ static void test_resubscribe_waits_for_unsubscribe_reply(void) {
     struct subs *s = new_index(100);
     struct fake a = {0}, b = {0};
     add(s, &a, "apps:created");
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK(del(s, &a, "apps:created"));
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
     /* A new subscriber while the UNSUBSCRIBE is in flight: nothing sent yet. */
@@ -151,7 +266,7 @@ static void test_resubscribe_waits_for_unsubscribe_reply(void) {
     CHECK_INT(command_count, 3);
     CHECK_STR(commands[2], "SUBSCRIBE apps:created");
     CHECK_INT(b.replies, 0);
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK_INT(b.replies, 1);
     del_all(s, &b);
     subs_free(s);
@@ -166,7 +281,7 @@ static void test_leaving_before_confirmation_unsubscribes_after_it(void) {
     /* The subscribe still gets its answer, before the unsubscribe's. */
     CHECK_INT(a.replies, 1);
     CHECK_INT(command_count, 1); /* SUBSCRIBE still in flight: no UNSUBSCRIBE yet */
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK_INT(a.replies, 1); /* nothing more for a session that left */
     CHECK_INT(command_count, 2);
     CHECK_STR(commands[1], "UNSUBSCRIBE apps:created");
@@ -184,7 +299,7 @@ static void test_repeat_subscribe_before_confirmation_is_pending_too(void) {
     CHECK_INT(add(s, &a, "apps:created"), SUBS_ALREADY_PENDING);
     CHECK_INT(a.replies, 0); /* not before Redis confirmed */
     CHECK_INT(subs_subscription_count(s), 1);
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     CHECK_INT(a.replies, 1); /* one subscription went live; the session answers both */
     CHECK_INT(add(s, &a, "apps:created"), SUBS_ALREADY);
     del_all(s, &a);
@@ -197,7 +312,7 @@ static void test_bus_down_answers_pending_and_up_resubscribes(void) {
     struct fake a = {0}, b = {0}, c = {0};
     add(s, &a, "apps:created");
     add(s, &b, "user:u1");
-    subs_on_confirmed(s, "user:u1");
+    confirm(s, "user:u1");
     bus_up = false;
     subs_on_bus_down(s);
     CHECK_INT(a.replies, 1); /* answered now; a gap follows after the outage */
@@ -220,7 +335,7 @@ static void test_refused_subscribe_drops_that_channel_only(void) {
     add(s, &a, "apps:created");
     add(s, &b, "apps:created");
     add(s, &a, "apps:deleted");
-    subs_on_confirmed(s, "apps:deleted");
+    confirm(s, "apps:deleted");
     subs_on_refused(s, "apps:created", "NOPERM");
     CHECK_INT(a.refused, 1);
     CHECK_INT(b.refused, 1);
@@ -259,10 +374,10 @@ static void test_events_reach_only_confirmed_subscribers_of_the_channel(void) {
     add(s, &a, "apps:created");
     publish(s, "apps:created", "{}");
     CHECK_INT(subs_flush(s), 0); /* a still pending */
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     add(s, &b, "apps:created");
     add(s, &other, "apps:deleted");
-    subs_on_confirmed(s, "apps:deleted");
+    confirm(s, "apps:deleted");
     publish(s, "apps:created", "{\"n\":1}");
     CHECK_INT(subs_flush(s), 2);
     CHECK_INT(a.frames, 1);
@@ -283,8 +398,8 @@ static void test_a_run_of_one_channel_is_one_shared_batch(void) {
     struct fake a = {0}, b = {0};
     add(s, &a, "apps:created");
     add(s, &b, "apps:deleted");
-    subs_on_confirmed(s, "apps:created");
-    subs_on_confirmed(s, "apps:deleted");
+    confirm(s, "apps:created");
+    confirm(s, "apps:deleted");
     publish(s, "apps:created", "{\"n\":1}");
     publish(s, "apps:created", "{\"n\":2}");
     CHECK_INT(a.frames, 0);                  /* batched until the end of the loop iteration */
@@ -306,7 +421,7 @@ static void test_event_frame_is_the_event_message(void) {
     struct subs *s = new_index(100);
     struct fake a = {0};
     add(s, &a, "apps:created");
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     publish(s, "apps:created", "{\"id\":\"a1\"}");
     subs_flush(s);
     /* 2-byte header + {"type":"event","channel":"apps:created","data":{"id":"a1"},
@@ -324,10 +439,10 @@ static void test_confirmation_delivers_earlier_events_to_old_subscribers_only(vo
     struct subs *s = new_index(100);
     struct fake a = {0}, b = {0};
     add(s, &a, "apps:created");
-    subs_on_confirmed(s, "apps:created");
+    confirm(s, "apps:created");
     add(s, &b, "apps:deleted");
     publish(s, "apps:created", "{}");
-    subs_on_confirmed(s, "apps:deleted"); /* flushes first */
+    confirm(s, "apps:deleted"); /* flushes first */
     CHECK_INT(a.frames, 1);
     del_all(s, &a);
     del_all(s, &b);
@@ -354,6 +469,215 @@ static void test_many_channels_survive_table_growth(void) {
     subs_free(s);
 }
 
+/* ---- history -------------------------------------------------------------- */
+
+static void publish_offset(struct subs *idx, const char *channel, const char *epoch,
+                           const char *offset) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "#%s %s {\"n\":\"%s\"}", epoch, offset, offset);
+    subs_publish(idx, channel, msg, strlen(msg), 0);
+}
+
+/* The "n" values of the events in text, in order, joined by ','. */
+static const char *ns(const char *text) {
+    static char out[1024];
+    size_t n = 0;
+    out[0] = '\0';
+    for (const char *p = text; (p = strstr(p, "\"n\":\""));) {
+        p += 5;
+        const char *end = strchr(p, '"');
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%.*s", n ? "," : "", (int)(end - p), p);
+        p = end;
+    }
+    return out;
+}
+
+static void test_subscribed_carries_the_position_from_one_read(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0}, b = {0};
+    CHECK_INT(add(s, &a, "apps:h"), SUBS_ADDED_PENDING);
+    CHECK_INT(add(s, &b, "apps:h"), SUBS_ADDED_PENDING);
+    subs_on_confirmed(s, "apps:h");
+    CHECK_INT(reads, 1);
+    CHECK_STR(read_since, ""); /* position only */
+    CHECK_INT(a.replies, 0);
+    answer_read("11", "1-0", "5-0", NULL, 0);
+    CHECK_INT(a.replies, 1);
+    CHECK_INT(b.replies, 1);
+    CHECK_STR(a.offset, "5-0");
+    CHECK_STR(a.epoch, "11");
+    CHECK_INT(a.recovered, -1);
+    struct fake c = {0}; /* positioned now: live at once, no read */
+    CHECK_INT(add(s, &c, "apps:h"), SUBS_ADDED_CONFIRMED);
+    CHECK_INT(reads, 1);
+    publish_offset(s, "apps:h", "11", "6-0");
+    subs_flush(s);
+    struct subs_ready pos;
+    subs_position(c.session.subs, &pos);
+    CHECK_STR(pos.offset, "6-0"); /* live events move the position */
+    del_all(s, &a);
+    del_all(s, &b);
+    del_all(s, &c);
+    subs_free(s);
+}
+
+static void test_recovery_merges_history_and_live_events_at_the_seam(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake live = {0}, back = {0};
+    add(s, &live, "apps:h");
+    subs_on_confirmed(s, "apps:h");
+    answer_read("11", "1-0", "3-0", NULL, 0);
+    CHECK_INT(add_since(s, &back, "apps:h", "1-0", "11"), SUBS_ADDED_PENDING);
+    CHECK_INT(reads, 2);
+    CHECK_STR(read_since, "1-0");
+    /* Live events while the read is in flight: 3-0 is also in the history. */
+    publish_offset(s, "apps:h", "11", "3-0");
+    publish_offset(s, "apps:h", "11", "4-0");
+    subs_flush(s);
+    CHECK_INT(live.frames, 2);
+    CHECK_INT(back.frames, 0); /* not live yet */
+    const char *ids[] = {"1-0", "2-0", "3-0"};
+    answer_read("11", "1-0", "3-0", ids, 3);
+    CHECK_INT(back.recovered, 1);
+    CHECK_STR(ns(back.after), "2-0,3-0,4-0"); /* no gap, no duplicate */
+    publish_offset(s, "apps:h", "11", "5-0");
+    subs_flush(s);
+    CHECK_INT(back.frames, 1); /* then live */
+    del_all(s, &live);
+    del_all(s, &back);
+    subs_free(s);
+}
+
+static void test_recovery_fails_on_other_epoch_trimmed_offset_or_over_the_limit(void) {
+    struct {
+        const char *since, *epoch;
+        const char *ids[8];
+        size_t count;
+        int recovered;
+    } cases[] = {
+        {"1-0", "11", {"1-0", "2-0"}, 2, 1},                             /* the base case */
+        {"1-0", "10", {"1-0", "2-0"}, 2, 0},                             /* other epoch */
+        {"1-0", "11", {"2-0", "3-0"}, 2, 0},                             /* 1-0 trimmed */
+        {"1-0", "11", {"1-0", "2-0", "3-0", "4-0", "5-0", "6-0"}, 6, 0}, /* 5 missed: limit 5 ok */
+        {"1-0", "11", {"1-0", "2-0", "3-0", "4-0", "5-0", "6-0", "7-0"}, 7, 0}, /* 6: over */
+        {"", "11", {"1-0", "2-0"}, 2, 1}, /* from the start, nothing trimmed */
+        {"", "11", {"2-0"}, 1, 0},        /* from the start, the first entry trimmed */
+    };
+    cases[3].recovered = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        reset();
+        struct subs *s = new_index(100);
+        struct fake a = {0};
+        add_since(s, &a, "apps:h", cases[i].since, cases[i].epoch);
+        subs_on_confirmed(s, "apps:h");
+        CHECK_STR(read_since, cases[i].since[0] ? cases[i].since : "-");
+        answer_read("11", "1-0", cases[i].ids[cases[i].count - 1], cases[i].ids, cases[i].count);
+        if (a.recovered != cases[i].recovered) fprintf(stderr, "  case %zu\n", i);
+        CHECK_INT(a.recovered, cases[i].recovered);
+        CHECK((strstr(a.after, "\"type\":\"gap\"") != NULL) == !cases[i].recovered);
+        del_all(s, &a);
+        subs_free(s);
+    }
+}
+
+static void test_one_read_serves_every_waiter_of_a_channel(void) {
+    reset();
+    struct subs *s = new_index(100);
+    static struct fake w[5];
+    memset(w, 0, sizeof w);
+    add_since(s, &w[0], "apps:h", "2-0", "11");
+    add_since(s, &w[1], "apps:h", "3-0", "11");
+    subs_on_confirmed(s, "apps:h");
+    CHECK_INT(reads, 1);
+    CHECK_STR(read_since, "2-0");               /* the oldest asked for */
+    add_since(s, &w[2], "apps:h", "2-0", "11"); /* joins the read in flight */
+    add(s, &w[3], "apps:h");                    /* position only: joins too */
+    add_since(s, &w[4], "apps:h", "1-0", "11"); /* older: needs the next read */
+    CHECK_INT(reads, 1);
+    const char *ids[] = {"2-0", "3-0", "4-0"};
+    answer_read("11", "1-0", "4-0", ids, 3);
+    CHECK_STR(ns(w[0].after), "3-0,4-0");
+    CHECK_STR(ns(w[1].after), "4-0");
+    CHECK_STR(ns(w[2].after), "3-0,4-0");
+    CHECK_INT(w[3].replies, 1);
+    CHECK_STR(w[3].offset, "4-0");
+    CHECK_INT(w[4].replies, 0);
+    CHECK_INT(reads, 2); /* the next read, for the older offset */
+    CHECK_STR(read_since, "1-0");
+    const char *more[] = {"1-0", "2-0", "3-0", "4-0"};
+    answer_read("11", "1-0", "4-0", more, 4);
+    CHECK_STR(ns(w[4].after), "2-0,3-0,4-0");
+    CHECK_INT(subs_counters(s)->history_reads, 2);
+    CHECK_INT(subs_counters(s)->waiters_served, 5);
+    for (int i = 0; i < 5; i++) del_all(s, &w[i]);
+    subs_free(s);
+}
+
+static void test_redis_outage_recovers_channels_with_history_and_gaps_the_rest(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:h");
+    add(s, &a, "apps:raw");
+    subs_on_confirmed(s, "apps:h");
+    answer_read("11", "1-0", "2-0", NULL, 0);
+    subs_on_confirmed(s, "apps:raw");
+    answer_read(NULL, NULL, NULL, NULL, 0);
+    publish_offset(s, "apps:h", "11", "3-0");
+    subs_flush(s);
+    bus_up = false;
+    subs_on_bus_down(s);
+    bus_up = true;
+    CHECK_INT(subs_on_bus_up(s), 2);
+    a.after[0] = '\0';
+    subs_on_confirmed(s, "apps:raw");
+    subs_on_confirmed(s, "apps:h");
+    CHECK_STR(read_since, "3-0"); /* from the last event delivered */
+    const char *ids[] = {"3-0", "4-0", "5-0"};
+    answer_read("11", "1-0", "5-0", ids, 3);
+    CHECK_STR(ns(a.after), "4-0,5-0");
+    CHECK(strstr(a.after, "\"type\":\"gap\"") == NULL);
+    struct sub *raw = a.session.subs;
+    while (strcmp(raw->channel->name, "apps:raw") != 0) raw = raw->conn_next;
+    CHECK(raw->gap_owed);
+    CHECK(!a.session.subs->gap_owed || a.session.subs == raw);
+    del_all(s, &a);
+    subs_free(s);
+}
+
+static void test_read_waits_for_the_command_connection(void) {
+    reset();
+    cmd_up = false;
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:h");
+    subs_on_confirmed(s, "apps:h");
+    CHECK_INT(reads, 0);
+    CHECK_INT(a.replies, 0);
+    cmd_up = true;
+    subs_on_command_up(s);
+    CHECK_INT(reads, 1);
+    answer_read("11", NULL, NULL, NULL, 0);
+    CHECK_INT(a.replies, 1);
+    del_all(s, &a);
+    subs_free(s);
+}
+
+static void test_a_read_outliving_its_channel_is_ignored(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:h");
+    subs_on_confirmed(s, "apps:h");
+    del_all(s, &a); /* answered, gone, UNSUBSCRIBE sent */
+    subs_on_unsubscribed(s, "apps:h");
+    CHECK(subs_find(s, "apps:h") == NULL);
+    answer_read("11", NULL, NULL, NULL, 0); /* must touch nothing */
+    subs_free(s);
+}
+
 int main(void) {
     base = event_base_new();
     RUN(test_first_subscriber_waits_for_redis_confirmation);
@@ -369,6 +693,13 @@ int main(void) {
     RUN(test_event_frame_is_the_event_message);
     RUN(test_confirmation_delivers_earlier_events_to_old_subscribers_only);
     RUN(test_many_channels_survive_table_growth);
+    RUN(test_subscribed_carries_the_position_from_one_read);
+    RUN(test_recovery_merges_history_and_live_events_at_the_seam);
+    RUN(test_recovery_fails_on_other_epoch_trimmed_offset_or_over_the_limit);
+    RUN(test_one_read_serves_every_waiter_of_a_channel);
+    RUN(test_redis_outage_recovers_channels_with_history_and_gaps_the_rest);
+    RUN(test_read_waits_for_the_command_connection);
+    RUN(test_a_read_outliving_its_channel_is_ignored);
     event_base_free(base);
     return TEST_SUMMARY();
 }

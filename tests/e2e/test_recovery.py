@@ -1,0 +1,196 @@
+"""Recovery from channel history: subscribe with "since" after a reconnect gets
+exactly the missed events, in order, then live ones; or recovered:false and a
+gap when that cannot be proven. A gateway whose own Redis subscriber link
+drops recovers channels with history for its clients without a gap.
+
+Events are published with the real publisher (herald-pub writes history by
+default), against a real Redis and real gateway processes."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import harness
+from harness import connect
+from harness_cluster import kill_subscriber_connections_of, tok
+from harness_ops import ops, wait_until  # noqa: F401
+
+
+def publish(redis, channel, payloads, extra=()):
+    """Publishes payloads (dicts) in order with herald-pub, one process."""
+    lines = "".join(json.dumps(p) + "\n" for p in payloads)
+    out = subprocess.run([harness.PUB_BIN, "--redis", redis.url, *map(str, extra), channel, "-"],
+                         input=lines, capture_output=True, timeout=60, text=True,
+                         env=harness.clean_env())
+    assert out.returncode == 0, "herald-pub failed (%d): %s" % (out.returncode, out.stderr)
+
+
+def subscribe(c, channel, since=None, req_id="s"):
+    msg = {"type": "subscribe", "channel": channel, "id": req_id}
+    if since is not None:
+        msg["since"] = since
+    r = c.request(msg, timeout=10)
+    assert r.get("type") == "subscribed" and r.get("channel") == channel, r
+    return r
+
+
+def events(c, n, timeout=10):
+    """The next n messages, which must all be events."""
+    got = []
+    for _ in range(n):
+        m = c.recv_json(timeout)
+        assert m.get("type") == "event", "expected an event, got %r after %d" % (m, len(got))
+        got.append(m)
+    return got
+
+
+def test_reconnect_with_since_gets_exactly_the_missed_events_then_live(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis)
+    ch = "deployments:rec-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        first = subscribe(c, ch)
+        assert first["offset"] is None and first["epoch"] is None, first  # no history yet
+        publish(redis, ch, [{"n": i} for i in range(5)])
+        seen = events(c, 5)
+        assert [e["data"]["n"] for e in seen] == list(range(5))
+        offsets = [e["offset"] for e in seen]
+        assert len(set(offsets)) == 5, offsets
+        epoch = subscribe(c, ch, req_id="again")["epoch"]  # already live: the position
+        assert epoch, "a channel with history has an epoch"
+    publish(redis, ch, [{"n": i} for i in range(5, 55)])  # while disconnected
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        r = subscribe(c, ch, since={"offset": offsets[-1], "epoch": epoch})
+        assert r["recovered"] is True and r["epoch"] == epoch, r
+        missed = events(c, 50)
+        assert [e["data"]["n"] for e in missed] == list(range(5, 55))
+        assert all(harness.TIMESTAMP_RE.match(e["timestamp"]) for e in missed)
+        publish(redis, ch, [{"n": 55}])
+        live = events(c, 1)
+        assert live[0]["data"]["n"] == 55
+        c.no_message(0.3)  # no duplicate, no gap
+
+
+def test_other_epoch_or_trimmed_offset_gets_recovered_false_and_a_gap(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis)
+    ch = "apps:trim-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        subscribe(c, ch)
+        publish(redis, ch, [{"n": 0}], extra=["--history-size", 10])
+        e0 = events(c, 1)[0]
+        epoch = subscribe(c, ch, req_id="pos")["epoch"]
+    publish(redis, ch, [{"n": i} for i in range(1, 300)], extra=["--history-size", 10])
+    for since in ({"offset": e0["offset"], "epoch": epoch},           # trimmed away
+                  {"offset": e0["offset"], "epoch": "1" + epoch}):    # another epoch
+        c, _ = connect(gw.url, token=tok("u1"))
+        with c:
+            r = subscribe(c, ch, since=since)
+            assert r["recovered"] is False, r
+            g = c.recv_json(5)
+            assert g == {"type": "gap", "channels": [ch], "timestamp": g["timestamp"]}, g
+            publish(redis, ch, [{"n": "live"}], extra=["--history-size", 10])
+            assert events(c, 1)[0]["data"]["n"] == "live"
+
+
+def test_raw_publish_channel_is_never_recovered(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis)
+    ch = "storage:raw-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        r = subscribe(c, ch)
+        redis.publish(ch, json.dumps({"n": 1}))
+        e = events(c, 1)[0]
+        assert "offset" not in e, e
+    redis.publish(ch, json.dumps({"n": 2}))
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        r = subscribe(c, ch, since={"offset": None, "epoch": r["epoch"]})
+        assert r["recovered"] is False and r["epoch"] is None, r
+        assert c.recv_json(5)["type"] == "gap"
+
+
+def test_recovery_over_the_limit_is_a_gap(ops):
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--recovery-limit", 20])
+    ch = "apps:limit-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        subscribe(c, ch)
+        publish(redis, ch, [{"n": 0}])
+        e0 = events(c, 1)[0]
+        epoch = subscribe(c, ch, req_id="pos")["epoch"]
+    publish(redis, ch, [{"n": i} for i in range(1, 21)])  # 20 missed: within the limit
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        r = subscribe(c, ch, since={"offset": e0["offset"], "epoch": epoch})
+        assert r["recovered"] is True, r
+        last = events(c, 20)[-1]
+    publish(redis, ch, [{"n": i} for i in range(21, 42)])  # 21 missed: over
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        r = subscribe(c, ch, since={"offset": last["offset"], "epoch": epoch})
+        assert r["recovered"] is False, r
+        assert c.recv_json(5)["type"] == "gap"
+
+
+def test_bad_since_is_invalid_field(ops):
+    gw = ops.gateway()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        for since in ({"offset": "12", "epoch": "1"}, {"offset": 5}, "0-1",
+                      {"offset": "1-1", "epoch": "x"}):
+            r = c.request({"type": "subscribe", "channel": "apps:x", "since": since, "id": 7})
+            harness.assert_error(r, "invalid_field", 7)
+
+
+def test_killed_subscriber_link_recovers_history_channels_without_a_gap(ops):
+    """CLIENT KILL TYPE pubsub on the gateway's subscriber while a publisher
+    keeps publishing with history: the client gets every event exactly once,
+    in order, and no gap; a channel without history gets its gap."""
+    redis = ops.redis()
+    gw = ops.gateway(redis)
+    ch = "deployments:link-" + os.urandom(3).hex()
+    raw = "apps:link-raw-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    total = 400
+    with c:
+        subscribe(c, ch)
+        subscribe(c, raw, req_id="raw")
+        stop = threading.Event()
+
+        def publisher():
+            for i in range(0, total, 20):
+                publish(redis, ch, [{"n": n} for n in range(i, i + 20)])
+                time.sleep(0.02)
+            stop.set()
+
+        t = threading.Thread(target=publisher)
+        t.start()
+        wait_until(lambda: gw.log_text().count("event=redis_connected") >= 1, 5)
+        time.sleep(0.2)
+        killed = 0
+        for worker in gw.worker_pids():
+            killed += kill_subscriber_connections_of(redis, worker)
+        assert killed >= 1
+        t.join(60)
+        got, gaps = [], []
+        deadline = time.monotonic() + 20
+        while len(got) < total and time.monotonic() < deadline:
+            m = c.recv_json(10)
+            if m["type"] == "event":
+                got.append(m["data"]["n"])
+            elif m["type"] == "gap":
+                gaps.append(m["channels"])
+        assert got == list(range(total)), "missing %r, duplicates %d" % (
+            sorted(set(range(total)) - set(got))[:10], len(got) - len(set(got)))
+        assert all(ch not in g for g in gaps), gaps
+        if not gaps:  # the raw channel's gap may come after the last event
+            gaps.append(c.recv_json(5).get("channels"))
+        assert [raw] in gaps, gaps
