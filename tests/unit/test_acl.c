@@ -264,8 +264,7 @@ static void test_bad_rules_files_are_refused_with_a_reason(void) {
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":-5}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":1.5}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":\"9\"}}]}",
-        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":99999999999}}"
-        "]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":10000001}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"sise\":9}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
