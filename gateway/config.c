@@ -3,11 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum option_type { OPT_STRING, OPT_INT, OPT_LONG, OPT_DOUBLE };
+enum option_type { OPT_STRING, OPT_INT, OPT_LONG, OPT_SIZE, OPT_DOUBLE };
 
 struct option_spec {
     const char *name; /* without the leading dashes */
@@ -69,6 +70,10 @@ static const struct option_spec options[] = {
     {"max-connections", OPT_LONG, FIELD(max_connections), "100000", "per worker (HTTP 503)"},
     {"trusted-proxies", OPT_STRING, FIELD(trusted_proxies), NULL,
      "comma-separated IPs/CIDRs whose X-Forwarded-For is honoured"},
+    {"admin-listen", OPT_STRING, FIELD(admin_listen), "127.0.0.1:9888",
+     "HOST:PORT of the operator listener (/metrics, /healthz, /readyz); off disables"},
+    {"socket-send-buffer", OPT_SIZE, FIELD(socket_send_buffer), "65536",
+     "kernel send buffer per client socket, bytes (0: the kernel's default)"},
 };
 
 #define OPTION_COUNT (sizeof options / sizeof options[0])
@@ -102,6 +107,12 @@ static int set_value(struct config *cfg, const struct option_spec *o, const char
             *(long *)field = v;
             return 0;
         }
+        case OPT_SIZE: { /* like OPT_LONG, 0 allowed */
+            long v = strtol(value, &end, 10);
+            if (errno || *end || end == value || v < 0 || v > INT_MAX) break;
+            *(long *)field = v;
+            return 0;
+        }
         case OPT_DOUBLE: {
             double v = strtod(value, &end);
             if (errno || *end || end == value || v < 0) break;
@@ -120,6 +131,31 @@ static const struct option_spec *find_option(const char *name, size_t len) {
             return &options[i];
     }
     return NULL;
+}
+
+/* "off" (or empty): no listener; else HOST:PORT or [IPv6]:PORT. */
+static int parse_admin_listen(struct config *cfg) {
+    const char *v = cfg->admin_listen;
+    cfg->admin_port = 0;
+    if (!v || !*v || strcmp(v, "off") == 0) return 0;
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) return -1;
+    const char *host = v;
+    size_t host_len = (size_t)(colon - v);
+    if (host[0] == '[') {
+        if (host_len < 3 || host[host_len - 1] != ']') return -1;
+        host++;
+        host_len -= 2;
+    }
+    if (host_len >= sizeof cfg->admin_host) return -1;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port < 1 || port > 65535) return -1;
+    memcpy(cfg->admin_host, host, host_len);
+    cfg->admin_host[host_len] = '\0';
+    cfg->admin_port = (int)port;
+    return 0;
 }
 
 int config_load(struct config *cfg, int argc, char **argv) {
@@ -187,6 +223,10 @@ int config_load(struct config *cfg, int argc, char **argv) {
         return 2;
     }
     if (cfg->stats_interval <= 0) cfg->stats_interval = 2;
+    if (parse_admin_listen(cfg) != 0) {
+        fprintf(stderr, "herald-gateway: --admin-listen must be HOST:PORT, [IPv6]:PORT or off\n");
+        return 2;
+    }
     if (cfg->jwt_secret && cfg->jwt_secret_file) {
         fprintf(stderr, "herald-gateway: give --jwt-secret or --jwt-secret-file, not both\n");
         return 2;

@@ -42,6 +42,10 @@ struct config {
     long max_connections_per_ip; /* across the gateway's workers */
     long max_connections;        /* per worker */
     const char *trusted_proxies; /* peers whose X-Forwarded-For is honoured */
+    const char *admin_listen;    /* HOST:PORT of the operator listener, or "off" */
+    char admin_host[64];         /* parsed from admin_listen */
+    int admin_port;              /* 0: no operator listener */
+    long socket_send_buffer;     /* SO_SNDBUF of client sockets, bytes; 0: the kernel's */
 };
 
 /* Fills cfg from defaults, then HERALD_* variables, then argv. On a bad option

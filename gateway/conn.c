@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <linux/sockios.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "acl.h"
@@ -42,6 +44,7 @@ struct conn {
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
+    bool admin;      /* accepted on the operator listener */
     bool upgraded;   /* counted in worker->conn_count */
     bool peer_done;  /* nothing more to wait for from the peer once flushed */
     bool ip_counted; /* holds a slot in the per-address limit */
@@ -60,6 +63,7 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void schedule_open(struct conn *c, double now);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void abort_conn(struct conn *c);
 
 static void make_uuid(char out[37]) {
     unsigned char b[16];
@@ -88,7 +92,7 @@ static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 }
 
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
-                bool tls) {
+                bool tls, bool admin) {
     (void)addr_len;
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -97,6 +101,10 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     }
     int one = 1; /* events are small and latency matters: no Nagle delay */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A bounded kernel buffer keeps what a slow reader pins in kernel memory
+     * near --max-send-queue instead of the autotuned megabytes. */
+    int sndbuf = (int)w->cfg->socket_send_buffer;
+    if (sndbuf > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (tls) {
         SSL *ssl = SSL_new(w->ssl_ctx);
@@ -117,6 +125,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     }
     c->w = w;
     c->tls = tls;
+    c->admin = admin;
     c->state = CONN_HANDSHAKE;
     c->last_activity = c->write_progress = clock_now();
     c->deadline = c->last_activity + w->cfg->handshake_timeout;
@@ -164,6 +173,10 @@ void conn_free(struct conn *c) {
 
 bool conn_is_open(const struct conn *c) {
     return c->state == CONN_OPEN;
+}
+
+bool conn_is_websocket(const struct conn *c) {
+    return c->upgraded;
 }
 
 struct conn *conn_next(const struct conn *c) {
@@ -523,13 +536,17 @@ static void read_handshake(struct conn *c) {
         http_refuse(c, 400, "Malformed HTTP request");
         return;
     }
-    if (!(req.path.len == 3 && memcmp(req.path.ptr, "/ws", 3) == 0)) {
+    if (c->admin || !(req.path.len == 3 && memcmp(req.path.ptr, "/ws", 3) == 0)) {
         struct http_response resp;
-        if (http_routes_serve(c->w, &req, &resp) == 0) {
+        if (http_routes_serve(c->w, &req, c->admin, &resp) == 0) {
             bufferevent_write(c->bev, resp.head, resp.head_len);
             if (resp.body_len) bufferevent_write(c->bev, resp.body, resp.body_len);
             http_response_free(&resp);
             enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+            return;
+        }
+        if (c->admin) { /* the operator listener serves no WebSocket */
+            http_refuse(c, 404, "Not found");
             return;
         }
     }
@@ -616,7 +633,7 @@ static void check_open(struct conn *c, double now) {
         now - c->write_progress >= cfg->write_timeout) {
         w->stats.write_timeouts++;
         log_info("event=write_timeout conn=%s peer=%s", c->id, log_q(c->peer));
-        conn_free(c); /* nothing can reach this peer: no close frame */
+        abort_conn(c); /* nothing can reach this peer: no close frame */
         return;
     }
     if (now - c->last_ping >= cfg->ping_interval) {
@@ -626,13 +643,35 @@ static void check_open(struct conn *c, double now) {
     schedule_open(c, now);
 }
 
+/* Output still queued here or in the kernel (sent but not acknowledged). */
+static bool has_unsent_output(struct conn *c) {
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) return true;
+    int queued = 0;
+    return ioctl(bufferevent_getfd(c->bev), SIOCOUTQ, &queued) == 0 && queued > 0;
+}
+
+/* Frees the connection with an abortive close (RST): the kernel drops what
+ * it still holds for the peer at once. */
+static void abort_conn(struct conn *c) {
+    struct linger reset = {1, 0};
+    setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    log_debug("event=reset conn=%s peer=%s", c->id, log_q(c->peer));
+    conn_free(c);
+}
+
 static void on_timer(struct wheel_node *node, void *arg) {
     struct conn *c = CONN_OF(node);
     double now = *(double *)arg;
     if (c->state == CONN_OPEN) {
         check_open(c, now);
     } else if (now >= c->deadline) {
-        conn_free(c); /* handshake not finished, or the close handshake took too long */
+        /* The handshake did not finish, or the close handshake took too long;
+         * bytes the peer never took (our close frame among them) would keep
+         * the socket in FIN-WAIT for minutes: reset it instead. */
+        if (has_unsent_output(c))
+            abort_conn(c);
+        else
+            conn_free(c);
     } else {
         wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(c->deadline));
     }

@@ -22,9 +22,11 @@ struct conn;
 struct evbuffer;
 
 /* Takes ownership of fd (an accepted socket); tls selects a server-side TLS
- * bufferevent. Returns -1 (fd closed) when out of memory. */
+ * bufferevent; admin marks a socket of the operator listener (HTTP endpoints
+ * only, /metrics included; no upgrade). Returns -1 (fd closed) when out of
+ * memory. */
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
-                bool tls);
+                bool tls, bool admin);
 
 /* Queues one text message (copied) to an open connection; over the send-queue
  * cap it is closed 4009 instead. */
@@ -58,6 +60,9 @@ void conn_free(struct conn *c);
 
 /* True once upgraded and until its close starts. */
 bool conn_is_open(const struct conn *c);
+
+/* True once upgraded to a WebSocket (open or closing). */
+bool conn_is_websocket(const struct conn *c);
 
 /* The next connection in the worker's list. */
 struct conn *conn_next(const struct conn *c);

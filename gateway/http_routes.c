@@ -1,4 +1,5 @@
-/* http_routes.c -- health and metrics endpoints, and the embedded browser files. */
+/* http_routes.c -- health and metrics endpoints, and the embedded browser files.
+ * /metrics is served on the operator listener only. */
 #include "http_routes.h"
 
 #include <stdio.h>
@@ -33,7 +34,7 @@ static void respond(struct http_response *resp, int status, const char *content_
     resp->head_len = n > 0 ? (size_t)n : 0;
 }
 
-int http_routes_serve(struct worker *w, const struct http_request *req,
+int http_routes_serve(struct worker *w, const struct http_request *req, bool admin,
                       struct http_response *resp) {
     memset(resp, 0, sizeof *resp);
     if (path_is(req, "/healthz")) {
@@ -49,7 +50,11 @@ int http_routes_serve(struct worker *w, const struct http_request *req,
             respond(resp, 200, "text/plain; charset=utf-8", "ready\n");
         return 0;
     }
-    const struct web_asset *asset = web_asset_find(req->path.ptr, req->path.len);
+    if (path_is(req, "/metrics") && !admin) {
+        respond(resp, 404, "text/plain; charset=utf-8", "not found\n");
+        return 0;
+    }
+    const struct web_asset *asset = admin ? NULL : web_asset_find(req->path.ptr, req->path.len);
     if (asset) {
         char page_headers[sizeof resp->head];
         const char *extra = NULL;

@@ -58,6 +58,16 @@ static int check_port(const char *host, int port) {
 }
 
 int main(int argc, char **argv) {
+    /* Stop and reload signals wait until someone handles them: the supervisor
+     * takes them with sigtimedwait, each worker once its event loop has its
+     * handlers (the forked workers inherit this mask). */
+    sigset_t startup;
+    sigemptyset(&startup);
+    sigaddset(&startup, SIGHUP);
+    sigaddset(&startup, SIGTERM);
+    sigaddset(&startup, SIGINT);
+    sigprocmask(SIG_BLOCK, &startup, NULL);
+
     struct config cfg;
     int rc = config_load(&cfg, argc, argv);
     if (rc >= 0) return rc;
@@ -90,6 +100,7 @@ int main(int argc, char **argv) {
     if (cfg.tls_cert && !(tmpl.ssl_ctx = load_tls(&cfg))) return 2;
     if (cfg.port && check_port(cfg.host, cfg.port) != 0) return 2;
     if (tmpl.ssl_ctx && check_port(cfg.host, cfg.tls_port) != 0) return 2;
+    if (cfg.admin_port && check_port(cfg.admin_host, cfg.admin_port) != 0) return 2;
 
     if (gethostname(tmpl.host, sizeof tmpl.host) != 0) snprintf(tmpl.host, sizeof tmpl.host, "?");
     tmpl.host[sizeof tmpl.host - 1] = '\0';
@@ -112,9 +123,10 @@ int main(int argc, char **argv) {
     if (cfg.allowed_origins && strchr(cfg.allowed_origins, '*'))
         log_warn("event=config_warning msg=\"--allowed-origins * accepts every browser origin\"");
     signal(SIGPIPE, SIG_IGN);
-    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d redis=%s:%d",
+    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d admin=%s:%d redis=%s:%d",
              log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
-             log_q(tmpl.redis.host), tmpl.redis.port);
+             cfg.admin_port ? log_q(cfg.admin_host) : "off", cfg.admin_port, log_q(tmpl.redis.host),
+             tmpl.redis.port);
     rc = workers_supervise(&tmpl, workers);
     jwt_auth_free(&tmpl.auth);
     acl_rules_free(tmpl.owned_rules);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "acl.h"
+#include "cluster_view.h"
 #include "conn.h"
 #include "log.h"
 #include "protocol.h"
@@ -36,6 +37,7 @@ static void reply_free(struct reply *r) {
 }
 
 void session_free(struct session *s) {
+    cluster_view_cancel(s->w, s);
     subs_remove_all(s->w->subs, &s->subs);
     s->sub_count = 0;
     while (s->replies) {
@@ -105,6 +107,41 @@ static bool reply_wait(struct session *s, struct sub *sub, const json_t *id) {
     *s->replies_tail = r;
     s->replies_tail = &r->next;
     return true;
+}
+
+/* The cluster view for the oldest stats request is there (the view answers a
+ * session's requests in order): its reply is built and the queue moves. */
+static void on_cluster_view(void *owner, json_t *tag, const json_t *workers) {
+    (void)tag;
+    struct session *s = owner;
+    for (struct reply *r = s->replies; r; r = r->next) {
+        if (!r->waiting_for_view) continue;
+        r->waiting_for_view = false;
+        r->text = stats_reply(s->w, workers, r->id, &r->len);
+        if (!r->text) {
+            conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
+            return;
+        }
+        s->held_bytes += r->len;
+        break;
+    }
+    flush_replies(s);
+}
+
+/* A stats reply, in its place in the queue, once the cluster view is read
+ * (at once when the cached view is fresh). */
+static void handle_stats(struct session *s, const json_t *id) {
+    struct reply *r = calloc(1, sizeof *r);
+    if (!r) {
+        conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
+        return;
+    }
+    r->waiting_for_view = true;
+    r->id = id ? json_deep_copy(id) : NULL;
+    *s->replies_tail = r;
+    s->replies_tail = &r->next;
+    if (cluster_view_get(s->w, on_cluster_view, s, NULL) != 0)
+        conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
 }
 
 static void reply_error(struct session *s, enum proto_error err, const char *message,
@@ -238,8 +275,8 @@ static void handle_command(struct session *s, const struct proto_command *cmd) {
                 reply_error(s, PROTO_ERR_FORBIDDEN, "Stats are for admins only", cmd->id);
                 return;
             }
-            text = stats_reply(s->w, cmd->id, &len);
-            break;
+            handle_stats(s, cmd->id);
+            return;
     }
     reply(s, text, len);
 }

@@ -31,6 +31,7 @@ struct evbuffer;
 struct reply {
     struct reply *next;
     struct sub *waiting_for; /* the pending subscription, or NULL once built */
+    bool waiting_for_view;   /* a stats reply waiting for the cluster view */
     json_t *id;              /* the request's id (owned), for a waiting reply */
     char *text;              /* the built reply (owned), NULL while waiting */
     size_t len;

@@ -1,12 +1,6 @@
-/* stats.c -- worker figures, the cluster view in Redis, and the system channels.
- *
- * Every stats-interval each worker SETs <prefix>stats:<gateway>:<worker> (a
- * JSON object, expiring after STATS_TTL_FACTOR intervals, at least 10 s) and
- * adds the key to the set <prefix>stats:workers; then reads every member back
- * with one MGET; a small script drops members whose key has expired. The admin "stats"
- * reply is answered from that cached view at once, with this worker's own
- * entry fresh. Every METRICS_PERIOD seconds the worker also publishes its
- * figures on system:metrics. */
+/* stats.c -- this worker's counters and their exports: the JSON figures of
+ * an admin's "stats" reply (with the cluster view from cluster_view.c) and
+ * the Prometheus text of /metrics. */
 #include "stats.h"
 
 #include <stdio.h>
@@ -15,13 +9,9 @@
 #include <unistd.h>
 
 #include "bus.h"
-#include "log.h"
 #include "protocol.h"
 #include "subs.h"
 #include "worker.h"
-
-#define STATS_MIN_TTL  10
-#define METRICS_PERIOD 10.0
 
 json_t *stats_worker_json(struct worker *w) {
     struct bus_status bs;
@@ -182,14 +172,14 @@ static const char *const totalled[] = {
 
 /* {"workers":[...], "gateways":N, "totals":{...}} from the cached view, with
  * this worker's entry replaced by mine. */
-static json_t *cluster_json(struct worker *w, json_t *mine) {
+static json_t *cluster_json(struct worker *w, const json_t *view, json_t *mine) {
     json_t *workers = json_array(), *gateway_ids = json_object(), *totals = json_object();
     if (!workers || !gateway_ids || !totals) goto fail;
     json_array_append(workers, mine);
     size_t i;
     json_t *entry;
-    if (w->cluster) {
-        json_array_foreach(w->cluster, i, entry) {
+    if (view) {
+        json_array_foreach(view, i, entry) {
             const char *gid = json_string_value(json_object_get(entry, "gatewayId"));
             json_t *idx = json_object_get(entry, "worker");
             if (gid && strcmp(gid, w->gateway_id) == 0 && json_integer_value(idx) == w->index)
@@ -218,164 +208,11 @@ fail:
     return NULL;
 }
 
-char *stats_reply(struct worker *w, const json_t *id, size_t *len) {
+char *stats_reply(struct worker *w, const json_t *workers, const json_t *id, size_t *len) {
     json_t *mine = stats_worker_json(w);
     if (!mine) return NULL;
     json_t *msg = json_pack("{s:s, s:O, s:o}", "type", "stats", "worker", mine, "cluster",
-                            cluster_json(w, mine));
+                            cluster_json(w, workers, mine));
     json_decref(mine);
     return proto_finish(msg, id, len);
-}
-
-/* ---- Redis side ------------------------------------------------------------ */
-
-static void key_name(struct worker *w, char *out, size_t size, const char *suffix) {
-    snprintf(out, size, "%s%s", w->cfg->channel_prefix, suffix);
-}
-
-static void mget_cb(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)ac;
-    struct worker *w = privdata;
-    redisReply *reply = r;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) return;
-    json_t *view = json_array();
-    if (!view) return;
-    for (size_t i = 0; i < reply->elements; i++) {
-        redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_STRING) continue;
-        json_t *entry = json_loadb(e->str, e->len, 0, NULL);
-        if (json_is_object(entry))
-            json_array_append_new(view, entry);
-        else
-            json_decref(entry);
-    }
-    json_decref(w->cluster);
-    w->cluster = view;
-}
-
-static void members_cb(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)ac;
-    struct worker *w = privdata;
-    redisReply *reply = r;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return;
-    size_t n = reply->elements;
-    const char **argv = calloc(n + 1, sizeof *argv);
-    size_t *lens = calloc(n + 1, sizeof *lens);
-    if (argv && lens) {
-        argv[0] = "MGET";
-        lens[0] = 4;
-        for (size_t i = 0; i < n; i++) {
-            argv[i + 1] = reply->element[i]->str;
-            lens[i + 1] = reply->element[i]->len;
-        }
-        bus_command(w->bus, mget_cb, w, (int)n + 1, argv, lens);
-    }
-    free(argv);
-    free(lens);
-}
-
-static void refresh(struct worker *w) {
-    json_t *mine = stats_worker_json(w);
-    char *text = mine ? json_dumps(mine, JSON_COMPACT) : NULL;
-    json_decref(mine);
-    if (!text) return;
-    char key[512], set[256], ttl[32], suffix[400];
-    snprintf(suffix, sizeof suffix, "stats:%s:%d", w->gateway_id, w->index);
-    key_name(w, key, sizeof key, suffix);
-    key_name(w, set, sizeof set, "stats:workers");
-    int seconds = (int)(w->cfg->stats_interval * 5);
-    snprintf(ttl, sizeof ttl, "%d", seconds < STATS_MIN_TTL ? STATS_MIN_TTL : seconds);
-
-    const char *set_argv[] = {"SET", key, text, "EX", ttl};
-    size_t set_lens[] = {3, strlen(key), strlen(text), 2, strlen(ttl)};
-    const char *sadd_argv[] = {"SADD", set, key};
-    size_t sadd_lens[] = {4, strlen(set), strlen(key)};
-    const char *members_argv[] = {"SMEMBERS", set};
-    size_t members_lens[] = {8, strlen(set)};
-    /* Members whose key has expired are dropped by a small script, so the set
-     * never grows with dead workers. */
-    static const char prune[] =
-        "for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
-        "if redis.call('EXISTS', k) == 0 then redis.call('SREM', KEYS[1], k) end end return 0";
-    const char *prune_argv[] = {"EVAL", prune, "1", set};
-    size_t prune_lens[] = {4, sizeof prune - 1, 1, strlen(set)};
-
-    if (bus_command(w->bus, NULL, NULL, 5, set_argv, set_lens) == 0 &&
-        bus_command(w->bus, NULL, NULL, 3, sadd_argv, sadd_lens) == 0 &&
-        bus_command(w->bus, NULL, NULL, 4, prune_argv, prune_lens) == 0)
-        bus_command(w->bus, members_cb, w, 2, members_argv, members_lens);
-    free(text);
-}
-
-#define HEALTH_BACKLOG_MAX 32
-
-/* Publishes msg (consumed) on channel; returns 0, or -1 when Redis is not
- * reachable (msg is kept in *backlog when one is given). */
-static int publish(struct worker *w, const char *channel, json_t *msg, json_t *backlog) {
-    char *text = msg ? json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
-    char full[256];
-    int rc = -1;
-    if (text) {
-        key_name(w, full, sizeof full, channel);
-        const char *argv[] = {"PUBLISH", full, text};
-        size_t lens[] = {7, strlen(full), strlen(text)};
-        rc = bus_command(w->bus, NULL, NULL, 3, argv, lens);
-        free(text);
-    }
-    if (rc != 0 && backlog && msg) {
-        if (json_array_size(backlog) >= HEALTH_BACKLOG_MAX) json_array_remove(backlog, 0);
-        json_array_append(backlog, msg);
-    }
-    json_decref(msg);
-    return rc;
-}
-
-void stats_publish_health(struct worker *w, const char *event, json_t *extra) {
-    char ts[PROTO_TIMESTAMP_LEN + 1];
-    proto_timestamp(ts);
-    json_t *msg =
-        json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "event", event, "gatewayId", w->gateway_id,
-                  "worker", w->index, "pid", (int)getpid(), "host", w->host, "timestamp", ts);
-    if (msg && extra) json_object_update(msg, extra);
-    json_decref(extra);
-    if (!w->health_backlog) w->health_backlog = json_array();
-    stats_flush_health(w); /* keep the order */
-    publish(w, "system:health", msg, w->health_backlog);
-}
-
-void stats_flush_health(struct worker *w) {
-    while (json_array_size(w->health_backlog) > 0) {
-        json_t *msg = json_incref(json_array_get(w->health_backlog, 0));
-        if (publish(w, "system:health", msg, NULL) != 0) return;
-        json_array_remove(w->health_backlog, 0);
-    }
-}
-
-static void stats_tick(evutil_socket_t fd, short what, void *arg) {
-    (void)fd, (void)what;
-    struct worker *w = arg;
-    refresh(w);
-    double now = clock_now();
-    if (now - w->metrics_published >= METRICS_PERIOD) {
-        w->metrics_published = now;
-        publish(w, "system:metrics", stats_worker_json(w), NULL);
-    }
-}
-
-int stats_start(struct worker *w) {
-    w->stats_timer = event_new(w->base, -1, EV_PERSIST, stats_tick, w);
-    if (!w->stats_timer) return -1;
-    double d = w->cfg->stats_interval;
-    struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6)};
-    w->metrics_published = clock_now();
-    return event_add(w->stats_timer, &tv);
-}
-
-void stats_stop(struct worker *w) {
-    if (w->stats_timer) event_free(w->stats_timer);
-    w->stats_timer = NULL;
-    json_decref(w->cluster);
-    w->cluster = NULL;
-    json_decref(w->health_backlog);
-    w->health_backlog = NULL;
 }

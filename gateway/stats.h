@@ -1,7 +1,7 @@
-/* stats.h -- the figures an admin's "stats" request reports: this worker's
- * counters and, once the cluster view is known, every live gateway worker's
- * (each worker writes its figures to Redis under a short-lived key and reads
- * the others' back on the same period). */
+/* stats.h -- this worker's counters and their exports: the figures of an
+ * admin's "stats" reply and the Prometheus text of /metrics. The cluster's
+ * figures come from cluster_view.h, the system channels from
+ * system_channels.h. */
 #ifndef HERALD_STATS_H
 #define HERALD_STATS_H
 
@@ -13,8 +13,11 @@ struct worker;
 /* This worker's figures as a JSON object (new reference), or NULL. */
 json_t *stats_worker_json(struct worker *w);
 
-/* The complete "stats" reply (malloc'd text, caller frees), or NULL. */
-char *stats_reply(struct worker *w, const json_t *id, size_t *len);
+/* The complete "stats" reply (malloc'd text, caller frees), or NULL: this
+ * worker's fresh figures and the cluster view built from workers (every live
+ * worker's figures, as cluster_view_get gives them; NULL: this worker only),
+ * with this worker's entry replaced by the fresh one. */
+char *stats_reply(struct worker *w, const json_t *workers, const json_t *id, size_t *len);
 
 /* Records one event's delivery latency (Redis arrival to queued for every
  * local subscriber) in the histogram. */
@@ -23,18 +26,5 @@ void stats_observe_latency(struct worker *w, double seconds);
 /* The Prometheus text exposition of this worker's figures (malloc'd, caller
  * frees), or NULL. */
 char *stats_metrics_text(struct worker *w, size_t *len);
-
-/* Starts the periodic stats-key refresh and cluster read (needs w->bus). */
-int stats_start(struct worker *w);
-void stats_stop(struct worker *w);
-
-/* Publishes {"event":event, ...this worker's identity..., extra fields} on
- * system:health (extra may be NULL; it is consumed). While the command
- * connection is down the message waits in a small backlog (the oldest are
- * dropped past HEALTH_BACKLOG_MAX) with its original timestamp. */
-void stats_publish_health(struct worker *w, const char *event, json_t *extra);
-
-/* Publishes the health backlog (the command connection is back). */
-void stats_flush_health(struct worker *w);
 
 #endif

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "cluster_view.h"
 #include "conn.h"
 #include "iplimit.h"
 #include "log.h"
@@ -22,8 +23,10 @@
 #include "session.h"
 #include "stats.h"
 #include "subs.h"
+#include "system_channels.h"
 
 #define DRAIN_CHECK_INTERVAL_US 50000
+#define ORPHAN_DRAIN_TIMEOUT    1.0 /* seconds, once the supervisor is gone */
 
 int worker_listen_socket(const char *host, int port, bool reuse_port) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -93,7 +96,7 @@ static void finish_resync(struct worker *w) {
     for (struct conn *c = w->conns; c; c = conn_next(c))
         if (conn_session(c)) session_send_gap(conn_session(c));
     if (w->restored) {
-        stats_publish_health(w, "redis_restored", w->restored);
+        system_channels_publish_health(w, "redis_restored", w->restored);
         w->restored = NULL;
     }
 }
@@ -119,7 +122,8 @@ static void on_up(void *arg, bool after_outage) {
     struct worker *w = arg;
     size_t resubscribed = subs_on_bus_up(w->subs);
     if (!after_outage)
-        stats_publish_health(w, w->restarted ? "worker_restarted" : "worker_started", NULL);
+        system_channels_publish_health(w, w->restarted ? "worker_restarted" : "worker_started",
+                                       NULL);
     /* Channels wanted before Redis was reached, or during an outage, may have
      * missed events: their subscribers get a gap once Redis confirmed them. */
     if (after_outage || resubscribed > 0) {
@@ -141,13 +145,13 @@ static void on_down(void *arg) {
     w->resync_pending = 0;
     subs_on_bus_down(w->subs);
     /* Published at once if only the subscriber died, else when Redis is back. */
-    stats_publish_health(w, "redis_lost", NULL);
+    system_channels_publish_health(w, "redis_lost", NULL);
 }
 
 static void on_command_up(void *arg) {
     struct worker *w = arg;
     subs_on_command_up(w->subs);
-    stats_flush_health(w);
+    system_channels_flush_health(w);
 }
 
 /* ---- accept, sweep, drain -------------------------------------------------- */
@@ -160,19 +164,19 @@ static void on_command_up(void *arg) {
 static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
                       int addr_len, void *arg) {
     struct worker *w = arg;
-    bool tls = listener == w->tls_listener;
+    bool tls = listener == w->tls_listener, admin = listener == w->admin_listener;
     if (w->socket_count >= (unsigned long)w->cfg->max_connections + HANDSHAKE_ALLOWANCE) {
         evutil_closesocket(fd);
         w->stats.handshake_failures++;
         return;
     }
-    if (conn_accept(w, fd, addr, addr_len, tls) != 0)
+    if (conn_accept(w, fd, addr, addr_len, tls, admin) != 0)
         log_error("event=accept_failed reason=no_memory");
 }
 
 static void set_listening(struct worker *w, bool on) {
-    struct evconnlistener *listeners[] = {w->plain_listener, w->tls_listener};
-    for (int i = 0; i < 2; i++) {
+    struct evconnlistener *listeners[] = {w->plain_listener, w->tls_listener, w->admin_listener};
+    for (int i = 0; i < 3; i++) {
         if (!listeners[i]) continue;
         if (on)
             evconnlistener_enable(listeners[i]);
@@ -205,7 +209,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
 
 /* One drain step: close the next batch of clients with 1001, so that the
  * reconnects spread over the first half of the drain window instead of
- * hitting the other gateways in one burst. */
+ * hitting the other gateways in one burst. The worker exits as soon as no
+ * WebSocket client is left. */
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct worker *w = arg;
@@ -219,19 +224,42 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg) {
     }
     double now = clock_now();
     conn_tick(w, now); /* frees connections whose close is done or late */
-    if (!w->conns || now >= w->drain_deadline) event_base_loopbreak(w->base);
+    if (w->conn_count == 0 || now >= w->drain_deadline) event_base_loopbreak(w->base);
 }
 
-static void start_drain(struct worker *w) {
+/* Closes the listening sockets: from now on the kernel refuses new
+ * connections to this worker (the other workers close theirs too). */
+static void close_listeners(struct worker *w) {
+    struct evconnlistener **listeners[] = {&w->plain_listener, &w->tls_listener,
+                                           &w->admin_listener};
+    for (size_t i = 0; i < sizeof listeners / sizeof listeners[0]; i++) {
+        if (*listeners[i]) evconnlistener_free(*listeners[i]);
+        *listeners[i] = NULL;
+    }
+    event_del(w->resume_accept);
+}
+
+/* orphaned: the supervisor is gone, so nobody will wait for a paced drain or
+ * restart this worker; close every client at once and give up soon. */
+static void start_drain(struct worker *w, bool orphaned) {
     if (w->draining) return;
-    w->draining = true; /* /readyz answers 503 and new upgrades 503 from now on */
-    w->drain_deadline = clock_now() + w->cfg->drain_timeout;
-    double steps = floor(w->cfg->drain_timeout / 2 / (DRAIN_CHECK_INTERVAL_US / 1e6));
-    if (steps < 1) steps = 1;
+    w->draining = true; /* /readyz answers 503 and upgrades in flight 503 from now on */
+    close_listeners(w);
+    /* Sockets that never upgraded (load-balancer pre-connects, scanners) hold
+     * nothing worth waiting for. */
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = conn_next(c);
+        if (!conn_is_websocket(c)) conn_free(c);
+    }
+    double timeout = w->cfg->drain_timeout;
+    if (orphaned && timeout > ORPHAN_DRAIN_TIMEOUT) timeout = ORPHAN_DRAIN_TIMEOUT;
+    w->drain_deadline = clock_now() + timeout;
+    double steps = floor(timeout / 2 / (DRAIN_CHECK_INTERVAL_US / 1e6));
+    if (steps < 1 || orphaned) steps = 1;
     w->drain_batch = (unsigned)ceil(w->conn_count / steps);
     if (w->drain_batch == 0) w->drain_batch = 1;
-    log_info("event=drain_start connections=%u timeout=%.1f batch=%u", w->conn_count,
-             w->cfg->drain_timeout, w->drain_batch);
+    log_info("event=drain_start connections=%u timeout=%.1f batch=%u orphaned=%d", w->conn_count,
+             timeout, w->drain_batch, orphaned);
     w->drain_check = event_new(w->base, -1, EV_PERSIST, drain_check_cb, w);
     struct timeval tv = {0, DRAIN_CHECK_INTERVAL_US};
     if (!w->drain_check || event_add(w->drain_check, &tv) != 0) event_base_loopbreak(w->base);
@@ -240,8 +268,9 @@ static void start_drain(struct worker *w) {
 static void signal_cb(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     struct worker *w = arg;
-    log_info("event=signal signal=%d", (int)sig);
-    start_drain(w);
+    bool orphaned = getppid() != w->supervisor;
+    log_info("event=signal signal=%d orphaned=%d", (int)sig, orphaned);
+    start_drain(w, orphaned);
 }
 
 /* ---- configuration reload (SIGHUP) ----------------------------------------- */
@@ -308,10 +337,10 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg) {
     reload(arg);
 }
 
-static struct evconnlistener *listen_on(struct worker *w, int port) {
-    int fd = worker_listen_socket(w->cfg->host, port, true);
+static struct evconnlistener *listen_on(struct worker *w, const char *host, int port) {
+    int fd = worker_listen_socket(host, port, true);
     if (fd < 0) {
-        log_error("event=listen_failed host=%s port=%d error=%s", log_q(w->cfg->host), port,
+        log_error("event=listen_failed host=%s port=%d error=%s", log_q(host), port,
                   log_q(strerror(errno)));
         return NULL;
     }
@@ -352,22 +381,36 @@ int worker_run(struct worker *w) {
     struct timeval one_second = {1, 0};
     if (!w->subs || !w->resume_accept || !w->tick || !w->sigterm || !w->sigint || !w->sighup ||
         event_add(w->tick, &one_second) || event_add(w->sigterm, NULL) ||
-        event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || stats_start(w) != 0)
+        event_add(w->sigint, NULL) || event_add(w->sighup, NULL) || cluster_view_start(w) != 0 ||
+        system_channels_start(w) != 0)
         goto out;
-    if (w->cfg->port && !(w->plain_listener = listen_on(w, w->cfg->port))) goto out;
-    if (w->ssl_ctx && !(w->tls_listener = listen_on(w, w->cfg->tls_port))) goto out;
-    log_info("event=worker_ready port=%d tls_port=%d", w->cfg->port,
-             w->ssl_ctx ? w->cfg->tls_port : 0);
+    /* The handlers are in place: let the signals that main blocked (and any
+     * that arrived meanwhile) through. */
+    sigset_t handled;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &handled, NULL);
+    const struct config *cfg = w->cfg;
+    if (cfg->port && !(w->plain_listener = listen_on(w, cfg->host, cfg->port))) goto out;
+    if (w->ssl_ctx && !(w->tls_listener = listen_on(w, cfg->host, cfg->tls_port))) goto out;
+    if (cfg->admin_port && !(w->admin_listener = listen_on(w, cfg->admin_host, cfg->admin_port)))
+        goto out;
+    log_info("event=worker_ready port=%d tls_port=%d admin_port=%d", cfg->port,
+             w->ssl_ctx ? cfg->tls_port : 0, cfg->admin_port);
 
     event_base_dispatch(w->base);
-    status = w->conns ? 1 : 0; /* 0 only when every client was closed in time */
-    log_info("event=worker_exit status=%d remaining=%u", status, w->socket_count);
+    status = w->conn_count ? 1 : 0; /* 0 only when every client was closed in time */
+    log_info("event=worker_exit status=%d remaining=%u", status, w->conn_count);
 
 out:
     while (w->conns) conn_free(w->conns);
     if (w->plain_listener) evconnlistener_free(w->plain_listener);
     if (w->tls_listener) evconnlistener_free(w->tls_listener);
-    stats_stop(w);
+    if (w->admin_listener) evconnlistener_free(w->admin_listener);
+    cluster_view_stop(w);
+    system_channels_stop(w);
     json_decref(w->restored);
     subs_free(w->subs);
     bus_free(w->bus);

@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "acl.h"
@@ -24,6 +25,7 @@ struct conn;
 struct subs;
 struct bus;
 struct iplimit;
+struct cluster_view;
 
 #define STATS_LATENCY_BUCKETS 14
 
@@ -56,7 +58,8 @@ struct worker {
     struct event_base *base;
     struct evconnlistener *plain_listener;
     struct evconnlistener *tls_listener;
-    SSL_CTX *ssl_ctx; /* NULL without TLS */
+    struct evconnlistener *admin_listener; /* --admin-listen, NULL when off */
+    SSL_CTX *ssl_ctx;                      /* NULL without TLS */
     struct jwt_auth auth;
     const struct acl_rules *rules;
     struct acl_rules *owned_rules; /* rules loaded from --acl-file (else NULL) */
@@ -77,15 +80,15 @@ struct worker {
     struct event *resume_accept; /* re-enables the listeners after an accept error */
     unsigned drain_batch;        /* connections to close per drain step */
     bool draining;
-    double drain_deadline; /* monotonic seconds */
-    double started;        /* monotonic seconds at start */
-    struct event *stats_timer;
-    json_t *cluster;          /* last read of every live worker's stats (array), or NULL */
-    json_t *health_backlog;   /* system:health messages waiting for Redis (array, bounded) */
-    json_t *restored;         /* the redis_restored details, sent with the gaps */
-    double metrics_published; /* monotonic seconds of the last system:metrics */
-    unsigned resync_pending;  /* resubscribes to confirm before clients get "gap" */
-    bool restarted;           /* this worker replaces one that died */
+    double drain_deadline;             /* monotonic seconds */
+    double started;                    /* monotonic seconds at start */
+    struct cluster_view *cluster_view; /* the cluster's figures in Redis (cluster_view.c) */
+    struct event *metrics_timer;       /* system:metrics (system_channels.c) */
+    json_t *health_backlog;  /* system:health messages waiting for Redis (array, bounded) */
+    json_t *restored;        /* the redis_restored details, sent with the gaps */
+    unsigned resync_pending; /* resubscribes to confirm before clients get "gap" */
+    bool restarted;          /* this worker replaces one that died */
+    pid_t supervisor;        /* the parent; another parent means it died */
     char gateway_id[128];
     char host[64];
     struct worker_stats stats;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,13 +53,21 @@ static sigset_t handled_signals(void) {
     return set;
 }
 
+/* The child starts with the stop and reload signals still blocked (the mask
+ * main set before anything else): the worker unblocks them once its handlers
+ * are in place, so a signal in between waits instead of killing it. */
 static pid_t spawn(const struct worker *tmpl, int index, bool restarted, const sigset_t *old) {
+    pid_t supervisor = getpid();
     pid_t pid = fork();
     if (pid != 0) return pid; /* parent, or -1 */
     sigprocmask(SIG_SETMASK, old, NULL);
+    /* Drain when the supervisor dies; if it died before the prctl, the
+     * parent is already another process: raise the signal ourselves. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != supervisor) raise(SIGTERM);
     struct worker w = *tmpl;
     w.index = index;
     w.restarted = restarted;
+    w.supervisor = supervisor;
     int status = worker_run(&w);
 #ifdef HERALD_LEAK_CHECK
     __lsan_do_leak_check();

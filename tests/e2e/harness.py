@@ -276,6 +276,7 @@ class GatewayProc(Proc):
     The options map onto its command line: secret (None: no --jwt-secret;
     use extra or env then), gateway_id, stats_interval (None: the default),
     tls=(cert, key) (a free wss port), port (default a free one), log_level;
+    the operator listener (/metrics) is on 127.0.0.1:admin_port, a free one;
     extra comes last. watch_workers=False accepts a replaced worker (for tests
     that kill workers on purpose); expected_exit=True accepts its exit.
 
@@ -290,6 +291,7 @@ class GatewayProc(Proc):
             pytest.fail("missing %s (build first, or set HERALD_BUILD)" % GATEWAY_BIN)
         self.port = port or free_port()
         self.tls_port = free_port() if tls else None
+        self.admin_port = free_port()
         self.gateway_id = gateway_id
         self.nworkers = workers
         self.watch_workers = watch_workers
@@ -298,7 +300,8 @@ class GatewayProc(Proc):
         self.workers = []
         argv = [GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
                 "--tls-port", str(self.tls_port or 0), "--redis", redis_url,
-                "--workers", str(workers), "--log-level", log_level]
+                "--workers", str(workers), "--log-level", log_level,
+                "--admin-listen", "127.0.0.1:%d" % self.admin_port]
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         if secret is not None:
@@ -407,7 +410,8 @@ class GatewayProc(Proc):
 def run_gateway_expect_exit(argv_extra, env=None, timeout=5.0, redis_url=None, port=None):
     """Runs herald-gateway expecting it to refuse to start. Returns (rc, stderr, port)."""
     port = port or free_port()
-    argv = [GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    argv = [GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--admin-listen", "127.0.0.1:%d" % free_port()]
     if redis_url:
         argv += ["--redis", redis_url]
     argv += list(argv_extra)

@@ -229,7 +229,8 @@ def test_gateway_starts_with_the_compose_environment_and_passes_its_healthcheck(
     unknown = [k for k in env if k.startswith("HERALD_")
                and k[7:].lower().replace("_", "-") not in options]
     assert not unknown, "no such gateway option: %r" % unknown
-    env.update(HERALD_PORT=str(port), HERALD_HOST="127.0.0.1")
+    env.update(HERALD_PORT=str(port), HERALD_HOST="127.0.0.1",
+               HERALD_ADMIN_LISTEN="127.0.0.1:%d" % harness.free_port())
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     redis = Redis(tmp_path)
     env["HERALD_REDIS"] = redis.url

@@ -225,7 +225,7 @@ def test_messages_over_rate_are_refused_not_processed_and_connection_kept(ops):
 
 def test_more_than_burst_refusals_close_4008_and_are_counted(ops):
     gw = ops.gateway(extra=["--rate-limit", RATE, "--rate-burst", BURST])
-    m0 = scrape(gw.port)
+    m0 = scrape(gw.admin_port)
     c = raw_client(gw.port)
     try:
         n = BURST + 3 * BURST
@@ -245,7 +245,7 @@ def test_more_than_burst_refusals_close_4008_and_are_counted(ops):
         assert c.tcp_closed(5), "TCP still open after close 4008"
     finally:
         c.close()
-    m1 = scrape(gw.port)
+    m1 = scrape(gw.admin_port)
     assert m1.total("herald_rate_limit_closes_total") - \
         m0.total("herald_rate_limit_closes_total") == 1
     assert m1.total("herald_rate_limited_total") - m0.total("herald_rate_limited_total") \
@@ -289,7 +289,7 @@ def test_consumer_over_send_queue_gets_4009_behind_its_backlog(ops):
         slow.send(text({"type": "subscribe", "channel": "announcements"}))
         assert slow.read_json().get("type") == "subscribed"
         seq = 0
-        while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
+        while scrape(gw.admin_port).total("herald_slow_consumer_closes_total") < 1:
             assert seq < 3000, "30 MB published to a client that does not read and no " \
                 "slow-consumer close (--max-send-queue 1 MiB)"
             publish_burst(redis.port, "announcements", [payload(seq + i) for i in range(20)])
@@ -311,7 +311,7 @@ def test_consumer_over_send_queue_gets_4009_behind_its_backlog(ops):
         assert closed, "TCP not closed after the 4009 close frame"
     finally:
         slow.close()
-    wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 5,
+    wait_until(lambda: scrape(gw.admin_port).value("herald_connections") == 0, 5,
                what="herald_connections back to 0")
 
 
@@ -358,7 +358,7 @@ def test_never_reading_client_is_closed_while_100mb_flow_and_memory_stays_bounde
         st = wait_until(lambda: (lambda s: s if s["connections"] == 1 else None)(stats()), 6,
                         interval=0.2, what="the never-reading client gone (connections 1)")
         assert st["slowConsumerCloses"] >= 1, st
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.total("herald_slow_consumer_closes_total") >= 1
         data, closed = slow.drain_all(timeout=10)
         assert closed, "never-reading client: TCP still open"
@@ -393,7 +393,7 @@ def test_pings_from_a_client_that_never_reads_are_held_to_the_send_queue_cap(ops
         sent = 0
         slow.sock.settimeout(5)
         deadline = time.monotonic() + 30
-        while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
+        while scrape(gw.admin_port).total("herald_slow_consumer_closes_total") < 1:
             assert time.monotonic() < deadline, "no slow-consumer close after %d MB of " \
                 "pings" % (sent >> 20)
             try:
@@ -405,9 +405,9 @@ def test_pings_from_a_client_that_never_reads_are_held_to_the_send_queue_cap(ops
         rss_max = max(rss_max, vm_rss_kb(worker))
         assert (rss_max - rss0) / 1024.0 < 32, "worker VmRSS grew by %.1f MB (%d -> %d kB) " \
             "under %d MB of pings" % ((rss_max - rss0) / 1024.0, rss0, rss_max, sent >> 20)
-        wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 8,
+        wait_until(lambda: scrape(gw.admin_port).value("herald_connections") == 0, 8,
                    what="the pinging client closed")
-        assert scrape(gw.port).total("herald_slow_consumer_closes_total") == 1
+        assert scrape(gw.admin_port).total("herald_slow_consumer_closes_total") == 1
     finally:
         slow.close()
 
@@ -580,7 +580,8 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning(ops, tmp_p
 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([harness.GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(port),
-                                 "--redis", redis.url, "--jwt-secret", "s", "--workers", "1"],
+                                 "--redis", redis.url, "--jwt-secret", "s", "--workers", "1",
+                                 "--admin-listen", "off"],
                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 preexec_fn=low_fd_limit)
     socks = []

@@ -292,7 +292,7 @@ def test_write_timeout_drops_client_whose_queue_makes_no_progress(ops):
             c.send(build_frame(OP_TEXT, b'{"type":"subscribe","channel":"announcements"}'))
             r = c.read_json()
             assert r.get("type") == "subscribed", r
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.value("herald_connections") == 2, m.series("herald_connections")
         n, size = 800, 10000  # ~8 MB: more than the kernel buffers hold
         payloads = [json.dumps({"seq": i, "pad": "w" * size}) for i in range(n)]
@@ -308,14 +308,14 @@ def test_write_timeout_drops_client_whose_queue_makes_no_progress(ops):
         assert counts == [1] * n, "gateway not subscribed during the burst: %r" % counts[:5]
         t_done = time.monotonic()
         if t_done - t_pub < 0.8:
-            m = scrape(gw.port)
+            m = scrape(gw.admin_port)
             assert m.value("herald_connections") == 2, \
                 "stuck client dropped %.1fs after the burst began, before the %ds write " \
                 "timeout" % (time.monotonic() - t_pub, WRITE_TIMEOUT)
-        wait_until(lambda: scrape(gw.port).value("herald_connections") == 1,
+        wait_until(lambda: scrape(gw.admin_port).value("herald_connections") == 1,
                    WRITE_TIMEOUT + SLACK + 2, interval=0.2,
                    what="the stuck client dropped (herald_connections 1)")
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.value("herald_slow_consumer_closes_total") == 0, \
             "dropped as a slow consumer; the queue (<= 8 MB) never reached --max-send-queue 64 MiB"
         # the stuck client's TCP is closed: what it had received is whole events in order

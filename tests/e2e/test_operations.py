@@ -64,7 +64,7 @@ def test_healthz_and_readyz_follow_redis(ops):
     h = http_get(gw.port, "/healthz")
     assert h.status == 200 and h.body.strip() == "ok", h
     wait_until(lambda: http_get(gw.port, "/readyz").status == 200, 5, what="/readyz 200")
-    assert scrape(gw.port).value("herald_redis_up") == 1
+    assert scrape(gw.admin_port).value("herald_redis_up") == 1
     c, _ = harness.connect(gw.url)
     with c:
         redis.kill9()
@@ -74,12 +74,12 @@ def test_healthz_and_readyz_follow_redis(ops):
         print("readyz 503 %.2fs after the kill" % (time.monotonic() - t))
         h = http_get(gw.port, "/healthz")
         assert h.status == 200 and h.body.strip() == "ok", "healthz during the outage: %r" % h
-        assert scrape(gw.port).value("herald_redis_up") == 0
+        assert scrape(gw.admin_port).value("herald_redis_up") == 0
         assert c.request({"type": "ping"}).get("type") == "pong"
         redis.restart()
         wait_until(lambda: http_get(gw.port, "/readyz").status == 200, 15, interval=0.2,
                    what="/readyz 200 after redis-server came back")
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.value("herald_redis_up") == 1
         assert m.value("herald_redis_reconnects_total") >= 1
 
@@ -122,11 +122,11 @@ def test_dashboard_csp_forbids_framing_and_allows_only_its_own_inline_code(gatew
 
 def test_metrics_is_prometheus_text_with_every_family_labelled(ops):
     gw = ops.gateway(extra=["--gateway-id", "gw-fmt"])
-    r = http_get(gw.port, "/metrics")
+    r = http_get(gw.admin_port, "/metrics")
     assert r.status == 200, r
     ctype = r.headers.get("content-type", "")
     assert ctype.replace(" ", "").startswith("text/plain;version=0.0.4"), ctype
-    m = scrape(gw.port)
+    m = scrape(gw.admin_port)
     unlabelled = [(n, lb) for n, lb, _ in m.samples
                   if lb.get("gateway") != "gw-fmt" or lb.get("worker") is None]
     assert not unlabelled, "samples without gateway=\"gw-fmt\",worker=...: %r" % unlabelled[:5]
@@ -178,10 +178,10 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
         "no_subject": craft_jwt(no_sub, SECRET),
         "bad_user_id": craft_jwt(dict(claims_for("u1", **ok), userId=["x"], sub="bob"), SECRET),
     }
-    m0 = scrape(gw.port)
+    m0 = scrape(gw.admin_port)
     for reason in AUTH_REASONS:
         refused(gw.url, bad[reason])
-    m1 = scrape(gw.port)
+    m1 = scrape(gw.admin_port)
     for reason in AUTH_REASONS:
         assert _delta(m1, m0, "herald_auth_failures_total", reason=reason) == 1, \
             "herald_auth_failures_total{reason=%r}: %r -> %r" % (
@@ -193,25 +193,25 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
     c2, _ = harness.connect(gw.url, token=tok("u2"))
     c3, _ = harness.connect(gw.url)
     try:
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.value("herald_connections") == 3, m.series("herald_connections")
         for c in (c1, c2):
             assert c.request({"type": "subscribe", "channel": "apps:created"})["type"] == \
                 "subscribed"
         assert c1.request({"type": "subscribe", "channel": "user:u1"})["type"] == "subscribed"
-        m = scrape(gw.port)
+        m = scrape(gw.admin_port)
         assert m.value("herald_subscriptions") == 3, m.series("herald_subscriptions")
         assert m.value("herald_channels") == 2, m.series("herald_channels")
 
         # K client messages in, K replies out
-        m0 = scrape(gw.port)
+        m0 = scrape(gw.admin_port)
         k = 7
         sent = 0
         for i in range(k):
             msg = json.dumps({"type": "ping", "id": "m%d" % i})
             sent += len(msg)
             assert c3.request(json.loads(msg)).get("type") == "pong"
-        m1 = scrape(gw.port)
+        m1 = scrape(gw.admin_port)
         assert _delta(m1, m0, "herald_messages_in_total") == k
         assert _delta(m1, m0, "herald_messages_out_total") == k
         assert _delta(m1, m0, "herald_bytes_in_total") >= sent
@@ -225,7 +225,7 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
             for i in range(n):
                 ev = c.recv_json()
                 assert ev.get("type") == "event" and ev["data"] == {"i": i}, ev
-        m2 = scrape(gw.port)
+        m2 = scrape(gw.admin_port)
         assert _delta(m2, m1, "herald_events_received_total") == n
         assert _delta(m2, m1, "herald_events_delivered_total") == 2 * n, \
             "events delivered (per recipient, as stats eventsDelivered) for %d events to 2 " \
@@ -240,24 +240,24 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
         assert inf == [m2.value("herald_delivery_latency_seconds_count")]
         assert _delta(m2, m1, "herald_events_dropped_total") == 0
         redis.publish("apps:created", "not json {")
-        wait_until(lambda: _delta(scrape(gw.port), m2, "herald_events_dropped_total") == 1, 5,
+        wait_until(lambda: _delta(scrape(gw.admin_port), m2, "herald_events_dropped_total") == 1, 5,
                    what="herald_events_dropped_total +1 after an invalid payload")
 
         # two upgrades refused with an HTTP error
-        m3 = scrape(gw.port)
+        m3 = scrape(gw.admin_port)
         for hdrs, want in (({"Sec-WebSocket-Version": "8"}, 426),
                            ({"Sec-WebSocket-Key": None}, 400)):
             with harness.RawWS(gw.port) as r:
                 assert r.request(headers=hdrs).status == want
-        m4 = scrape(gw.port)
+        m4 = scrape(gw.admin_port)
         assert _delta(m4, m3, "herald_handshake_failures_total") == 2
         assert m4.value("herald_connections") == 3
     finally:
         for c in (c1, c2, c3):
             c.close()
-    wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 5,
+    wait_until(lambda: scrape(gw.admin_port).value("herald_connections") == 0, 5,
                what="herald_connections 0 after every client closed")
-    m = scrape(gw.port)
+    m = scrape(gw.admin_port)
     assert m.value("herald_subscriptions") == 0 and m.value("herald_channels") == 0
 
 
@@ -547,7 +547,7 @@ def test_logs_never_contain_tokens_or_the_secret(ops):
         assert c.request({"type": "subscribe", "channel": "announcements"})["type"] == \
             "subscribed"
         c.close()
-    wait_until(lambda: scrape(gw.port).value("herald_connections") == 0, 5,
+    wait_until(lambda: scrape(gw.admin_port).value("herald_connections") == 0, 5,
                what="every client closed")
     text = gw.log_text()
     assert text.strip(), "empty log at --log-level debug"

@@ -133,11 +133,12 @@ def test_balancer_routes_probes_and_keeps_host_for_browser_origins(topology):
     assert get("/healthz")[0] == 200
     assert get("/lb-health") == (200, "ok\n")
     assert get("/metrics")[0] == 404, "per-gateway metrics must not be exposed through the LB"
-    for g in topology.gateways:  # scraped directly instead
-        conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=5)
-        conn.request("GET", "/metrics")
-        assert conn.getresponse().status == 200
-        conn.close()
+    for g in topology.gateways:  # scraped on each gateway's operator listener instead
+        for port, status in ((g.port, 404), (g.admin_port, 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/metrics")
+            assert conn.getresponse().status == status, (port, status)
+            conn.close()
 
     async def main():
         # A browser on the balancer's own origin: nginx must pass Host with its

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "cluster_view.h"
 #include "conn.h"
 #include "protocol.h"
 #include "session.h"
@@ -107,9 +108,31 @@ const char *conn_peer(const struct conn *c) {
     return "127.0.0.1";
 }
 
-char *stats_reply(struct worker *w, const json_t *id, size_t *len) {
+char *stats_reply(struct worker *w, const json_t *workers, const json_t *id, size_t *len) {
     (void)w;
-    return proto_finish(json_pack("{s:s}", "type", "stats"), id, len);
+    return proto_finish(
+        json_pack("{s:s, s:I}", "type", "stats", "workers", (json_int_t)json_array_size(workers)),
+        id, len);
+}
+
+/* The cluster view answers later, when the test says so. */
+static cluster_view_cb view_cb;
+static void *view_owner;
+static int view_cancels;
+
+int cluster_view_get(struct worker *w, cluster_view_cb cb, void *owner, json_t *tag) {
+    (void)w, (void)tag;
+    view_cb = cb;
+    view_owner = owner;
+    return 0;
+}
+
+void cluster_view_cancel(struct worker *w, void *owner) {
+    (void)w;
+    if (owner == view_owner && view_cb) {
+        view_cb = NULL;
+        view_cancels++;
+    }
 }
 
 /* ---- set-up --------------------------------------------------------------- */
@@ -257,6 +280,26 @@ static void test_admin_only_stats_and_bad_input(void) {
     free(c);
 }
 
+static void test_stats_reply_waits_for_the_cluster_view_in_request_order(void) {
+    setup();
+    struct conn *c = open_conn("adm", true);
+    say(c, "{\"type\":\"stats\",\"id\":1}");
+    say(c, "{\"type\":\"ping\",\"id\":2}");
+    CHECK_INT(c->sent, 0); /* the pong waits behind the stats reply */
+    CHECK(view_cb != NULL && view_owner == &c->session);
+    json_t *workers = json_pack("[{}, {}, {}]");
+    view_cb(view_owner, NULL, workers);
+    json_decref(workers);
+    CHECK_INT(c->sent, 2);
+    CHECK(reply_is(c, 0, "stats", 1) && strstr(c->out[0], "\"workers\":3"));
+    CHECK(reply_is(c, 1, "pong", 2));
+    say(c, "{\"type\":\"stats\",\"id\":3}"); /* pending when the connection goes */
+    view_cancels = 0;
+    teardown(c);
+    CHECK_INT(view_cancels, 1);
+    free(c);
+}
+
 static void test_rate_limit_refuses_then_closes(void) {
     setup();
     cfg.rate_limit = 1;
@@ -280,6 +323,7 @@ int main(void) {
     RUN(test_worker_channel_cap_is_an_error_reply);
     RUN(test_held_replies_count_against_the_send_queue);
     RUN(test_admin_only_stats_and_bad_input);
+    RUN(test_stats_reply_waits_for_the_cluster_view_in_request_order);
     RUN(test_rate_limit_refuses_then_closes);
     event_base_free(base);
     return TEST_SUMMARY();
