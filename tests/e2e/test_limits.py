@@ -609,3 +609,65 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning(ops, tmp_p
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+# ----------------------------------------------------------------- kernel buffers
+
+def server_side(port, client_port):
+    """(state, Send-Q) of the gateway's socket to client_port, or None."""
+    out = subprocess.run(["ss", "-tanH", "( sport = :%d and dport = :%d )" % (port, client_port)],
+                         capture_output=True, text=True, timeout=10).stdout
+    for ln in out.splitlines():
+        f = ln.split()
+        if len(f) >= 3:
+            return f[0], int(f[2])
+    return None
+
+
+def test_slow_consumer_whose_close_cannot_be_delivered_is_reset(ops):
+    """A never-reading client closed 4009: the kernel holds at most about
+    --socket-send-buffer for it, and once the close timeout passes with the
+    close frame still undelivered its socket is reset (no FIN-WAIT left
+    holding the unsent bytes for minutes)."""
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--max-send-queue", 262144])
+    slow = SlowWS(gw.port, rcvbuf=16384)
+    try:
+        slow.handshake()
+        client_port = slow.sock.getsockname()[1]
+        slow.send(text({"type": "subscribe", "channel": "announcements"}))
+        assert slow.read_json().get("type") == "subscribed"
+        seq, most_queued = 0, 0
+        while scrape(gw.admin_port).total("herald_slow_consumer_closes_total") < 1:
+            assert seq < 3000, "no slow-consumer close"
+            publish_burst(redis.port, "announcements", [payload(seq + i) for i in range(20)])
+            seq += 20
+            s = server_side(gw.port, client_port)
+            most_queued = max(most_queued, s[1] if s else 0)
+        closed_at = time.monotonic()
+        states = []
+        while time.monotonic() - closed_at < 8:
+            s = server_side(gw.port, client_port)
+            if s is None:
+                break
+            states.append(s[0])
+            most_queued = max(most_queued, s[1])
+            time.sleep(0.1)
+        gone_after = time.monotonic() - closed_at
+        assert s is None, "the gateway's socket is still %s %.1fs after the 4009 close " \
+            "(states seen %r)" % (s, gone_after, sorted(set(states)))
+        # the kernel's share: about --socket-send-buffer (64 KiB, doubled by Linux)
+        assert most_queued <= 3 * 65536, "%d bytes queued in the kernel" % most_queued
+        # the client sees a reset after whatever reached it
+        slow.sock.settimeout(5)
+        reset = False
+        try:
+            while slow.sock.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            reset = True
+        assert reset, "the connection ended without a reset"
+        print("socket gone %.1fs after the 4009 close; most queued in the kernel %d bytes"
+              % (gone_after, most_queued))
+    finally:
+        slow.close()

@@ -266,7 +266,7 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
 DRAIN = 4
 
 
-def test_sigterm_drain_readyz_first_then_paced_1001_closes_and_exit_0(ops):
+def test_sigterm_drain_stops_accepting_first_then_paced_1001_closes_and_exit_0(ops):
     gw = ops.gateway(extra=["--drain-timeout", DRAIN])
     assert http_get(gw.port, "/readyz").status == 200
     n = 40
@@ -288,24 +288,26 @@ def test_sigterm_drain_readyz_first_then_paced_1001_closes_and_exit_0(ops):
             t0 = time.monotonic()
             os.kill(gw.pid, signal.SIGTERM)
 
-            def readyz_503():
+            def refused():  # the listeners close: balancers see the port refuse
                 deadline = time.monotonic() + 1.5
                 while time.monotonic() < deadline:
-                    s = http_get(gw.port, "/readyz", timeout=2).status
-                    if s == 503:
+                    try:
+                        socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+                    except ConnectionRefusedError:
                         return time.monotonic()
                     time.sleep(0.02)
                 return None
 
-            ready_at = await loop.run_in_executor(None, readyz_503)
+            ready_at = await loop.run_in_executor(None, refused)
             open_then = n - len(closed_at)
-            assert ready_at is not None, "/readyz not 503 within 1.5 s of SIGTERM"
-
-            def new_upgrade():
-                status, c = ws_upgrade_status(gw.port, timeout=3)
-                c.close()
-                return status
-            status = await loop.run_in_executor(None, new_upgrade)
+            assert ready_at is not None, "the port still accepts 1.5 s after SIGTERM"
+            # the operator listener closes too
+            status = "refused"
+            try:
+                http_get(gw.admin_port, "/readyz", timeout=2)
+                status = "answered"
+            except ConnectionRefusedError:
+                pass
             codes = await asyncio.gather(*watchers)
             rc = await loop.run_in_executor(None, gw.wait_exit, DRAIN + 3)
             return t0, ready_at, open_then, status, codes, closed_at, rc
@@ -313,8 +315,8 @@ def test_sigterm_drain_readyz_first_then_paced_1001_closes_and_exit_0(ops):
             await close_all(clients)
 
     t0, ready_at, open_then, status, codes, closed_at, rc = asyncio.run(main())
-    assert open_then > 0, "every client was already closed when /readyz turned 503"
-    assert status == 503, "new upgrade during the drain: %r" % status
+    assert open_then > 0, "every client was already closed when the port stopped accepting"
+    assert status == "refused", "the operator listener still answers during the drain"
     assert sorted(set(codes)) == [1001], "close codes during the drain: %r" % codes
     times = sorted(t - t0 for t in closed_at.values())
     span = times[-1] - times[0]
@@ -323,8 +325,53 @@ def test_sigterm_drain_readyz_first_then_paced_1001_closes_and_exit_0(ops):
         "last close %.2fs after SIGTERM; pacing should use the first half of %ds" % (
             times[-1], DRAIN)
     assert rc == 0, "gateway exit status after SIGTERM: %r\n%s" % (rc, gw.tail(20))
-    print("readyz 503 after %.2fs; closes from %.2fs to %.2fs" % (ready_at - t0, times[0],
+    print("refusing after %.2fs; closes from %.2fs to %.2fs" % (ready_at - t0, times[0],
                                                                  times[-1]))
+
+
+def test_drain_is_not_held_by_a_socket_that_never_upgraded(ops):
+    """A load-balancer pre-connect (TCP, no bytes) and a half-sent request are
+    dropped when the drain starts: with no WebSocket client the gateway exits
+    0 at once, not after --drain-timeout."""
+    gw = ops.gateway(extra=["--drain-timeout", 8])
+    idle = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    partial = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    partial.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        gw.sigterm()
+        rc = gw.wait_exit(8)
+        took = time.monotonic() - t0
+        assert rc == 0, "exit status %r after the drain\n%s" % (rc, gw.tail(20))
+        assert took < 2.0, "the drain took %.1fs with no WebSocket client" % took
+        idle.settimeout(2)
+        assert idle.recv(100) == b"", "the pre-connected socket was not closed"
+    finally:
+        idle.close()
+        partial.close()
+
+
+def test_connect_during_drain_is_refused_and_exit_is_0_once_clients_closed(ops):
+    """While a client that does not answer the close holds the drain, new
+    connections are refused (the listeners are closed); the gateway exits 0
+    as soon as that client is gone (close timeout), not after --drain-timeout."""
+    gw = ops.gateway(extra=["--drain-timeout", 10])
+    status, stuck = ws_upgrade_status(gw.port)  # never answers the close
+    assert status == 101
+    try:
+        t0 = time.monotonic()
+        gw.sigterm()
+        wait_until(lambda: "event=drain_start" in gw.log_text(), 3, what="drain started")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+        assert gw.alive(), "the gateway did not wait for its client"
+        rc = gw.wait_exit(8)
+        took = time.monotonic() - t0
+        assert rc == 0, "exit status %r\n%s" % (rc, gw.tail(20))
+        assert took < 5.0, "exit %.1fs after SIGTERM (drain timeout 10 s)" % took
+    finally:
+        stuck.close()
 
 
 # ----------------------------------------------------------------- SIGHUP reload

@@ -7,9 +7,12 @@ worker's clients keep receiving; SIGTERM/SIGINT drain every client with close
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import pytest
+
+import harness
 
 from harness_cluster import (Client, cluster, in_thread_publish, poll, run,  # noqa: F401
                              tok)
@@ -146,3 +149,92 @@ def test_stop_signal_drains_all_workers_with_1001_and_exit_0(cluster, sig):
                 "worker %d still running" % p
 
     run(main)
+
+
+# ----------------------------------------------------------------- start-up signals
+
+class EarlyHupGateway(harness.GatewayProc):
+    """A gateway that gets SIGHUP `hup_after` seconds after it was spawned,
+    before it had any chance to install handlers."""
+
+    hup_after = 0.003
+
+    def wait_started(self, *waits):
+        time.sleep(self.hup_after)
+        os.kill(self.pid, signal.SIGHUP)
+        super().wait_started(*waits)
+
+
+def test_sighup_during_startup_kills_no_process(cluster):
+    redis = cluster.redis()
+    for i in range(12):
+        EarlyHupGateway.hup_after = 0.003 + 0.001 * i
+        gw = cluster.own(EarlyHupGateway(cluster.tmpdir, redis.url, workers=1,
+                                         name="hup%d" % i))
+        time.sleep(0.2)
+        assert gw.alive(), "SIGHUP %.0f ms after start killed the gateway (%s)\n%s" % (
+            EarlyHupGateway.hup_after * 1000, harness.describe_status(gw.proc.returncode),
+            gw.tail(20))
+        gw.wait_log_count("event=reloaded", 1, timeout=5)  # the reload was kept, not lost
+        assert gw.worker_pids() == gw.workers, "the worker was replaced:\n%s" % gw.tail(20)
+        gw.sigterm()
+        assert gw.wait_exit(5) == 0
+
+
+def test_sighup_right_after_a_worker_restart_kills_no_worker(cluster):
+    """Reloads requested while a worker restarts reach the new worker within
+    microseconds of its fork: it must hold them until its handler is in."""
+    redis = cluster.redis()
+    gw = cluster.gateway(redis, workers=1, watch_workers=False)
+    for i in range(3):
+        old = gw.worker_pids()
+        time.sleep(2.1)  # older than the quick-death limit: restarted at once
+        stop = threading.Event()
+
+        def reloads():  # an operator's reloads, every 0.2 ms during the restart
+            while not stop.is_set():
+                os.kill(gw.pid, signal.SIGHUP)
+                time.sleep(0.0002)
+
+        spammer = threading.Thread(target=reloads)
+        spammer.start()
+        try:
+            time.sleep(0.05)
+            os.kill(old[0], signal.SIGKILL)
+            new = gw.wait_workers(1, timeout=5, exclude=old)
+            time.sleep(0.1)
+        finally:
+            stop.set()
+            spammer.join()
+        time.sleep(0.3)
+        assert harness.pid_alive(new[0]) and gw.worker_pids() == new, \
+            "a SIGHUP right after the fork killed the new worker:\n%s" % gw.tail(20)
+    assert gw.log_text().count("event=worker_died") == 3, gw.tail(30)
+
+
+# ----------------------------------------------------------------- supervisor death
+
+def test_workers_exit_when_the_supervisor_is_killed_and_the_port_is_free(cluster):
+    redis = cluster.redis()
+    gw = cluster.gateway(redis, workers=2, watch_workers=False,
+                         extra=["--drain-timeout", str(DRAIN)])
+    kids = gw.wait_workers(2)
+
+    async def main(clients):
+        c = await Client.open(gw.url, tok("u1"), "orphan")
+        clients.append(c)
+        gw.expected_exit = True
+        t0 = time.monotonic()
+        os.kill(gw.pid, signal.SIGKILL)
+        code, _ = await c.close_info(5)
+        assert code == 1001, code
+        while any(harness.pid_alive(k) for k in kids):
+            assert time.monotonic() - t0 < 2.0, "workers %r outlived their supervisor by 2 s" % (
+                [k for k in kids if harness.pid_alive(k)])
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    took = run(main)
+    print("workers gone %.2fs after the supervisor's SIGKILL" % took)
+    again = cluster.gateway(redis, workers=1, port=gw.port, name="again")
+    assert again.alive()
