@@ -10,6 +10,7 @@ import signal
 import time
 
 import harness
+from harness_redis import Resp
 from harness_cluster import (Client, cluster, in_thread_publish, open_client, poll,  # noqa: F401
                              run, tok)
 
@@ -154,3 +155,66 @@ def test_stopped_gateway_drops_out_of_the_cluster_view_within_the_ttl(cluster):
 
     took = run(main)
     assert took <= TTL_WAIT
+
+
+NOT_STATS = {"publish", "ping", "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
+             "info", "config", "client", "select", "auth", "hello", "command"}
+
+
+def command_calls(redis):
+    """{command: calls} from INFO commandstats (scripts' inner calls included)."""
+    with Resp(redis.port) as r:
+        text = r.command("INFO", "commandstats")
+    text = text.decode() if isinstance(text, bytes) else text
+    calls = {}
+    for ln in text.splitlines():
+        if ln.startswith("cmdstat_"):
+            name, rest = ln[len("cmdstat_"):].split(":", 1)
+            calls[name.split("|")[0]] = calls.get(name.split("|")[0], 0) + int(
+                rest.split("calls=")[1].split(",")[0])
+    return calls
+
+
+def test_cluster_stats_cost_redis_o_n_commands_and_are_read_only_on_demand(cluster):
+    """Six workers (three gateways of two) with --stats-interval 0.5: each
+    worker writes its figures with a constant number of commands per interval
+    (no reads of the other workers' figures), the view is one hash, and an
+    admin asking 20 times a second reads it at most once per interval."""
+    redis = cluster.redis()
+    interval, n, window = 0.5, 6, 3.0
+    gws = [cluster.gateway(redis, workers=2, gateway_id="cost-%d" % i, stats_interval=interval,
+                           name="cost-%d" % i) for i in range(3)]
+    time.sleep(3 * interval)  # every worker has written
+    with Resp(redis.port) as r:
+        r.command("CONFIG", "RESETSTAT")
+    time.sleep(window)
+    calls = command_calls(redis)
+    stats_calls = {k: v for k, v in calls.items() if k not in NOT_STATS}
+    per_worker_interval = sum(stats_calls.values()) / (n * window / interval)
+    print("stats commands in %.1fs with %d workers: %r (%.2f per worker and interval)"
+          % (window, n, stats_calls, per_worker_interval))
+    assert per_worker_interval <= 2.5, "%.2f Redis commands per worker and interval: %r" % (
+        per_worker_interval, stats_calls)
+    assert not any(k in stats_calls for k in ("hgetall", "mget", "smembers", "get")), \
+        "the cluster view was read with no admin asking: %r" % stats_calls
+    with Resp(redis.port) as r:
+        keys = sorted(k.decode() for k in r.command("KEYS", "herald:stats*"))
+        fields = r.command("HLEN", keys[0]) if len(keys) == 1 else None
+    assert len(keys) == 1 and fields == n, (keys, fields)
+
+    async def main(clients):
+        adm = await open_client(clients, gws[0].url, "admin", "adm")
+        st = await adm.stats()
+        assert st["cluster"]["totals"]["workers"] == n, st["cluster"]
+        with Resp(redis.port) as r:
+            r.command("CONFIG", "RESETSTAT")
+        t0 = time.monotonic()
+        for _ in range(40):
+            st = await adm.stats()
+            assert st["cluster"]["totals"]["workers"] == n, st["cluster"]
+            await asyncio.sleep(0.05)
+        return time.monotonic() - t0
+
+    took = run(main)
+    reads = command_calls(redis).get("hgetall", 0)
+    assert 1 <= reads <= took / interval + 2, "%d reads of the view in %.1fs" % (reads, took)

@@ -152,6 +152,45 @@ def test_metrics_is_prometheus_text_with_every_family_labelled(ops):
     assert len(m.series(h + "_sum")) == 1
 
 
+def test_metrics_only_on_the_operator_listener(ops):
+    """/metrics (per-worker figures, auth failures, the host name) is served
+    on --admin-listen only; the public port answers it 404. /healthz and
+    /readyz answer on both; the operator listener serves no WebSocket and no
+    browser files."""
+    gw = ops.gateway()
+    assert http_get(gw.port, "/metrics").status == 404
+    assert http_get(gw.admin_port, "/metrics").status == 200
+    for port in (gw.port, gw.admin_port):
+        assert http_get(port, "/healthz").status == 200, port
+        wait_until(lambda: http_get(port, "/readyz").status == 200, 5, what="/readyz 200")
+    assert http_get(gw.admin_port, "/").status == 404
+    status, c = ws_upgrade_status(gw.admin_port)
+    c.close()
+    assert status == 404, "upgrade on the operator listener: %r" % status
+    status, c = ws_upgrade_status(gw.port)
+    c.close()
+    assert status == 101
+
+
+def test_admin_listen_off_and_bad_values(ops):
+    gw = ops.gateway(extra=["--admin-listen", "off"])
+    assert http_get(gw.port, "/metrics").status == 404
+    assert not harness.port_open(gw.admin_port)
+    for bad in ("9090", "127.0.0.1:", "127.0.0.1:70000", "[::1:9090", "host:port"):
+        rc, err, _ = harness.run_gateway_expect_exit(["--admin-listen", bad, "--jwt-secret", "s"])
+        assert rc == 2 and "--admin-listen" in err, (bad, rc, err)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        rc, err, _ = harness.run_gateway_expect_exit(
+            ["--admin-listen", "127.0.0.1:%d" % port, "--jwt-secret", "s"])
+        assert rc == 2 and "cannot listen on 127.0.0.1:%d" % port in err, (rc, err)
+    finally:
+        busy.close()
+
+
 def _delta(m1, m0, name, **labels):
     return m1.total(name, **labels) - m0.total(name, **labels)
 
