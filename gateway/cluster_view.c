@@ -15,6 +15,7 @@
 
 #define STATS_TTL_INTERVALS 5
 #define STATS_MIN_TTL       10.0 /* seconds */
+#define READ_TIMEOUT        1    /* seconds: a read not answered by then gets the last view */
 
 struct request {
     cluster_view_cb cb;
@@ -25,9 +26,10 @@ struct request {
 
 struct cluster_view {
     struct event *timer;
-    json_t *workers; /* the last read (array), NULL before one succeeded */
-    double read_at;  /* monotonic seconds of that read */
-    bool reading;    /* an HGETALL is in flight */
+    struct event *read_timeout; /* answers the waiting requests when Redis stalls */
+    json_t *workers;            /* the last read (array), NULL before one succeeded */
+    double read_at;             /* monotonic seconds of that read */
+    bool reading;               /* an HGETALL is in flight */
     struct request *waiting, **waiting_tail;
     char key[256];
     char field[200]; /* this worker's: <gateway-id>:<worker> */
@@ -105,12 +107,18 @@ static json_t *parse_view(const redisReply *reply, double oldest, const char **s
     return view;
 }
 
+static void read_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    answer_waiting(arg); /* the read stays in flight; its answer refreshes the cache */
+}
+
 static void read_cb(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     struct worker *w = privdata;
     struct cluster_view *v = w->cluster_view;
     if (!v) return; /* the worker is shutting down */
     v->reading = false;
+    event_del(v->read_timeout);
     const redisReply *reply = r;
     if (reply && reply->type == REDIS_REPLY_ARRAY) {
         size_t n = reply->elements / 2 + 2;
@@ -152,10 +160,15 @@ int cluster_view_get(struct worker *w, cluster_view_cb cb, void *owner, json_t *
     r->tag = json_incref(tag);
     *v->waiting_tail = r;
     v->waiting_tail = &r->next;
-    if (v->reading) return 0;
+    struct timeval timeout = {READ_TIMEOUT, 0};
+    if (v->reading) {
+        if (!event_pending(v->read_timeout, EV_TIMEOUT, NULL)) event_add(v->read_timeout, &timeout);
+        return 0;
+    }
     const char *argv[] = {"HGETALL", v->key};
     size_t lens[] = {7, strlen(v->key)};
-    if (bus_command(w->bus, read_cb, w, 2, argv, lens) == 0)
+    if (bus_command(w->bus, read_cb, w, 2, argv, lens) == 0 &&
+        event_add(v->read_timeout, &timeout) == 0)
         v->reading = true;
     else
         answer_waiting(v); /* Redis is down: the last view, or none */
@@ -188,7 +201,8 @@ int cluster_view_start(struct worker *w) {
     snprintf(v->key, sizeof v->key, "%sstats:cluster", w->cfg->channel_prefix);
     snprintf(v->field, sizeof v->field, "%s:%d", w->gateway_id, w->index);
     v->timer = event_new(w->base, -1, EV_PERSIST, write_tick, w);
-    if (!v->timer) return -1;
+    v->read_timeout = evtimer_new(w->base, read_timeout_cb, v);
+    if (!v->timer || !v->read_timeout) return -1;
     double d = w->cfg->stats_interval;
     struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6)};
     return event_add(v->timer, &tv);
@@ -199,6 +213,7 @@ void cluster_view_stop(struct worker *w) {
     if (!v) return;
     w->cluster_view = NULL;
     if (v->timer) event_free(v->timer);
+    if (v->read_timeout) event_free(v->read_timeout);
     while (v->waiting) {
         struct request *r = v->waiting;
         v->waiting = r->next;

@@ -24,7 +24,8 @@ int cluster_view_start(struct worker *w);
 void cluster_view_stop(struct worker *w);
 
 /* Calls cb(owner, tag, workers): at once when the cached view is younger
- * than one interval, else once a read from Redis is answered (or failed).
+ * than one interval, else once a read from Redis is answered or failed, or
+ * after one second with the last view (a stalled Redis).
  * Requests waiting for one read are answered in the order they were made.
  * tag may be NULL; the view holds a reference until the call. Returns 0, or
  * -1 (cb not called) when out of memory. */

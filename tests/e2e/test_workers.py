@@ -153,13 +153,42 @@ def test_stop_signal_drains_all_workers_with_1001_and_exit_0(cluster, sig):
 
 # ----------------------------------------------------------------- start-up signals
 
-class EarlyHupGateway(harness.GatewayProc):
-    """A gateway that gets SIGHUP `hup_after` seconds after it was spawned,
-    before it had any chance to install handlers."""
+def startup_state(pid):
+    """("main", "loaded" or "loading") for a starting process: SIGHUP in its
+    blocked mask means its main() runs; every library mapped means the
+    dynamic loader is finishing."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for ln in f:
+                if ln.startswith("SigBlk:") and int(ln.split()[1], 16) & (1 << (signal.SIGHUP - 1)):
+                    return "main"
+        with open("/proc/%d/maps" % pid) as f:
+            maps = f.read()
+    except OSError:
+        return "loading"
+    libs = ("libevent_openssl", "libhiredis", "libjwt", "libjansson", "libssl", "libcrypto")
+    return "loaded" if all(lib in maps for lib in libs) else "loading"
 
-    hup_after = 0.003
+
+class EarlyHupGateway(harness.GatewayProc):
+    """A gateway that gets SIGHUP `hup_after` seconds into its main(), while it
+    loads its TLS key and forks its worker. main() is known to run when its
+    blocked mask shows it, or 3 ms after the loader mapped every library (the
+    loader's own time is no process's to guard)."""
+
+    hup_after = 0.0
 
     def wait_started(self, *waits):
+        deadline = time.monotonic() + 1.0
+        loaded_at = None
+        while time.monotonic() < deadline:
+            state = startup_state(self.pid)
+            if state == "main":
+                break
+            if state == "loaded":
+                loaded_at = loaded_at or time.monotonic()
+                if time.monotonic() - loaded_at >= 0.003:
+                    break
         time.sleep(self.hup_after)
         os.kill(self.pid, signal.SIGHUP)
         super().wait_started(*waits)
@@ -167,12 +196,13 @@ class EarlyHupGateway(harness.GatewayProc):
 
 def test_sighup_during_startup_kills_no_process(cluster):
     redis = cluster.redis()
+    tls = harness.gen_self_signed(cluster.tmpdir)
     for i in range(12):
-        EarlyHupGateway.hup_after = 0.003 + 0.001 * i
-        gw = cluster.own(EarlyHupGateway(cluster.tmpdir, redis.url, workers=1,
+        EarlyHupGateway.hup_after = 0.0005 * i
+        gw = cluster.own(EarlyHupGateway(cluster.tmpdir, redis.url, workers=1, tls=tls,
                                          name="hup%d" % i))
         time.sleep(0.2)
-        assert gw.alive(), "SIGHUP %.0f ms after start killed the gateway (%s)\n%s" % (
+        assert gw.alive(), "SIGHUP %.1f ms into start-up killed the gateway (%s)\n%s" % (
             EarlyHupGateway.hup_after * 1000, harness.describe_status(gw.proc.returncode),
             gw.tail(20))
         gw.wait_log_count("event=reloaded", 1, timeout=5)  # the reload was kept, not lost
