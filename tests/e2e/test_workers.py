@@ -153,60 +153,61 @@ def test_stop_signal_drains_all_workers_with_1001_and_exit_0(cluster, sig):
 
 # ----------------------------------------------------------------- start-up signals
 
-def startup_state(pid):
-    """("main", "loaded" or "loading") for a starting process: SIGHUP in its
-    blocked mask means its main() runs; every library mapped means the
-    dynamic loader is finishing."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for ln in f:
-                if ln.startswith("SigBlk:") and int(ln.split()[1], 16) & (1 << (signal.SIGHUP - 1)):
-                    return "main"
-        with open("/proc/%d/maps" % pid) as f:
-            maps = f.read()
-    except OSError:
-        return "loading"
-    libs = ("libevent_openssl", "libhiredis", "libjwt", "libjansson", "libssl", "libcrypto")
-    return "loaded" if all(lib in maps for lib in libs) else "loading"
+class FifoSecretGateway(harness.GatewayProc):
+    """A gateway whose --jwt-secret-file is a FIFO: its main() blocks reading
+    the secret until the test writes it. The test sends SIGHUP while main()
+    waits there (before any handler exists), then replaces the FIFO with a
+    regular file (for the reload that follows) and writes the secret."""
 
-
-class EarlyHupGateway(harness.GatewayProc):
-    """A gateway that gets SIGHUP `hup_after` seconds into its main(), while it
-    loads its TLS key and forks its worker. main() is known to run when its
-    blocked mask shows it, or 3 ms after the loader mapped every library (the
-    loader's own time is no process's to guard)."""
-
-    hup_after = 0.0
+    def __init__(self, tmpdir, redis_url, name, **kw):
+        self.fifo = os.path.join(str(tmpdir), name + ".secret")
+        os.mkfifo(self.fifo)
+        self.alive_after_hup = None
+        super().__init__(tmpdir, redis_url, secret=None, name=name,
+                         extra=["--jwt-secret-file", self.fifo], **kw)
 
     def wait_started(self, *waits):
-        deadline = time.monotonic() + 1.0
-        loaded_at = None
-        while time.monotonic() < deadline:
-            state = startup_state(self.pid)
-            if state == "main":
+        deadline = time.monotonic() + 5
+        while True:  # opens once main() opened the FIFO for reading
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
                 break
-            if state == "loaded":
-                loaded_at = loaded_at or time.monotonic()
-                if time.monotonic() - loaded_at >= 0.003:
-                    break
-        time.sleep(self.hup_after)
-        os.kill(self.pid, signal.SIGHUP)
+            except OSError:
+                assert self.alive() and time.monotonic() < deadline, \
+                    "the gateway never opened its secret file\n" + self.tail(20)
+                time.sleep(0.001)
+        try:
+            os.kill(self.pid, signal.SIGHUP)
+            time.sleep(0.05)
+            self.alive_after_hup = self.alive()
+            regular = self.fifo + ".new"
+            with open(regular, "w") as f:
+                f.write(harness.SECRET + "\n")
+            os.rename(regular, self.fifo)
+            try:
+                os.write(fd, (harness.SECRET + "\n").encode())
+            except BrokenPipeError:
+                pass  # it died: reported below
+        finally:
+            os.close(fd)
         super().wait_started(*waits)
 
 
 def test_sighup_during_startup_kills_no_process(cluster):
+    """SIGHUP while the supervisor's main() reads its configuration, then
+    forwarded to the worker right after its fork: both survive and the
+    worker reloads."""
     redis = cluster.redis()
-    tls = harness.gen_self_signed(cluster.tmpdir)
-    for i in range(12):
-        EarlyHupGateway.hup_after = 0.0005 * i
-        gw = cluster.own(EarlyHupGateway(cluster.tmpdir, redis.url, workers=1, tls=tls,
-                                         name="hup%d" % i))
-        time.sleep(0.2)
-        assert gw.alive(), "SIGHUP %.1f ms into start-up killed the gateway (%s)\n%s" % (
-            EarlyHupGateway.hup_after * 1000, harness.describe_status(gw.proc.returncode),
-            gw.tail(20))
+    for i in range(3):
+        try:
+            gw = cluster.own(FifoSecretGateway(cluster.tmpdir, redis.url, "hup%d" % i))
+        except AssertionError as e:
+            raise AssertionError("SIGHUP during start-up: %s" % e)
+        assert gw.alive_after_hup, "SIGHUP during start-up killed the gateway"
         gw.wait_log_count("event=reloaded", 1, timeout=5)  # the reload was kept, not lost
-        assert gw.worker_pids() == gw.workers, "the worker was replaced:\n%s" % gw.tail(20)
+        time.sleep(0.2)
+        assert gw.alive() and gw.worker_pids() == gw.workers, \
+            "the worker was replaced:\n%s" % gw.tail(20)
         gw.sigterm()
         assert gw.wait_exit(5) == 0
 
