@@ -1,7 +1,7 @@
 /* bus.h -- the worker's link to Redis pub/sub (two resp_links on libevent).
  *
  * Two connections: a subscriber, and a command connection for publishing the
- * liveness probe and writing stats keys. The bus knows Redis channels and
+ * liveness probe and writing the stats hash. The bus knows Redis channels and
  * payloads, never sockets of clients: it reports through callbacks.
  *
  * Liveness: every second the bus PUBLISHes a probe on a channel of its own

@@ -30,7 +30,7 @@ struct config {
     int workers;                 /* 0 = number of CPUs */
     double drain_timeout;        /* seconds */
     const char *gateway_id;      /* defaults to <hostname>:<port> */
-    double stats_interval;       /* seconds between stats key refreshes */
+    double stats_interval;       /* seconds between writes to the stats hash */
     const char *jwt_secret_file; /* the secret, re-read on SIGHUP */
     const char *acl_file;        /* channel rules (JSON), re-read on SIGHUP */
     double ping_interval;        /* seconds between server pings */
