@@ -336,6 +336,23 @@ static int append_gap(const char *channel, struct evbuffer *out) {
     return rc;
 }
 
+/* Writes ch's event message for data (offset "" for none) as one text frame
+ * at the end of *frame; returns where it starts, or -1 when out of memory. */
+static long write_event_frame(struct shared_frame **frame, const struct channel *ch,
+                              const char *data, size_t len, const char *offset,
+                              const char timestamp[PROTO_TIMESTAMP_LEN]) {
+    size_t offset_len = strlen(offset);
+    size_t message_len = proto_event_size(ch->name_len, len, offset_len);
+    uint8_t header[WS_MAX_HEADER_LEN];
+    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
+    uint8_t *p = shared_frame_reserve(frame, header_len + message_len);
+    if (!p) return -1;
+    memcpy(p, header, header_len);
+    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
+                      timestamp);
+    return (long)(p - (*frame)->data);
+}
+
 /* History entries of one read, framed once as event messages. */
 struct entries {
     struct shared_frame *frame; /* every entry's event frame, in order */
@@ -392,17 +409,9 @@ static int frame_entries(struct channel *ch, const redisReply *list, size_t limi
         size_t used = e->frame ? e->frame->len : 0;
         e->ids[e->count] = id;
         e->starts[e->count] = used;
-        if (data && proto_payload_check(data, data_len, NULL, 0) == 0) {
-            size_t id_len = strlen(id);
-            size_t message_len = proto_event_size(ch->name_len, data_len, id_len);
-            uint8_t header[WS_MAX_HEADER_LEN];
-            size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
-            uint8_t *p = shared_frame_reserve(&e->frame, header_len + message_len);
-            if (!p) return -1;
-            memcpy(p, header, header_len);
-            proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, data_len, id,
-                              id_len, timestamp);
-        }
+        if (data && proto_payload_check(data, data_len, NULL, 0) == 0 &&
+            write_event_frame(&e->frame, ch, data, data_len, id, timestamp) < 0)
+            return -1;
         e->count++; /* an entry that is not an event still holds its place */
     }
     e->starts[e->count] = e->frame ? e->frame->len : 0;
@@ -773,17 +782,9 @@ static void drop(struct subs *subs, const char *channel, const char *reason, siz
 static long frame_event(struct channel *ch, const char *data, size_t len, const char *offset) {
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    size_t offset_len = strlen(offset);
-    size_t message_len = proto_event_size(ch->name_len, len, offset_len);
-    uint8_t header[WS_MAX_HEADER_LEN];
-    size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
-    uint8_t *p = shared_frame_reserve(&ch->batch, header_len + message_len);
-    if (!p) return -1;
-    memcpy(p, header, header_len);
-    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
-                      timestamp);
-    ch->batch_events++;
-    return (long)(p - ch->batch->data);
+    long start = write_event_frame(&ch->batch, ch, data, len, offset, timestamp);
+    if (start >= 0) ch->batch_events++;
+    return start;
 }
 
 /* Keeps a live event for the waiters of ch (bounded by the recovery limit;
