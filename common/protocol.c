@@ -253,43 +253,55 @@ int proto_payload_check(const char *data, size_t len, char *why, size_t why_size
 static const char event_head[] = "{\"type\":\"event\",\"channel\":\"";
 static const char event_data[] = "\",\"data\":";
 static const char event_offset[] = ",\"offset\":\"";
+static const char event_epoch[] = "\",\"epoch\":\"";
 static const char event_timestamp[] = ",\"timestamp\":\"";
 
-size_t proto_event_size(size_t channel_len, size_t data_len, size_t offset_len) {
+static bool has_position(const struct proto_position *pos) {
+    return pos && pos->offset && pos->offset[0];
+}
+
+size_t proto_event_size(size_t channel_len, size_t data_len, const struct proto_position *pos) {
     size_t size = sizeof event_head - 1 + channel_len + sizeof event_data - 1 + data_len +
                   sizeof event_timestamp - 1 + PROTO_TIMESTAMP_LEN + 2;
-    if (offset_len) size += sizeof event_offset - 1 + offset_len + 1;
+    if (has_position(pos))
+        size += sizeof event_offset - 1 + strlen(pos->offset) + sizeof event_epoch - 1 +
+                strlen(pos->epoch) + 1;
     return size;
 }
 
+static char *put(char *p, const char *s, size_t n) {
+    memcpy(p, s, n);
+    return p + n;
+}
+
 void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
-                       size_t data_len, const char *offset, size_t offset_len,
+                       size_t data_len, const struct proto_position *pos,
                        const char timestamp[PROTO_TIMESTAMP_LEN]) {
-    char *p = out;
-    memcpy(p, event_head, sizeof event_head - 1), p += sizeof event_head - 1;
-    memcpy(p, channel, channel_len), p += channel_len;
-    memcpy(p, event_data, sizeof event_data - 1), p += sizeof event_data - 1;
-    memcpy(p, data, data_len), p += data_len;
-    if (offset_len) {
-        memcpy(p, event_offset, sizeof event_offset - 1), p += sizeof event_offset - 1;
-        memcpy(p, offset, offset_len), p += offset_len;
+    char *p = put(out, event_head, sizeof event_head - 1);
+    p = put(p, channel, channel_len);
+    p = put(p, event_data, sizeof event_data - 1);
+    p = put(p, data, data_len);
+    if (has_position(pos)) {
+        p = put(p, event_offset, sizeof event_offset - 1);
+        p = put(p, pos->offset, strlen(pos->offset));
+        p = put(p, event_epoch, sizeof event_epoch - 1);
+        p = put(p, pos->epoch, strlen(pos->epoch));
         *p++ = '"';
     }
-    memcpy(p, event_timestamp, sizeof event_timestamp - 1), p += sizeof event_timestamp - 1;
-    memcpy(p, timestamp, PROTO_TIMESTAMP_LEN), p += PROTO_TIMESTAMP_LEN;
+    p = put(p, event_timestamp, sizeof event_timestamp - 1);
+    p = put(p, timestamp, PROTO_TIMESTAMP_LEN);
     *p++ = '"';
     *p = '}';
 }
 
-char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
-                        size_t *len, enum proto_error *err) {
+char *proto_build_event(const char *channel, const char *data, size_t data_len,
+                        const struct proto_position *pos, size_t *len, enum proto_error *err) {
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {
         *err = PROTO_ERR_BAD_JSON;
         return NULL;
     }
     size_t channel_len = strlen(channel);
-    size_t offset_len = offset ? strlen(offset) : 0;
-    size_t total = proto_event_size(channel_len, data_len, offset_len);
+    size_t total = proto_event_size(channel_len, data_len, pos);
     char *out = malloc(total + 1);
     if (!out) {
         *err = PROTO_ERR_INTERNAL;
@@ -297,7 +309,7 @@ char *proto_build_event(const char *channel, const char *data, size_t data_len, 
     }
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    proto_write_event(out, channel, channel_len, data, data_len, offset, offset_len, timestamp);
+    proto_write_event(out, channel, channel_len, data, data_len, pos, timestamp);
     out[total] = '\0';
     *len = total;
     *err = PROTO_OK;

@@ -61,7 +61,7 @@ struct proto_command {
     bool has_since;
     const char *since_offset;
     const char *since_epoch;
-    json_t *id;          /* the request's "id" (string or number), NULL when absent */
+    json_t *id; /* the request's "id" (string or number), NULL when absent */
     json_t *root;
 };
 
@@ -101,23 +101,31 @@ char *proto_finish(json_t *msg, const json_t *id, size_t *len);
  * Returns 0, or -1 with a reason in why (may be NULL). */
 int proto_payload_check(const char *data, size_t len, char *why, size_t why_size);
 
+/* Where an event stands in its channel's history: its offset and the
+ * history's epoch (empty strings for an event published without history). */
+struct proto_position {
+    const char *offset;
+    const char *epoch;
+};
+
 /* The length of the "event" message for a channel name, a checked payload and
- * an offset (offset_len 0: none). */
-size_t proto_event_size(size_t channel_len, size_t data_len, size_t offset_len);
+ * a position (NULL: none). */
+size_t proto_event_size(size_t channel_len, size_t data_len, const struct proto_position *pos);
 
 /* Writes that "event" message into out (exactly proto_event_size bytes, no
- * NUL): the payload is embedded as is, the channel and offset need no
- * escaping (their characters are checked before they get here). */
+ * NUL): {"type":"event","channel":C,"data":D,"offset":O,"epoch":E,
+ * "timestamp":T}, offset and epoch only with a position. The payload is
+ * embedded as is; channel, offset and epoch need no escaping (their characters
+ * are checked before they get here). */
 void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
-                       size_t data_len, const char *offset, size_t offset_len,
+                       size_t data_len, const struct proto_position *pos,
                        const char timestamp[PROTO_TIMESTAMP_LEN]);
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).
- * offset (NULL or "" for none) is the event's history offset, added as
- * "offset":"<offset>"; it must be a valid offset (history.h), so it needs no
- * escaping. Returns NULL with *err = PROTO_ERR_BAD_JSON for an invalid payload. */
-char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
-                        size_t *len, enum proto_error *err);
+ * pos (NULL: none) adds "offset" and "epoch". Returns NULL with *err =
+ * PROTO_ERR_BAD_JSON for an invalid payload. */
+char *proto_build_event(const char *channel, const char *data, size_t data_len,
+                        const struct proto_position *pos, size_t *len, enum proto_error *err);
 
 #endif

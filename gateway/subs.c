@@ -339,17 +339,15 @@ static int append_gap(const char *channel, struct evbuffer *out) {
 /* Writes ch's event message for data (offset "" for none) as one text frame
  * at the end of *frame; returns where it starts, or -1 when out of memory. */
 static long write_event_frame(struct shared_frame **frame, const struct channel *ch,
-                              const char *data, size_t len, const char *offset,
+                              const char *data, size_t len, const struct proto_position *pos,
                               const char timestamp[PROTO_TIMESTAMP_LEN]) {
-    size_t offset_len = strlen(offset);
-    size_t message_len = proto_event_size(ch->name_len, len, offset_len);
+    size_t message_len = proto_event_size(ch->name_len, len, pos);
     uint8_t header[WS_MAX_HEADER_LEN];
     size_t header_len = ws_frame_header(header, WS_OP_TEXT, true, message_len);
     uint8_t *p = shared_frame_reserve(frame, header_len + message_len);
     if (!p) return -1;
     memcpy(p, header, header_len);
-    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
-                      timestamp);
+    proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, pos, timestamp);
     return (long)(p - (*frame)->data);
 }
 
@@ -378,8 +376,8 @@ static int append_entries(const struct entries *e, size_t from, struct evbuffer 
 }
 
 /* Frames the entries ([id, [field, value, ...]] from XRANGE) of a read. */
-static int frame_entries(struct channel *ch, const redisReply *list, size_t limit,
-                         struct entries *e) {
+static int frame_entries(struct channel *ch, const redisReply *list, const char *epoch,
+                         size_t limit, struct entries *e) {
     memset(e, 0, sizeof *e);
     size_t n = list && list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
     if (n > limit + 2) n = limit + 2;
@@ -409,8 +407,9 @@ static int frame_entries(struct channel *ch, const redisReply *list, size_t limi
         size_t used = e->frame ? e->frame->len : 0;
         e->ids[e->count] = id;
         e->starts[e->count] = used;
+        struct proto_position pos = {id, epoch};
         if (data && proto_payload_check(data, data_len, NULL, 0) == 0 &&
-            write_event_frame(&e->frame, ch, data, data_len, id, timestamp) < 0)
+            write_event_frame(&e->frame, ch, data, data_len, &pos, timestamp) < 0)
             return -1;
         e->count++; /* an entry that is not an event still holds its place */
     }
@@ -508,7 +507,8 @@ static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
     const char *first = failed ? NULL : reply_string(reply->element[1]);
     const char *newest = failed ? NULL : reply_string(reply->element[2]);
     struct entries e;
-    if (!failed && frame_entries(ch, reply->element[3], subs->limits.recovery_limit, &e) != 0) {
+    if (!failed && frame_entries(ch, reply->element[3], epoch ? epoch : "",
+                                 subs->limits.recovery_limit, &e) != 0) {
         entries_free(&e);
         failed = true;
     }
@@ -779,10 +779,11 @@ static void drop(struct subs *subs, const char *channel, const char *reason, siz
 
 /* Writes the event message as one text frame at the end of ch's batch;
  * returns where it starts in the batch, or -1 when out of memory. */
-static long frame_event(struct channel *ch, const char *data, size_t len, const char *offset) {
+static long frame_event(struct channel *ch, const char *data, size_t len,
+                        const struct proto_position *pos) {
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
-    long start = write_event_frame(&ch->batch, ch, data, len, offset, timestamp);
+    long start = write_event_frame(&ch->batch, ch, data, len, pos, timestamp);
     if (start >= 0) ch->batch_events++;
     return start;
 }
@@ -839,7 +840,8 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         subs->arrival_capacity = capacity;
     }
     if (subs->dirty && subs->dirty != ch) subs_flush(subs); /* runs of one channel only */
-    long start = frame_event(ch, data, data_len, offset);
+    struct proto_position pos = {offset, epoch};
+    long start = frame_event(ch, data, data_len, &pos);
     if (start < 0) {
         drop(subs, name, "no_memory", len);
         return;

@@ -253,7 +253,10 @@ def test_gateway_event_carries_the_offset_from_herald_pub_only(hist):
         offset = out.stdout.decode().strip()
         m = await c.event("apps:deployed")
         assert m["offset"] == offset and m["data"] == {"v": 1}, m
-        assert set(m) == {"type", "channel", "offset", "data", "timestamp"}, m
+        assert set(m) == {"type", "channel", "offset", "epoch", "data", "timestamp"}, m
+        with redis.client() as rc:
+            epoch = rc.command("HGET", "{herald:apps:deployed}:meta", "epoch")
+        assert m["epoch"] == (epoch.decode() if isinstance(epoch, bytes) else epoch), m
 
         await in_thread(redis_cli_publish, redis.port, "apps:deployed", '{"v":2}')
         m = await c.event("apps:deployed")

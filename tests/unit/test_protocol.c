@@ -153,24 +153,27 @@ static void test_event_carries_the_offset_when_given(void) {
     } table[] = {
         {"1764692000123-0",
          "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],"
-         "\"offset\":\"1764692000123-0\",\"timestamp\":\""},
+         "\"offset\":\"1764692000123-0\",\"epoch\":\"1764691000000042\",\"timestamp\":\""},
         {"", "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],\"timestamp\":\""},
         {NULL, "{\"type\":\"event\",\"channel\":\"apps:created\",\"data\":[1],\"timestamp\":\""},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         size_t len;
         enum proto_error err;
-        char *text = proto_build_event("apps:created", "[1]", 3, table[i].offset, &len, &err);
+        struct proto_position pos = {table[i].offset, "1764691000000042"};
+        char *text = proto_build_event("apps:created", "[1]", 3, &pos, &len, &err);
         CHECK_INT(err, PROTO_OK);
         CHECK(text && strncmp(text, table[i].prefix, strlen(table[i].prefix)) == 0);
         CHECK_INT(len, strlen(table[i].prefix) + PROTO_TIMESTAMP_LEN + 2);
         json_t *msg = text ? json_loads(text, 0, NULL) : NULL;
         CHECK(msg != NULL);
         json_t *offset = json_object_get(msg, "offset");
-        if (table[i].offset && table[i].offset[0])
+        if (table[i].offset && table[i].offset[0]) {
             CHECK_STR(json_string_value(offset), table[i].offset);
-        else
+            CHECK_STR(json_string_value(json_object_get(msg, "epoch")), "1764691000000042");
+        } else {
             CHECK(offset == NULL);
+        }
         json_decref(msg);
         free(text);
     }
