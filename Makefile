@@ -154,7 +154,13 @@ fuzz-smoke:
 $(BUILD)/herald-load: $(call obj,tests/bench/herald_load.c) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-bench: deps all $(BUILD)/herald-load
+# The syscall floor: CPU of one 150-byte write() to a loopback TCP socket.
+$(BUILD)/bench-floor: $(call obj,tests/bench/floor.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# nginx with nchan (the peer) and perf (syscall counts, profiles): the bench's own.
+bench: deps all $(BUILD)/herald-load $(BUILD)/bench-floor
+	@sh deploy/install-deps.sh nginx libnginx-mod-nchan linux-perf
 	sh tests/bench/run.sh $(abspath $(BUILD))
 
 # Browser tests: node's test runner for herald.js, Playwright (playwright-core

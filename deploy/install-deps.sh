@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages Herald builds and tests with, when any is missing.
 # Safe to run again: it does nothing when everything is there.
+# With arguments, installs those packages instead (`make bench` adds its own).
 set -eu
 
 PACKAGES="build-essential pkg-config libevent-dev libhiredis-dev libjwt-dev libjansson-dev
 libssl-dev openssl redis-server redis-tools python3 python3-websockets python3-pytest clang
 libclang-rt-dev nginx haproxy python3-yaml"
+[ $# -gt 0 ] && PACKAGES="$*"
 
 missing=""
 for p in $PACKAGES; do

@@ -10,9 +10,17 @@
  *              embedded: data {"t":<CLOCK_REALTIME ns>,"seq":n}. The publisher
  *              ends with {"end":1,"seq":<last>} on every channel, so loss at
  *              the tail is seen too.
- *   publish    PUBLISH at a fixed rate across C channels to Redis (hiredis).
+ *   publish    PUBLISH at a fixed rate across C channels to Redis (hiredis);
+ *              with --target nchan, HTTP POST /pub/<channel> to nginx-nchan
+ *              over several keep-alive connections, pipelined.
  *   churn      open, upgrade, check the 101 and the "connected" message (the
  *              JWT was accepted), close, again, for T seconds; over ws or wss.
+ *
+ * --target nchan drives nginx with nchan instead of Herald, for comparison:
+ * a subscriber opens ws://host:port/sub/<channel> (no JWT, no subscribe
+ * message; the 101 means subscribed) and each WebSocket message is the event
+ * data itself. Events of both targets carry the same --size-byte payload
+ * {"t":<ns>,"seq":n,"c":<channel>,"p":"xx.."}, so the same bytes go out.
  *
  * The client modes fork --procs processes, each with one libevent loop and its
  * own file-descriptor limit; each child writes its figures into memory shared
@@ -36,6 +44,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -124,9 +133,13 @@ static uint64_t hist_quantile(const struct hist *h, double q) {
 /* ---- options and shared results ------------------------------------------ */
 
 enum mode { MODE_CONNECT, MODE_SUBSCRIBE, MODE_PUBLISH, MODE_CHURN };
+enum target { TARGET_HERALD, TARGET_NCHAN };
+
+#define MAX_PAYLOAD 1024 /* --size limit */
 
 struct options {
     enum mode mode;
+    enum target target;
     const char *host;
     int port;
     bool tls;
@@ -145,6 +158,9 @@ struct options {
     const char *redis_url;
     const char *prefix;
     double rate;
+    long size;         /* publish: bytes of each event's payload */
+    long http_conns;   /* publish to nchan: keep-alive connections */
+    long pipeline;     /* publish to nchan: requests in flight per connection */
     uint64_t start_ns; /* CLOCK_REALTIME at start: second 0 of the series */
 };
 
@@ -270,8 +286,14 @@ static void send_upgrade(struct lconn *c) {
     EVP_EncodeBlock((unsigned char *)key, raw, 16);
     struct http_slice slice = {key, 24};
     if (http_ws_accept(&slice, c->accept) != 0) c->accept[0] = '\0';
-    char head[128];
-    int n = snprintf(head, sizeof head, "GET /ws HTTP/1.1\r\nSec-WebSocket-Key: %s\r\n", key);
+    char head[512];
+    int n;
+    if (L->o->target == TARGET_NCHAN)
+        n = snprintf(head, sizeof head, "GET /sub/%s%ld HTTP/1.1\r\nSec-WebSocket-Key: %s\r\n",
+                     L->o->channel_base, c->index % L->o->channels, key);
+    else
+        n = snprintf(head, sizeof head, "GET /ws HTTP/1.1\r\nSec-WebSocket-Key: %s\r\n", key);
+    if (n < 0 || (size_t)n >= sizeof head) n = 0;
     bufferevent_write(c->bev, head, (size_t)n);
     bufferevent_write(c->bev, L->request_tail, L->request_tail_len);
 }
@@ -353,39 +375,35 @@ static bool has_prefix(const uint8_t *p, size_t len, const char *prefix) {
     return len >= n && memcmp(p, prefix, n) == 0;
 }
 
-/* An event for an open subscriber: check channel and sequence, record latency. */
-static void handle_event(struct lconn *c, const uint8_t *p, size_t len, uint64_t recv_ns) {
-    static const char head[] = "{\"type\":\"event\",\"channel\":\"";
-    static const char mid[] = "\",\"data\":{\"";
+/* An event's data for an open subscriber, from its opening brace:
+ * {"t":<ns>,"seq":n[,"c":k...]} or {"end":1,"seq":n[,"c":k]}. Checks the
+ * sequence (and the channel, when the data names it), records latency. */
+static void handle_data(struct lconn *c, const uint8_t *s, const uint8_t *end, uint64_t recv_ns) {
     struct load *L = c->L;
     struct child_result *r = L->r;
-    const uint8_t *end = p + len, *s = p + sizeof head - 1;
-    uint64_t channel, seq, t = 0;
+    uint64_t seq, t = 0, channel;
     bool is_end;
-    if ((size_t)(end - s) < L->base_len || memcmp(s, L->o->channel_base, L->base_len) != 0) {
-        r->misrouted++;
-        return;
-    }
-    s += L->base_len;
-    if (!parse_u64(&s, end, &channel) || (long)channel != c->index % L->o->channels) {
-        r->misrouted++;
-        return;
-    }
-    if ((size_t)(end - s) < sizeof mid - 1 || memcmp(s, mid, sizeof mid - 1) != 0) goto bad;
-    s += sizeof mid - 1;
-    if (has_prefix(s, (size_t)(end - s), "t\":")) {
+    if (has_prefix(s, (size_t)(end - s), "{\"t\":")) {
         is_end = false;
-        s += 3;
+        s += 5;
         if (!parse_u64(&s, end, &t)) goto bad;
-    } else if (has_prefix(s, (size_t)(end - s), "end\":1")) {
+    } else if (has_prefix(s, (size_t)(end - s), "{\"end\":1")) {
         is_end = true;
-        s += 6;
+        s += 8;
     } else {
         goto bad;
     }
     if (!has_prefix(s, (size_t)(end - s), ",\"seq\":")) goto bad;
     s += 7;
     if (!parse_u64(&s, end, &seq)) goto bad;
+    if (has_prefix(s, (size_t)(end - s), ",\"c\":")) {
+        s += 5;
+        if (!parse_u64(&s, end, &channel)) goto bad;
+        if ((long)channel != c->index % L->o->channels) {
+            r->misrouted++;
+            return;
+        }
+    }
 
     if (is_end) {
         if (!c->ended) {
@@ -418,10 +436,41 @@ bad:
     r->other_messages++;
 }
 
+/* A Herald event for an open subscriber: check the envelope's channel, then the data. */
+static void handle_event(struct lconn *c, const uint8_t *p, size_t len, uint64_t recv_ns) {
+    static const char head[] = "{\"type\":\"event\",\"channel\":\"";
+    static const char mid[] = "\",\"data\":";
+    struct load *L = c->L;
+    struct child_result *r = L->r;
+    const uint8_t *end = p + len, *s = p + sizeof head - 1;
+    uint64_t channel;
+    if ((size_t)(end - s) < L->base_len || memcmp(s, L->o->channel_base, L->base_len) != 0) {
+        r->misrouted++;
+        return;
+    }
+    s += L->base_len;
+    if (!parse_u64(&s, end, &channel) || (long)channel != c->index % L->o->channels) {
+        r->misrouted++;
+        return;
+    }
+    if ((size_t)(end - s) < sizeof mid - 1 || memcmp(s, mid, sizeof mid - 1) != 0) {
+        r->other_messages++;
+        return;
+    }
+    handle_data(c, s + sizeof mid - 1, end, recv_ns);
+}
+
 /* One text message from the gateway. Returns false when c was finished. */
 static bool handle_text(struct lconn *c, const uint8_t *p, size_t len, uint64_t recv_ns) {
     struct load *L = c->L;
     struct child_result *r = L->r;
+    if (L->o->target == TARGET_NCHAN) { /* the message is the event's data */
+        if (c->state == LC_OPEN)
+            handle_data(c, p, p + len, recv_ns);
+        else
+            r->other_messages++;
+        return true;
+    }
     if (c->state == LC_OPEN && has_prefix(p, len, "{\"type\":\"event\",")) {
         handle_event(c, p, len, recv_ns);
         return true;
@@ -473,6 +522,9 @@ static bool handle_frame(struct lconn *c, uint8_t opcode, bool fin, const uint8_
     switch (opcode) {
         case WS_OP_TEXT:
             if (!fin) break; /* the gateway never fragments */
+            return handle_text(c, payload, len, recv_ns);
+        case WS_OP_BINARY:
+            if (!fin || c->L->o->target != TARGET_NCHAN) break;
             return handle_text(c, payload, len, recv_ns);
         case WS_OP_PING:
             r->pings++;
@@ -577,6 +629,14 @@ static int read_upgrade_reply(struct lconn *c, struct evbuffer *in) {
         return -1;
     }
     c->state = LC_WAIT_CONNECTED;
+    if (c->L->o->target == TARGET_NCHAN) { /* nchan: the 101 is the subscription */
+        struct child_result *r = c->L->r;
+        r->established++;
+        r->subscribed++;
+        c->state = LC_OPEN;
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        settle(c->L);
+    }
     return 1;
 }
 
@@ -745,6 +805,11 @@ static int run_child(const struct options *o, int k, struct child_result *r) {
                      "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
                      o->host, o->port, o->token ? "Authorization: Bearer " : "",
                      o->token ? o->token : "", o->token ? "\r\n" : "");
+    if (o->target == TARGET_NCHAN) /* nchan's subscriber location asks for no token */
+        n = snprintf(L.request_tail, sizeof L.request_tail,
+                     "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     o->host, o->port);
     if (n < 0 || (size_t)n >= sizeof L.request_tail) {
         note_error(r, "%s", "token_too_long");
         return 2;
@@ -1044,6 +1109,37 @@ static int run_clients(struct options *o) {
 
 /* ---- publish -------------------------------------------------------------- */
 
+/* An event's payload, padded with a "p" string to o->size bytes (when it fits):
+ * {"t":<CLOCK_REALTIME ns>,"seq":n,"c":k,"p":"xxx..."}. Returns its length. */
+static size_t make_payload(const struct options *o, char *buf, uint64_t seq, long k) {
+    int n = snprintf(buf, MAX_PAYLOAD, "{\"t\":%llu,\"seq\":%llu,\"c\":%ld",
+                     (unsigned long long)now_ns(CLOCK_REALTIME), (unsigned long long)seq, k);
+    long pad = o->size - n - 8; /* ,"p":"  "} */
+    if (pad < 0) {
+        buf[n++] = '}';
+        buf[n] = '\0';
+        return (size_t)n;
+    }
+    memcpy(buf + n, ",\"p\":\"", 6);
+    n += 6;
+    memset(buf + n, 'x', (size_t)pad);
+    n += (int)pad;
+    memcpy(buf + n, "\"}", 3);
+    return (size_t)n + 2;
+}
+
+static size_t make_end_marker(char *buf, uint64_t seq, long k) {
+    return (size_t)snprintf(buf, MAX_PAYLOAD, "{\"end\":1,\"seq\":%llu,\"c\":%ld}",
+                            (unsigned long long)seq, k);
+}
+
+static double own_cpu_seconds(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static bool reply_ok(redisContext *rc, redisReply *reply, long *receivers) {
     bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
     if (ok && receivers) *receivers += (long)reply->integer;
@@ -1102,11 +1198,10 @@ static int run_publish(const struct options *o) {
         long batch = 0;
         for (; sent < due && batch < max_batch; sent++, batch++) {
             long k = (long)(sent % (uint64_t)o->channels);
-            char channel[256], payload[96];
+            char channel[256], payload[MAX_PAYLOAD];
             snprintf(channel, sizeof channel, "%s%s%ld", o->prefix, o->channel_base, k);
-            snprintf(payload, sizeof payload, "{\"t\":%llu,\"seq\":%llu}",
-                     (unsigned long long)now_ns(CLOCK_REALTIME), (unsigned long long)++seq[k]);
-            redisAppendCommand(rc, "PUBLISH %s %s", channel, payload);
+            size_t plen = make_payload(o, payload, ++seq[k], k);
+            redisAppendCommand(rc, "PUBLISH %s %b", channel, payload, plen);
         }
         for (long i = 0; i < batch; i++) {
             if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
@@ -1127,11 +1222,10 @@ static int run_publish(const struct options *o) {
     for (long k = 0; k < o->channels;) {
         long batch = 0;
         for (; k < o->channels && batch < 1000; k++, batch++) {
-            char channel[256], payload[64];
+            char channel[256], payload[MAX_PAYLOAD];
             snprintf(channel, sizeof channel, "%s%s%ld", o->prefix, o->channel_base, k);
-            snprintf(payload, sizeof payload, "{\"end\":1,\"seq\":%llu}",
-                     (unsigned long long)seq[k]);
-            redisAppendCommand(rc, "PUBLISH %s %s", channel, payload);
+            size_t plen = make_end_marker(payload, seq[k], k);
+            redisAppendCommand(rc, "PUBLISH %s %b", channel, payload, plen);
         }
         for (long i = 0; i < batch; i++) {
             if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
@@ -1141,16 +1235,260 @@ static int run_publish(const struct options *o) {
             if (!reply_ok(rc, reply, NULL)) errors++;
         }
     }
-    printf("mode=publish channels=%ld rate=%.0f duration_s=%.3f published=%llu "
-           "achieved_rate=%.1f gateway_receivers=%ld errors=%llu max_lag_ms=%.3f\n",
-           o->channels, o->rate, elapsed, (unsigned long long)sent,
+    printf("mode=publish target=herald channels=%ld rate=%.0f size=%ld duration_s=%.3f "
+           "published=%llu achieved_rate=%.1f gateway_receivers=%ld errors=%llu "
+           "max_lag_ms=%.3f cpu_s=%.3f\n",
+           o->channels, o->rate, o->size, elapsed, (unsigned long long)sent,
            elapsed > 0 ? (double)sent / elapsed : 0.0, receivers, (unsigned long long)errors,
-           max_lag * 1e3);
+           max_lag * 1e3, own_cpu_seconds());
     fflush(stdout);
     free(seq);
     redisFree(rc);
     redis_url_free(&url);
     return errors ? 1 : 0;
+}
+
+/* ---- publish to nchan: HTTP POST /pub/<channel>, keep-alive, pipelined ----- */
+
+struct hconn {
+    int fd;
+    long in_flight; /* requests sent or queued, not yet answered */
+    char *out;      /* requests not yet written */
+    size_t out_len, out_cap;
+    char in[16384]; /* a partial response */
+    size_t in_len;
+};
+
+struct hpub {
+    const struct options *o;
+    struct hconn *conns;
+    long n;
+    uint64_t answered, errors;
+    int first_status; /* the first status that was not 201/202 */
+};
+
+static int hconn_queue(struct hpub *P, struct hconn *h, long k, const char *body, size_t len) {
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "POST /pub/%s%ld HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     P->o->channel_base, k, P->o->host, P->o->port, len);
+    if (n < 0 || (size_t)n >= sizeof head) return -1;
+    size_t need = h->out_len + (size_t)n + len;
+    if (need > h->out_cap) {
+        size_t cap = h->out_cap ? h->out_cap * 2 : 65536;
+        while (cap < need) cap *= 2;
+        char *p = realloc(h->out, cap);
+        if (!p) return -1;
+        h->out = p;
+        h->out_cap = cap;
+    }
+    memcpy(h->out + h->out_len, head, (size_t)n);
+    memcpy(h->out + h->out_len + (size_t)n, body, len);
+    h->out_len = need;
+    h->in_flight++;
+    return 0;
+}
+
+/* Writes what the socket takes. Returns -1 on a socket error. */
+static int hconn_flush(struct hconn *h) {
+    size_t off = 0;
+    while (off < h->out_len) {
+        ssize_t w = write(h->fd, h->out + off, h->out_len - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (w < 0 && errno == EINTR) continue;
+        return -1;
+    }
+    memmove(h->out, h->out + off, h->out_len - off);
+    h->out_len -= off;
+    return 0;
+}
+
+/* Reads and consumes complete responses. Returns -1 when the connection failed. */
+static int hconn_read(struct hpub *P, struct hconn *h) {
+    for (;;) {
+        ssize_t got = read(h->fd, h->in + h->in_len, sizeof h->in - h->in_len);
+        if (got == 0) {
+            fprintf(stderr, "herald-load: nchan closed a publishing connection\n");
+            return -1;
+        }
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            if (errno == EINTR) continue;
+            fprintf(stderr, "herald-load: publishing connection: %s\n", strerror(errno));
+            return -1;
+        }
+        h->in_len += (size_t)got;
+        for (;;) {
+            h->in[h->in_len < sizeof h->in ? h->in_len : sizeof h->in - 1] = '\0';
+            char *end = memmem(h->in, h->in_len, "\r\n\r\n", 4);
+            if (!end) {
+                if (h->in_len >= sizeof h->in - 1) {
+                    fprintf(stderr, "herald-load: response head too big\n");
+                    return -1;
+                }
+                break;
+            }
+            size_t head_len = (size_t)(end - h->in) + 4;
+            char saved = h->in[head_len - 1];
+            h->in[head_len - 1] = '\0';
+            int status = 0;
+            long clen = 0;
+            if (strncmp(h->in, "HTTP/1.1 ", 9) == 0) status = atoi(h->in + 9);
+            const char *cl = strcasestr(h->in, "\r\nContent-Length:");
+            if (cl) clen = atol(cl + 17);
+            h->in[head_len - 1] = saved;
+            if (clen < 0 || head_len + (size_t)clen > sizeof h->in - 1) {
+                fprintf(stderr, "herald-load: response too big\n");
+                return -1;
+            }
+            if (h->in_len < head_len + (size_t)clen) break;
+            if (status != 201 && status != 202) {
+                P->errors++;
+                if (!P->first_status) P->first_status = status ? status : -1;
+            }
+            P->answered++;
+            h->in_flight--;
+            size_t used = head_len + (size_t)clen;
+            memmove(h->in, h->in + used, h->in_len - used);
+            h->in_len -= used;
+        }
+    }
+}
+
+/* Waits up to wait_ns for responses and writability, then reads and writes. */
+static int hpub_poll(struct hpub *P, struct pollfd *pfd, uint64_t wait_ns) {
+    for (long i = 0; i < P->n; i++) {
+        pfd[i].fd = P->conns[i].fd;
+        pfd[i].events = (short)(POLLIN | (P->conns[i].out_len ? POLLOUT : 0));
+        pfd[i].revents = 0;
+    }
+    struct timespec ts = {(time_t)(wait_ns / 1000000000u), (long)(wait_ns % 1000000000u)};
+    int n = ppoll(pfd, (nfds_t)P->n, &ts, NULL);
+    if (n < 0 && errno != EINTR) return -1;
+    for (long i = 0; n > 0 && i < P->n; i++) {
+        struct hconn *h = &P->conns[i];
+        if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP))
+            if (hconn_read(P, h) != 0) return -1;
+        if ((pfd[i].revents & POLLOUT) && hconn_flush(h) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Queues channel k's event on its connection (channel k always uses the same
+ * one, so each channel's events keep their order). Returns 1 when that
+ * connection's pipeline is full, -1 on error. */
+static int hpub_send(struct hpub *P, long k, const char *body, size_t len) {
+    struct hconn *h = &P->conns[k % P->n];
+    if (h->in_flight >= P->o->pipeline) return 1;
+    if (hconn_queue(P, h, k, body, len) != 0) return -1;
+    return hconn_flush(h) == 0 ? 0 : -1;
+}
+
+/* POSTs o->rate events a second to nchan for o->duration seconds, round-robin
+ * over the channels, then one end marker per channel; as run_publish, but the
+ * lag behind the schedule also grows when nchan does not answer fast enough. */
+static int run_publish_http(const struct options *o) {
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct sockaddr_in target = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
+    if (inet_pton(AF_INET, o->host, &target.sin_addr) != 1) {
+        fprintf(stderr, "herald-load: bad --host %s\n", o->host);
+        return 2;
+    }
+    struct hpub P = {.o = o, .n = o->http_conns};
+    P.conns = calloc((size_t)P.n, sizeof *P.conns);
+    struct pollfd *pfd = calloc((size_t)P.n, sizeof *pfd);
+    uint64_t *seq = calloc((size_t)o->channels, sizeof *seq);
+    if (!P.conns || !pfd || !seq) return 1;
+    int one = 1, rc = 1;
+    for (long i = 0; i < P.n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        P.conns[i].fd = fd;
+        if (fd < 0 || connect(fd, (struct sockaddr *)&target, sizeof target) != 0) {
+            fprintf(stderr, "herald-load: connect %s:%d: %s\n", o->host, o->port, strerror(errno));
+            goto out;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (evutil_make_socket_nonblocking(fd) != 0) goto out;
+    }
+
+    uint64_t sent = 0;
+    double max_lag = 0;
+    char payload[MAX_PAYLOAD];
+    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    for (;;) {
+        double elapsed = (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9;
+        if (stop_requested || elapsed >= o->duration) break;
+        uint64_t due = (uint64_t)(elapsed * o->rate) + 1;
+        bool full = false;
+        while (sent < due) {
+            long k = (long)(sent % (uint64_t)o->channels);
+            size_t len = make_payload(o, payload, seq[k] + 1, k);
+            int r = hpub_send(&P, k, payload, len);
+            if (r < 0) goto out;
+            if (r > 0) {
+                full = true;
+                break;
+            }
+            seq[k]++;
+            sent++;
+        }
+        if (due > sent) {
+            double lag = elapsed - (double)sent / o->rate;
+            if (lag > max_lag) max_lag = lag;
+        }
+        /* Until the next event is due (at least 200 us), or a response when blocked. */
+        uint64_t next = start + (uint64_t)((double)sent / o->rate * 1e9);
+        uint64_t now = now_ns(CLOCK_MONOTONIC);
+        uint64_t wait = full ? 5000000 : (next > now + 200000 ? next - now : 200000);
+        if (hpub_poll(&P, pfd, wait) != 0) goto out;
+    }
+    double elapsed = (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9;
+    /* End markers, then every response. */
+    uint64_t deadline = now_ns(CLOCK_MONOTONIC) + 60 * UINT64_C(1000000000);
+    for (long k = 0; k < o->channels;) {
+        size_t len = make_end_marker(payload, seq[k], k);
+        int r = hpub_send(&P, k, payload, len);
+        if (r < 0) goto out;
+        if (r == 0) {
+            k++;
+            continue;
+        }
+        if (now_ns(CLOCK_MONOTONIC) > deadline || hpub_poll(&P, pfd, 5000000) != 0) goto out;
+    }
+    for (;;) {
+        long pending = 0;
+        for (long i = 0; i < P.n; i++) pending += P.conns[i].in_flight;
+        if (pending == 0) break;
+        if (now_ns(CLOCK_MONOTONIC) > deadline || hpub_poll(&P, pfd, 5000000) != 0) goto out;
+    }
+    rc = P.errors ? 1 : 0;
+    printf("mode=publish target=nchan channels=%ld rate=%.0f size=%ld duration_s=%.3f "
+           "published=%llu achieved_rate=%.1f http_conns=%ld pipeline=%ld answered=%llu "
+           "errors=%llu first_bad_status=%d max_lag_ms=%.3f cpu_s=%.3f\n",
+           o->channels, o->rate, o->size, elapsed, (unsigned long long)sent,
+           elapsed > 0 ? (double)sent / elapsed : 0.0, o->http_conns, o->pipeline,
+           (unsigned long long)P.answered, (unsigned long long)P.errors, P.first_status,
+           max_lag * 1e3, own_cpu_seconds());
+    fflush(stdout);
+out:
+    if (rc == 1 && !P.errors) fprintf(stderr, "herald-load: publishing to nchan failed\n");
+    for (long i = 0; i < P.n; i++) {
+        if (P.conns[i].fd >= 0) close(P.conns[i].fd);
+        free(P.conns[i].out);
+    }
+    free(P.conns);
+    free(pfd);
+    free(seq);
+    return rc;
 }
 
 /* ---- command line --------------------------------------------------------- */
@@ -1177,6 +1515,12 @@ static void usage(FILE *f) {
         "  --redis URL            publish: Redis [redis://127.0.0.1:6379]\n"
         "  --prefix P             publish: Redis channel prefix [herald:]\n"
         "  --rate R               publish: events per second [1000]\n"
+        "  --size BYTES           publish: payload bytes per event, padded [100]\n"
+        "  --target herald|nchan  the server: Herald (default) or nginx-nchan, whose\n"
+        "                         subscribers use /sub/<channel>; publish POSTs to\n"
+        "                         /pub/<channel> on --host/--port\n"
+        "  --http-conns N         publish to nchan: keep-alive connections [16]\n"
+        "  --pipeline W           publish to nchan: requests in flight per connection [32]\n"
         "Prints one line of key=value figures; latency quantiles are bucket upper bounds.\n");
 }
 
@@ -1208,7 +1552,10 @@ int main(int argc, char **argv) {
                         .concurrency = 256,
                         .redis_url = "redis://127.0.0.1:6379",
                         .prefix = "herald:",
-                        .rate = 1000};
+                        .rate = 1000,
+                        .size = 100,
+                        .http_conns = 16,
+                        .pipeline = 32};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -1245,6 +1592,10 @@ int main(int argc, char **argv) {
                                              {"redis", required_argument, NULL, 'r'},
                                              {"prefix", required_argument, NULL, 'x'},
                                              {"rate", required_argument, NULL, 'R'},
+                                             {"size", required_argument, NULL, 'z'},
+                                             {"target", required_argument, NULL, 'g'},
+                                             {"http-conns", required_argument, NULL, 'N'},
+                                             {"pipeline", required_argument, NULL, 'W'},
                                              {"help", no_argument, NULL, '?'},
                                              {NULL, 0, NULL, 0}};
     int opt;
@@ -1273,16 +1624,32 @@ int main(int argc, char **argv) {
             case 'r': o.redis_url = optarg; break;
             case 'x': o.prefix = optarg; break;
             case 'R': o.rate = atof(optarg); break;
+            case 'z': o.size = atol(optarg); break;
+            case 'N': o.http_conns = atol(optarg); break;
+            case 'W': o.pipeline = atol(optarg); break;
+            case 'g':
+                if (strcmp(optarg, "herald") == 0)
+                    o.target = TARGET_HERALD;
+                else if (strcmp(optarg, "nchan") == 0)
+                    o.target = TARGET_NCHAN;
+                else {
+                    fprintf(stderr, "herald-load: --target is herald or nchan\n");
+                    return 2;
+                }
+                break;
             default: usage(stderr); return 2;
         }
     }
     if (o.port <= 0 || o.port > 65535 || o.connections < 0 || o.channels < 1 || o.duration <= 0 ||
         o.procs < 1 || o.procs > MAX_PROCS || o.concurrency < 1 || o.rate <= 0 ||
-        o.duration > MAX_SECONDS) {
+        o.duration > MAX_SECONDS || o.size < 0 || o.size > MAX_PAYLOAD - 64 || o.http_conns < 1 ||
+        o.http_conns > 4096 || o.pipeline < 1 ||
+        (o.target == TARGET_NCHAN && (o.mode == MODE_CHURN || o.tls))) {
         fprintf(stderr, "herald-load: an option is out of range\n");
         usage(stderr);
         return 2;
     }
-    if (o.mode == MODE_PUBLISH) return run_publish(&o);
+    if (o.mode == MODE_PUBLISH)
+        return o.target == TARGET_NCHAN ? run_publish_http(&o) : run_publish(&o);
     return run_clients(&o);
 }

@@ -1,10 +1,11 @@
 """Turns a benchmark run (tests/bench/run.sh) into a table and a chart.
 
 Reads OUT/raw.txt (scenario<TAB>key<TAB>value), OUT/commands.txt
-(id<TAB>scenario<TAB>command), the latency histograms OUT/<scenario>.hist and the
-per-second series OUT/<scenario>.csv that herald-load wrote. Writes
-OUT/results.md and OUT/bench-latency.svg and prints the table. Standard library
-only.
+(id<TAB>scenario<TAB>command), the latency histograms OUT/<run>.hist and the
+per-second series OUT/<run>.csv that herald-load wrote. A run is named
+<server>_<scenario> (herald_many, nchan_many, ...). Writes OUT/results.md and
+OUT/bench-latency.svg and prints the table: Herald and nchan side by side, the
+Herald / nchan ratio, and the targets of issue 10. Standard library only.
 """
 
 import csv
@@ -75,88 +76,204 @@ def fmt_ms(us):
     return "n/a" if v is None else "%.2f ms" % (v / 1000)
 
 
+
 def verdict(ok):
     if ok is None:
         return "n/a"
     return "met" if ok else "**missed**"
 
 
+SCENARIOS = (
+    ("fanout", "1 channel x {subs} subs x {rate} ev/s"),
+    ("fanout100", "1 channel x {subs} subs x {rate} ev/s"),
+    ("many", "{channels} channels x 1 sub x {rate} ev/s"),
+    ("many1k", "{channels} channels x 1 sub x {rate} ev/s"),
+)
+
+LIMIT = 0.9  # a process at 90% of a core or more is taken as a limit
+
+
+def derived(d):
+    """Per-delivery figures of one throughput run (a dict of raw figures)."""
+    f = {}
+    recv = num(d.get("received")) or 0
+    exp = num(d.get("expected")) or 0
+    pub_s = num(d.get("publish_seconds")) or 0
+    window = num(d.get("window_s")) or 0
+    drain = num(d.get("drain_s")) or 0
+    srv = num(d.get("server_cpu_s"))
+    load = num(d.get("load_cpu_s"))
+    f["backlog"] = drain > 1.0
+    span = window if f["backlog"] else pub_s
+    f["achieved"] = recv / span if span else None
+    f["undelivered"] = max(0, exp - recv)
+    f["loss"] = f["undelivered"] + sum(int(num(d.get(k)) or 0)
+                                       for k in ("duplicates", "misrouted"))
+    f["loss_pct"] = 100.0 * f["loss"] / exp if exp else None
+    f["srv_per_m"] = srv / recv * 1e6 if recv and srv is not None else None
+    f["all_per_m"] = (srv + load) / recv * 1e6 if recv and srv is not None and load is not None \
+        else None
+    f["srv_us"] = srv / recv * 1e6 if recv and srv is not None else None
+    f["per_cpu_s"] = recv / srv if srv else None
+    sc = num(d.get("syscalls"))
+    f["syscalls"] = sc / recv if sc is not None and recv else None
+    rp = [num(d.get(k)) for k in ("redis_cpu_s", "publisher_cpu_s")]
+    f["redis_pub_per_m"] = sum(rp) / recv * 1e6 if recv and None not in rp else None
+    f["load_pct"] = 100.0 * load / window if load is not None and window else None
+    pc = num(d.get("publisher_cpu_s"))
+    f["pub_pct"] = 100.0 * pc / pub_s if pc is not None and pub_s else None
+    f["p50"], f["p99"] = num(d.get("p50_us")), num(d.get("p99_us"))
+    return f
+
+
+def ratio(h, n):
+    if h is None or n is None or n == 0:
+        return "n/a"
+    return "%.2fx" % (h / n)
+
+
+def f2(v, fmt="%.2f"):
+    return "n/a" if v is None else fmt % v
+
+
 def rows_for(data):
-    """(scenario, figure, target, measured, verdict, command) rows."""
-    rows = []
+    """(scenario, figure, Herald, nchan, ratio, target, verdict) rows, and notes."""
+    rows, notes = [], []
+    floor = data.get("floor", {})
+    floor_us = num(floor.get("write_us"))
+    if floor:
+        rows.append(("syscall floor", "CPU us per 150-byte write(), writer / reader (%s conns, "
+                     "%s writes)" % (fmt_int(floor.get("connections")), fmt_int(floor.get("writes"))),
+                     "%s / %s" % (f2(floor_us, "%.2f"), f2(num(floor.get("read_us_per_write")))),
+                     "", "", "", ""))
 
-    def add(label, figure, target, measured, ok=None):
-        rows.append((label, figure, target, measured, verdict(ok) if target != "" else "",
-                     data.get(scen, {}).get("cmd", "")))
+    h, n = data.get("herald_idle", {}), data.get("nchan_idle", {})
+    if h or n:
+        label = "idle, %s subs" % fmt_int(h.get("connections") or n.get("connections"))
+        rows.append((label, "open and subscribed", fmt_int(h.get("subscribed")),
+                     fmt_int(n.get("subscribed")), "", "", ""))
+        hk, nk = num(h.get("kib_per_conn")), num(n.get("kib_per_conn"))
+        ok = None
+        if hk is not None:
+            ok = hk <= 1.5 and (nk is None or hk * 5 <= nk)
+        rows.append((label, "server KiB per WS connection (PSS)", f2(hk), f2(nk), ratio(hk, nk),
+                     "<= 1.5 KiB and >= 5x less than nchan", verdict(ok)))
+        hc, nc = num(h.get("idle_cpu_pct_per_10k")), num(n.get("idle_cpu_pct_per_10k"))
+        secs = num(h.get("idle_seconds")) or 0
+        rows.append((label, "server CPU, %% of a core per 10k conns, pings every 25 s (%g s)"
+                     % secs, f2(hc, "%.3f"), f2(nc, "%.3f"), ratio(hc, nc), "< 1%",
+                     verdict(None if hc is None or secs < 26 else hc < 1.0)))
+    w = data.get("herald_idle_wss", {})
+    if w:
+        wk = num(w.get("kib_per_conn"))
+        rows.append(("idle wss, %s subs" % fmt_int(w.get("connections")),
+                     "server KiB per WSS connection (PSS), %s open" % fmt_int(w.get("subscribed")),
+                     f2(wk), "(no TLS here)", "", "<= 10 KiB",
+                     verdict(None if wk is None else wk <= 10)))
 
-    for scen, label, rss_target in (("idle", "idle ws", 2048), ("idle_wss", "idle wss", 12288)):
-        d = data.get(scen)
-        if not d:
+    for scen, fmt in SCENARIOS:
+        hd, nd = data.get("herald_" + scen), data.get("nchan_" + scen)
+        d0 = hd or nd
+        if not d0:
             continue
-        est, want = num(d.get("subscribed")), num(d.get("connections"))
-        add(label, "connections open and subscribed (%s workers)" % d.get("workers", "?"),
-            fmt_int(want), fmt_int(est), est is not None and want is not None and est >= want)
-        rss = num(d.get("rss_per_conn_bytes"))
-        add(label, "gateway RSS per connection", "<= %d KiB" % (rss_target // 1024),
-            "n/a" if rss is None else "%.2f KiB (%s B)" % (rss / 1024, fmt_int(rss)),
-            None if rss is None else rss <= rss_target)
-        cpu = num(d.get("idle_cpu_pct_per_10k"))
-        add(label, "gateway CPU idle with pings, per 10k connections", "< 1% of a core",
-            "n/a" if cpu is None else "%.3f%% (%.3f%% for all, %s s window; other processes "
-            "%s CPU-s)" % (cpu, num(d.get("idle_cpu_pct")) or 0, d.get("idle_seconds", "?"),
-                           d.get("other_cpu_s", "?")),
-            None if cpu is None else cpu < 1.0)
+        label = fmt.format(subs=fmt_int(d0.get("subscribers")),
+                           channels=fmt_int(d0.get("channels")), rate=fmt_int(d0.get("rate")))
+        H = derived(hd) if hd else {}
+        N = derived(nd) if nd else {}
 
-    for scen, label in (("fanout", "fan-out"), ("many", "many channels")):
-        d = data.get(scen)
-        if not d:
-            continue
-        per_cpu = num(d.get("deliveries_per_cpu_s"))
-        add(label, "deliveries per gateway CPU-second", ">= 1,000,000", fmt_int(per_cpu),
-            None if per_cpu is None else per_cpu >= 1e6)
-        add(label, "deliveries/s achieved (offered)", "",
-            "%s (%s offered; in %s s: gateway %s CPU-s, load generator %s, redis %s, "
-            "softirq %s, other processes %s)" % (
-                fmt_int(d.get("achieved_per_s")), fmt_int(d.get("offered_per_s")),
-                d.get("window_s", "?"), d.get("gateway_cpu_s", "?"), d.get("load_cpu_s", "?"),
-                d.get("redis_cpu_s", "?"), d.get("softirq_cpu_s", "?"),
-                d.get("other_cpu_s", "?")))
-        p99 = num(d.get("p99_us"))
-        add(label, "latency p50 / p99 / p99.9 / max", "p99 <= 5 ms",
-            "%s / %s / %s / %s" % (fmt_ms(d.get("p50_us")), fmt_ms(d.get("p99_us")),
-                                   fmt_ms(d.get("p999_us")), fmt_ms(d.get("max_us"))),
-            None if p99 is None else p99 <= 5000)
-        lost = sum(int(num(d.get(k)) or 0) for k in ("lost", "duplicates", "misrouted"))
-        recv, exp = num(d.get("received")), num(d.get("expected"))
-        missing = int(num(d.get("missing_end")) or 0)
-        add(label, "loss (received / expected; lost, dup, misrouted, no end marker)", "0",
-            "%s / %s; %s, %s, %s, %d" % (fmt_int(recv), fmt_int(exp), d.get("lost", "?"),
-                                         d.get("duplicates", "?"), d.get("misrouted", "?"),
-                                         missing),
-            lost == 0 and missing == 0 and recv is not None and recv == exp)
+        def row(figure, key, fmtv="%.2f", target="", ok=None, show_ratio=True):
+            rows.append((label, figure, f2(H.get(key), fmtv), f2(N.get(key), fmtv),
+                         ratio(H.get(key), N.get(key)) if show_ratio else "", target,
+                         verdict(ok) if target else ""))
 
-    for scen, label, target in (("churn", "churn ws", 10000), ("churn_wss", "churn wss", None)):
-        d = data.get(scen)
-        if not d:
-            continue
-        rate = num(d.get("handshakes_per_s"))
-        add(label, "connections/s: accept + upgrade + JWT + close" if target else
-            "TLS connections/s: full handshake + upgrade + JWT + close",
-            ">= 10,000/s" if target else "(none set)",
-            "%s/s (%s handshakes, %s failed)" % (fmt_int(rate), fmt_int(d.get("handshakes")),
-                                                 d.get("failed", "?")),
-            None if rate is None or target is None else rate >= target)
-        add(label, "handshakes per gateway CPU-second", "",
-            "%s (gateway %s CPU-s, load generator %s, other processes %s; "
-            "connect-to-connected p50 %s, p99 %s)" % (
-                fmt_int(d.get("handshakes_per_cpu_s")), d.get("gateway_cpu_s", "?"),
-                d.get("load_cpu_s", "?"), d.get("other_cpu_s", "?"),
-                fmt_ms(d.get("p50_us")), fmt_ms(d.get("p99_us"))))
-    return rows
+        offered = fmt_int(d0.get("offered_per_s"))
+        row("achieved deliveries/s (offered %s)" % offered, "achieved", "%.0f")
+        rows.append((label, "loss: undelivered + duplicates + misrouted (%)",
+                     "%s (%s%%)" % (fmt_int(H.get("loss")), f2(H.get("loss_pct"), "%.3f"))
+                     if H else "n/a",
+                     "%s (%s%%)" % (fmt_int(N.get("loss")), f2(N.get("loss_pct"), "%.3f"))
+                     if N else "n/a", "", "0" if scen == "fanout" else "",
+                     verdict(H.get("loss") == 0) if scen == "fanout" and H else ""))
+        lat = lambda F: "n/a" if not F else "%s / %s%s" % (
+            fmt_ms(F.get("p50")), fmt_ms(F.get("p99")), " (backlog)" if F.get("backlog") else "")
+        ok = None
+        if scen == "many" and H:
+            ok = H["p99"] is not None and H["p99"] <= 5000 and not H["backlog"] and \
+                H["loss"] == 0
+        rows.append((label, "latency p50 / p99", lat(H), lat(N), ratio(H.get("p99"), N.get("p99")),
+                     "p99 <= 5 ms, no backlog" if scen == "many" else "", verdict(ok)
+                     if scen == "many" else ""))
+        ok = None
+        if scen == "fanout" and H.get("srv_per_m") is not None:
+            ok = H["srv_per_m"] <= 1.3
+        row("server CPU s per 1M deliveries", "srv_per_m", "%.2f",
+            "<= 1.3 s" if scen == "fanout" else "", ok)
+        ok = None
+        if scen == "fanout100" and H.get("all_per_m") is not None and N.get("all_per_m"):
+            ok = H["all_per_m"] <= 0.8 * N["all_per_m"]
+        row("server + client CPU s per 1M deliveries", "all_per_m", "%.2f",
+            "<= 0.8x nchan's" if scen == "fanout100" else "", ok)
+        if scen == "fanout":
+            ok = None
+            if H.get("per_cpu_s") is not None and N.get("per_cpu_s"):
+                ok = H["per_cpu_s"] >= 4 * N["per_cpu_s"]
+            row("deliveries per server CPU second", "per_cpu_s", "%.0f", ">= 4x nchan's", ok)
+        if scen == "many" and floor_us:
+            us = H.get("srv_us")
+            rows.append((label, "server CPU per delivery / syscall floor (%.2f us)" % floor_us,
+                         "n/a" if us is None else "%.2f (%.1f us)" % (us / floor_us, us),
+                         "n/a" if N.get("srv_us") is None else "%.2f (%.1f us)" % (
+                             N["srv_us"] / floor_us, N["srv_us"]),
+                         ratio(us, N.get("srv_us")), "<= 1.6x the floor",
+                         verdict(None if us is None else us <= 1.6 * floor_us)))
+        ok = None
+        if scen == "fanout100" and H.get("syscalls") is not None:
+            ok = H["syscalls"] <= 1.1
+        row("server syscalls per delivery", "syscalls", "%.2f",
+            "<= 1.1" if scen == "fanout100" else "", ok)
+        row("Redis + publisher CPU s per 1M deliveries", "redis_pub_per_m", "%.2f")
+        lim = lambda F: "n/a" if not F else "%s / %s%%" % (f2(F.get("load_pct"), "%.0f"),
+                                                            f2(F.get("pub_pct"), "%.0f"))
+        rows.append((label, "subscribing clients / publisher CPU, % of a core", lim(H), lim(N),
+                     "", "", ""))
+        for srv, F, d in (("Herald", H, hd), ("nchan", N, nd)):
+            if not F:
+                continue
+            if (F.get("load_pct") or 0) >= LIMIT * 100:
+                notes.append("%s, %s: the load generator's subscribers used %.0f%% of a core: "
+                             "they are the limit here, so read the per-server-CPU-second "
+                             "figures, not deliveries/s." % (label, srv, F["load_pct"]))
+            if (F.get("pub_pct") or 0) >= LIMIT * 100:
+                notes.append("%s, %s: the publisher used %.0f%% of a core: it is the limit "
+                             "here; read the per-server-CPU-second figures." % (
+                                 label, srv, F["pub_pct"]))
+            lag = num(d.get("publisher_max_lag_ms")) or 0
+            if lag > 100 and (F.get("pub_pct") or 0) < LIMIT * 100:
+                notes.append("%s, %s: the publisher fell up to %.0f ms behind its schedule "
+                             "while under %.0f%% of a core: the server took events in more "
+                             "slowly than offered (%s of %s published)." % (
+                                 label, srv, lag, F.get("pub_pct") or 0,
+                                 fmt_int(d.get("published")),
+                                 fmt_int((num(d.get("rate")) or 0) *
+                                         (num(d.get("publish_seconds")) or 0))))
+            if F.get("backlog"):
+                notes.append("%s, %s: deliveries went on %s s after publishing stopped "
+                             "(a backlog); deliveries/s is over the whole %s s window%s." % (
+                                 label, srv, d.get("drain_s"), d.get("window_s"),
+                                 "; some events were still undelivered when the bench stopped "
+                                 "waiting" if F.get("undelivered") else ""))
+    for name in ("herald_churn", "herald_churn_wss"):
+        d = data.get(name)
+        if d:
+            rows.append((name.replace("herald_", ""), "connections/s (server CPU s)",
+                         "%s (%s)" % (fmt_int(d.get("handshakes_per_s")), d.get("server_cpu_s")),
+                         "", "", "", ""))
+    return rows, notes
 
 
 def table(rows):
-    head = ("scenario", "figure", "target", "measured", "verdict", "command")
+    head = ("scenario", "figure", "Herald", "nchan", "Herald / nchan", "target (issue 10)",
+            "verdict")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(c) for c in r) + " |")
@@ -165,8 +282,9 @@ def table(rows):
 
 # ---- the chart -------------------------------------------------------------------
 
-COLORS = {"fanout": "#1f77b4", "many": "#d62728"}
-LABELS = {"fanout": "fan-out (1 ch x N subs)", "many": "many channels"}
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+           "#e377c2", "#17becf"]
+COLORS, LABELS = {}, {}
 
 
 def read_hist(path):
@@ -299,22 +417,35 @@ def main():
     out = sys.argv[1]
     data = load_raw(out)
     cmds = load_commands(out)
-    rows = rows_for(data)
+    rows, notes = rows_for(data)
     run = data.get("run", {})
-    chart_scen = [s for s in ("fanout", "many") if s in data]
+    chart_scen = [s for s in data if s.split("_", 1)[-1] in ("fanout", "many")
+                  and s.split("_", 1)[0] in ("herald", "nchan")]
+    for i, s in enumerate(chart_scen):
+        COLORS[s] = PALETTE[i % len(PALETTE)]
+        LABELS[s] = s
     chart = svg_chart(out, chart_scen) if chart_scen else None
-    md = ["# Herald benchmark results", "",
+    md = ["# Herald vs nchan: benchmark results", "",
           "Machine: " + machine() + ".", "",
-          "Run: %s s in all; load generator processes %s; CPU pinning %s; open files per "
-          "process %s; load average at the end %s." % (
-              run.get("seconds", "?"), run.get("load_procs", "?"),
-              "on (gateway CPU 0, the rest CPU 1)" if run.get("pinned") == "1" else "off",
+          "Run: %s s in all (%s mode); %s Herald workers and %s nginx workers; nginx %s, "
+          "nchan %s with Redis storage; %s-byte events; %s s of publishing per scenario; "
+          "CPU pinning %s; open files per process %s; load average at the end %s." % (
+              run.get("seconds", "?"), "quick" if run.get("quick") == "1" else "full",
+              run.get("workers", "?"), run.get("workers", "?"), run.get("nginx_version", "?"),
+              run.get("nchan_version", "?"), run.get("size", "?"),
+              run.get("publish_seconds", "?"),
+              "on (servers CPU 0, the rest CPU 1)" if run.get("pinned") == "1" else "off",
               run.get("nofile", "?"), run.get("loadavg_end", "?")), "",
-          table(rows), "",
-          "Latency quantiles are histogram bucket upper bounds (under 1.6% above the true "
-          "value). CPU figures are utime+stime of the gateway's supervisor and workers "
-          "from /proc/<pid>/stat over the measuring window; RSS is the workers' VmRSS "
-          "before the connections and after them.", ""]
+          table(rows), ""]
+    if notes:
+        md += ["Limits seen in this run:", ""] + ["- " + n for n in notes] + [""]
+    md += ["Server CPU is utime+stime of Herald's supervisor and workers, or of nginx's master "
+           "and workers, from /proc/<pid>/stat, from the publisher's start to the last end "
+           "marker; client CPU is the subscribing load generator's. Redis and the publisher "
+           "are counted apart. Syscalls are perf stat's raw_syscalls:sys_enter on the server's "
+           "processes over the same window. Memory is the PSS of the server's processes after "
+           "the connections minus before. Latency quantiles are histogram bucket upper bounds. "
+           "Compare ratios within one run: the machine is shared.", ""]
     if chart:
         md += ["Chart: [bench-latency.svg](bench-latency.svg)", ""]
     md += ["## Commands", "",
@@ -332,8 +463,8 @@ def main():
     print()
     print(table(rows))
     print()
-    for cid, scen, text in cmds:
-        print("%s (%s): %s" % (cid, scen, text))
+    for n in notes:
+        print("limit: " + n)
     print()
     print("results: %s" % os.path.join(out, "results.md"))
     if chart:

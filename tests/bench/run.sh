@@ -1,54 +1,91 @@
 #!/bin/sh
-# tests/bench/run.sh BUILD_DIR -- Herald's benchmark (`make bench`).
+# tests/bench/run.sh BUILD_DIR -- Herald side by side with nginx-nchan (`make bench`).
 #
-# Starts a private redis-server and, per scenario, one gateway on free loopback
-# ports; drives it with build/herald-load; reads the gateway's RSS and CPU time
-# from /proc; prints a table (each figure with the command that produced it)
-# and writes BUILD_DIR/bench/results.md and BUILD_DIR/bench/bench-latency.svg.
-# Everything it starts is stopped by PID, also on failure or Ctrl-C.
+# In one run on this machine: a syscall-floor calibration (bench-floor), then
+# each scenario twice, once against Herald (its own redis-server, published by
+# Redis PUBLISH) and once against nginx with nchan (Redis storage, its own
+# redis-server, published by HTTP POST /pub/<channel>), with the same load
+# generator (build/herald-load) and the same 100-byte events. Reads CPU time
+# and memory from /proc, counts the servers' syscalls with perf stat, prints a
+# markdown table with the Herald / nchan ratios and the targets of issue 10, and
+# writes BUILD_DIR/bench/results.md (and bench-latency.svg). Everything it
+# starts is stopped by PID, also on failure or Ctrl-C.
 #
-# Sizes (environment; defaults are the issue's scenarios, about 5 minutes):
-#   HERALD_BENCH_SCENARIOS        "idle idle_wss fanout many churn churn_wss"
-#   HERALD_BENCH_IDLE_CONNS       50000   idle ws:// connections
-#   HERALD_BENCH_IDLE_WSS_CONNS   10000   idle wss:// connections
-#   HERALD_BENCH_IDLE_SECONDS     30      idle CPU window (> the 25 s ping interval)
-#   HERALD_BENCH_FANOUT_SUBS      1000    subscribers of the one fan-out channel
-#   HERALD_BENCH_FANOUT_RATE      1000    events/s published to it
-#   HERALD_BENCH_MANY_SUBS        10000   subscribers, one per channel
-#   HERALD_BENCH_MANY_CHANNELS    10000
-#   HERALD_BENCH_MANY_RATE        10000   events/s across those channels
-#   HERALD_BENCH_PUBLISH_SECONDS  20      publishing time per throughput scenario
-#   HERALD_BENCH_CHURN_SECONDS    15      per churn scenario
-#   HERALD_BENCH_CHURN_CONCURRENCY 64     connections in flight
-#   HERALD_BENCH_WORKERS          1       gateway workers (idle scenarios use more
-#                                         when the open-file limit demands it)
-#   HERALD_BENCH_LOAD_PROCS       1       load generator processes
-#   HERALD_BENCH_PIN              0       1: gateway on CPU 0, everything else on CPU 1
+# Scenarios (HERALD_BENCH_SCENARIOS, default "floor idle fanout fanout100 many many1k"):
+#   floor      1,000 loopback TCP connections, 200,000 writes of 150 bytes
+#   idle       idle subscribers (ws on both servers, and wss on Herald)
+#   fanout     1 channel x FANOUT_SUBS subscribers x FANOUT_RATE events/s
+#   fanout100  the same at FANOUT100_RATE events/s
+#   many       MANY_CHANNELS channels x 1 subscriber x MANY_RATE events/s
+#   many1k     the same at MANY1K_RATE events/s
+#   churn, churn_wss   Herald only: connect-upgrade-JWT-close cycles (not by default)
+#
+# Sizes (environment; the defaults are issue 10's, about 10 minutes in all;
+# HERALD_BENCH_QUICK=1 gives smaller ones, about 3 minutes, for iterating):
+#   HERALD_BENCH_SERVERS          "herald nchan"
+#   HERALD_BENCH_WORKERS          2       Herald workers = nginx worker processes
+#   HERALD_BENCH_IDLE_CONNS       10000   (quick 2000)  idle ws connections per server
+#   HERALD_BENCH_IDLE_WSS_CONNS   10000   (quick 1000)  idle wss connections (Herald)
+#   HERALD_BENCH_IDLE_SECONDS     30      (quick 5)     idle CPU window; >= 26 s covers a
+#                                                       ping (25 s) to every connection
+#   HERALD_BENCH_FANOUT_SUBS      1000
+#   HERALD_BENCH_FANOUT_RATE      1000    events/s (fanout)
+#   HERALD_BENCH_FANOUT100_RATE   100     events/s (fanout100)
+#   HERALD_BENCH_MANY_CHANNELS    10000   (quick 2000)  one subscriber each
+#   HERALD_BENCH_MANY_RATE        10000   (quick 2000)  events/s (many)
+#   HERALD_BENCH_MANY1K_RATE      1000    (quick 200)   events/s (many1k)
+#   HERALD_BENCH_PUBLISH_SECONDS  20      (quick 5)     publishing time per scenario
+#   HERALD_BENCH_DRAIN_SECONDS    20      (quick 10)    longest wait for a backlog to drain
+#   HERALD_BENCH_SIZE             100     bytes of each event's payload
+#   HERALD_BENCH_NCHAN_CONNS      16      keep-alive HTTP connections publishing to nchan
+#   HERALD_BENCH_NCHAN_PIPELINE   32      requests in flight per connection
+#   HERALD_BENCH_FLOOR_CONNS      1000
+#   HERALD_BENCH_FLOOR_WRITES     200000
+#   HERALD_BENCH_PROFILE          0       1: one more Herald "many" run under
+#                                         perf record -e cpu-clock -g (not measured);
+#                                         the top symbols go to bench/profile-many.txt
+#   HERALD_BENCH_PIN              0       1: servers on CPU 0, everything else on CPU 1
+#   HERALD_BENCH_CHURN_SECONDS    15      HERALD_BENCH_CHURN_CONCURRENCY 64
 set -u
 
 BUILD=${1:?usage: run.sh BUILD_DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT="$BUILD/bench"
 LOAD="$BUILD/herald-load"
+FLOOR="$BUILD/bench-floor"
 GW="$BUILD/herald-gateway"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
+NGINX=${HERALD_BENCH_NGINX:-/usr/sbin/nginx}
+NCHAN_SO=/usr/lib/nginx/modules/ngx_nchan_module.so
 
-SCENARIOS=${HERALD_BENCH_SCENARIOS:-"idle idle_wss fanout many churn churn_wss"}
-IDLE_CONNS=${HERALD_BENCH_IDLE_CONNS:-50000}
-IDLE_WSS_CONNS=${HERALD_BENCH_IDLE_WSS_CONNS:-10000}
-IDLE_SECONDS=${HERALD_BENCH_IDLE_SECONDS:-30}
+QUICK=${HERALD_BENCH_QUICK:-0}
+q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; } # q FULL QUICK
+
+SCENARIOS=${HERALD_BENCH_SCENARIOS:-"floor idle fanout fanout100 many many1k"}
+SERVERS=${HERALD_BENCH_SERVERS:-"herald nchan"}
+WORKERS=${HERALD_BENCH_WORKERS:-2}
+IDLE_CONNS=${HERALD_BENCH_IDLE_CONNS:-$(q 10000 2000)}
+IDLE_WSS_CONNS=${HERALD_BENCH_IDLE_WSS_CONNS:-$(q 10000 1000)}
+IDLE_SECONDS=${HERALD_BENCH_IDLE_SECONDS:-$(q 30 5)}
 FANOUT_SUBS=${HERALD_BENCH_FANOUT_SUBS:-1000}
 FANOUT_RATE=${HERALD_BENCH_FANOUT_RATE:-1000}
-MANY_SUBS=${HERALD_BENCH_MANY_SUBS:-10000}
-MANY_CHANNELS=${HERALD_BENCH_MANY_CHANNELS:-10000}
-MANY_RATE=${HERALD_BENCH_MANY_RATE:-10000}
-PUBLISH_SECONDS=${HERALD_BENCH_PUBLISH_SECONDS:-20}
+FANOUT100_RATE=${HERALD_BENCH_FANOUT100_RATE:-100}
+MANY_CHANNELS=${HERALD_BENCH_MANY_CHANNELS:-$(q 10000 2000)}
+MANY_RATE=${HERALD_BENCH_MANY_RATE:-$(q 10000 2000)}
+MANY1K_RATE=${HERALD_BENCH_MANY1K_RATE:-$(q 1000 200)}
+PUBLISH_SECONDS=${HERALD_BENCH_PUBLISH_SECONDS:-$(q 20 5)}
+DRAIN_SECONDS=${HERALD_BENCH_DRAIN_SECONDS:-$(q 20 10)}
+SIZE=${HERALD_BENCH_SIZE:-100}
+NCHAN_CONNS=${HERALD_BENCH_NCHAN_CONNS:-16}
+NCHAN_PIPELINE=${HERALD_BENCH_NCHAN_PIPELINE:-32}
+FLOOR_CONNS=${HERALD_BENCH_FLOOR_CONNS:-1000}
+FLOOR_WRITES=${HERALD_BENCH_FLOOR_WRITES:-200000}
+PROFILE=${HERALD_BENCH_PROFILE:-0}
+PIN=${HERALD_BENCH_PIN:-0}
 CHURN_SECONDS=${HERALD_BENCH_CHURN_SECONDS:-15}
 CHURN_CONCURRENCY=${HERALD_BENCH_CHURN_CONCURRENCY:-64}
-WORKERS=${HERALD_BENCH_WORKERS:-1}
-LOAD_PROCS=${HERALD_BENCH_LOAD_PROCS:-1}
-PIN=${HERALD_BENCH_PIN:-0}
+LOAD_PROCS=1
 
 SECRET=herald-bench-secret-0123456789abcdef
 CLK_TCK=$(getconf CLK_TCK)
@@ -71,7 +108,9 @@ children_of() { # PIDs whose parent is $1 (fields after "pid (comm) ": state ppi
         awk -v p="$1" '$3 == p {print $1}'
 }
 
-alive() { kill -0 "$1" 2>/dev/null; }
+alive() { # a zombie (exited, not yet waited for) is not alive
+    kill -0 "$1" 2>/dev/null && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+}
 
 # stop PID [SECONDS]: SIGTERM, then SIGKILL (also its children) after SECONDS.
 stop_pid() {
@@ -155,32 +194,76 @@ wait_status() { # wait_status FILE WORD SECONDS
     return 1
 }
 
-# HERALD_BENCH_PIN=1 puts the gateway on CPU 0 and everything else on CPU 1.
+pss_kb() { # proportional set size of the given PIDs, summed (shared pages counted once)
+    for p in "$@"; do cat "/proc/$p/smaps_rollup" 2>/dev/null; done |
+        awk '/^Pss:/ {s += $2} END {print s + 0}'
+}
+
+# perf stat counting the syscalls of the given PIDs, in the background: sets PERF_PID.
+# Stopped with SIGINT by perf_stop, which prints the count (empty when perf failed).
+perf_start() { # perf_start FILE PID...
+    f=$1
+    shift
+    PERF_PID=""
+    command -v perf > /dev/null 2>&1 || return 0
+    perf stat -e raw_syscalls:sys_enter -x, -o "$f" -p "$(echo "$@" | tr ' ' ',')" \
+        > /dev/null 2>&1 &
+    PERF_PID=$!
+    started "$PERF_PID"
+    sleep 0.3
+}
+
+perf_stop() { # perf_stop FILE
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID" 2>/dev/null
+        n=0
+        while alive "$PERF_PID" && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+        stop_pid "$PERF_PID" 2
+        forget "$PERF_PID"
+    fi
+    awk -F, '/raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ {print $1}' "$1" 2>/dev/null
+}
+
+# HERALD_BENCH_PIN=1 puts the servers on CPU 0 and everything else on CPU 1.
 # (A prefix word, not a function: `$ON_CPU0 cmd &` keeps $! the command's PID.)
 ON_CPU0="" ON_CPU1=""
 if [ "$PIN" = 1 ]; then ON_CPU0="taskset -c 0" ON_CPU1="taskset -c 1"; fi
 
-# ---- Redis and the gateway -----------------------------------------------------
-
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 ulimit -n 1048576 2>/dev/null || ulimit -n 200000 2>/dev/null || true
 NOFILE=$(ulimit -n)
-say "open files per process: $NOFILE"
+say "open files per process: $NOFILE; quick mode: $QUICK; servers: $SERVERS; workers: $WORKERS"
 
-REDIS_PORT=$(free_port)
-$ON_CPU1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-    --maxclients 1000 --daemonize no > "$OUT/redis.log" 2>&1 &
-REDIS_PID=$!
-started "$REDIS_PID"
+# ---- the two Redis servers: one for Herald's bus, one for nchan's storage ------
+
+start_redis() { # start_redis NAME: sets REDIS_PORT_OUT, REDIS_PID_OUT
+    port=$(free_port)
+    $ON_CPU1 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --maxclients 1000 --daemonize no > "$OUT/redis-$1.log" 2>&1 &
+    pid=$!
+    started "$pid"
+    n=0
+    until redis-cli -p "$port" ping > /dev/null 2>&1; do
+        n=$((n + 1))
+        if [ "$n" -gt 50 ] || ! alive "$pid"; then
+            say "redis-server ($1) did not start"; tail -5 "$OUT/redis-$1.log" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    REDIS_PORT_OUT=$port REDIS_PID_OUT=$pid
+}
+
+start_redis herald
+REDIS_PORT=$REDIS_PORT_OUT REDIS_PID=$REDIS_PID_OUT
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-n=0
-until redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1; do
-    n=$((n + 1))
-    if [ "$n" -gt 50 ] || ! alive "$REDIS_PID"; then
-        say "redis-server did not start"; tail -5 "$OUT/redis.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
+case " $SERVERS " in
+*" nchan "*)
+    for f in "$NGINX" "$NCHAN_SO"; do
+        [ -e "$f" ] || { say "$f is missing: install nginx and libnginx-mod-nchan"; exit 1; }
+    done
+    start_redis nchan
+    NREDIS_PORT=$REDIS_PORT_OUT NREDIS_PID=$REDIS_PID_OUT ;;
+esac
 
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
     -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" > /dev/null 2>&1 ||
@@ -189,50 +272,138 @@ openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
 TOKEN=$("$BUILD/herald-token" --secret "$SECRET" --user bench-user --email bench@example.com \
     --ttl 7200) || { say "herald-token failed"; exit 1; }
 
-# start_gateway NAME WORKERS: sets GW_PID, GW_PORT, GW_TLS_PORT, WORKER_PIDS, GW_CMD.
-start_gateway() {
-    GW_PORT=$(free_port)
-    GW_TLS_PORT=$(free_port)
-    GW_CMD="herald-gateway --host 127.0.0.1 --port $GW_PORT --tls-port $GW_TLS_PORT \
+# Listeners on PORT must belong to PIDS alone (with SO_REUSEPORT a second
+# server could share a port silently). Prints the count of our listeners.
+check_listeners() { # check_listeners "PORTS-FILTER" "PIDS"
+    listeners=$(ss -Hltnp "$1" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u | sed 's/pid=//')
+    for l in $listeners; do
+        case " $2 " in
+        *" $l "*) ;;
+        *) say "$1 is shared with pid $l ($(tr '\0' ' ' < /proc/$l/cmdline 2>/dev/null)): not ours"
+           exit 1 ;;
+        esac
+    done
+    echo $listeners | wc -w
+}
+
+# start_herald NAME WORKERS: sets SRV_PID, SRV_PIDS (supervisor + workers),
+# SRV_WORKERS, SRV_PORT, SRV_TLS_PORT, SRV_REDIS_PID, SRV_CMD.
+start_herald() {
+    SRV_PORT=$(free_port)
+    SRV_TLS_PORT=$(free_port)
+    SRV_REDIS_PID=$REDIS_PID
+    SRV_CMD="herald-gateway --host 127.0.0.1 --port $SRV_PORT --tls-port $SRV_TLS_PORT \
 --tls-cert cert.pem --tls-key key.pem --redis $REDIS_URL --workers $2 --jwt-secret ... \
 --max-connections-per-ip 10000000 --drain-timeout 2 --log-level warn"
-    $ON_CPU0 "$GW" --host 127.0.0.1 --port "$GW_PORT" --tls-port "$GW_TLS_PORT" \
+    $ON_CPU0 "$GW" --host 127.0.0.1 --port "$SRV_PORT" --tls-port "$SRV_TLS_PORT" \
         --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem" --redis "$REDIS_URL" \
         --workers "$2" --jwt-secret "$SECRET" --max-connections-per-ip 10000000 \
         --drain-timeout 2 --log-level warn > "$OUT/gateway-$1.log" 2>&1 &
-    GW_PID=$!
-    started "$GW_PID"
+    SRV_PID=$!
+    started "$SRV_PID"
     # Ready: every worker listens on both ports and has its Redis subscriber up
-    # (its probe channel is subscribed). The listeners must be ours alone: with
-    # SO_REUSEPORT another process could share a port silently.
+    # (its probe channel is subscribed).
     n=0
     while :; do
         n=$((n + 1))
-        if [ "$n" -gt 100 ] || ! alive "$GW_PID"; then
+        if [ "$n" -gt 100 ] || ! alive "$SRV_PID"; then
             say "gateway ($1) did not start"; tail -20 "$OUT/gateway-$1.log" >&2; exit 1
         fi
         sleep 0.1
-        WORKER_PIDS=$(children_of "$GW_PID" | tr '\n' ' ')
-        [ "$(echo $WORKER_PIDS | wc -w)" -eq "$2" ] || continue
-        listeners=$(ss -Hltnp "sport = :$GW_PORT or sport = :$GW_TLS_PORT" 2>/dev/null |
-            grep -o 'pid=[0-9]*' | sort -u | sed 's/pid=//')
-        [ "$(echo $listeners | wc -w)" -ge "$2" ] || continue
-        for l in $listeners; do
-            case " $WORKER_PIDS " in
-            *" $l "*) ;;
-            *) say "port $GW_PORT/$GW_TLS_PORT is shared with pid $l ($(tr '\0' ' ' < /proc/$l/cmdline 2>/dev/null)): not ours"
-               exit 1 ;;
-            esac
-        done
+        SRV_WORKERS=$(children_of "$SRV_PID" | tr '\n' ' ')
+        [ "$(echo $SRV_WORKERS | wc -w)" -eq "$2" ] || continue
+        [ "$(check_listeners "sport = :$SRV_PORT or sport = :$SRV_TLS_PORT" "$SRV_WORKERS")" -ge "$2" ] ||
+            continue
         probes=$(redis-cli -p "$REDIS_PORT" pubsub channels 'herald:__probe__:*' | grep -c . )
         [ "$probes" -ge "$2" ] && break
     done
-    say "gateway $1: pid $GW_PID, workers $(echo $WORKER_PIDS), ports $GW_PORT/$GW_TLS_PORT"
+    SRV_PIDS="$SRV_PID $SRV_WORKERS"
+    say "herald $1: pid $SRV_PID, workers $(echo $SRV_WORKERS), ports $SRV_PORT/$SRV_TLS_PORT"
 }
 
-stop_gateway() {
-    stop_pid "$GW_PID" 15
-    forget "$GW_PID"
+# start_nchan NAME WORKERS: the same for nginx with nchan, Redis storage.
+start_nchan() {
+    SRV_PORT=$(free_port)
+    SRV_TLS_PORT=""
+    SRV_REDIS_PID=$NREDIS_PID
+    redis-cli -p "$NREDIS_PORT" flushall > /dev/null # every scenario starts with empty storage
+    dir="$OUT/nginx-$1"
+    mkdir -p "$dir/tmp"
+    conns=$((NOFILE - 200))
+    cat > "$dir/nginx.conf" <<CONF
+# Generated by tests/bench/run.sh: nchan with Redis storage, as many workers as Herald has.
+load_module $NCHAN_SO;
+worker_processes $2;
+worker_rlimit_nofile $NOFILE;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $conns; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    upstream bench_redis { nchan_redis_server redis://127.0.0.1:$NREDIS_PORT; }
+    server {
+        listen 127.0.0.1:$SRV_PORT reuseport backlog=4096;
+        location ~ ^/sub/([A-Za-z0-9_-]+)\$ {
+            nchan_subscriber websocket;
+            nchan_channel_id \$1;
+            nchan_redis_pass bench_redis;
+            nchan_subscriber_first_message newest;
+            nchan_websocket_ping_interval 25;
+        }
+        location ~ ^/pub/([A-Za-z0-9_-]+)\$ {
+            allow 127.0.0.1;
+            deny all;
+            nchan_publisher;
+            nchan_channel_id \$1;
+            nchan_redis_pass bench_redis;
+        }
+    }
+}
+CONF
+    SRV_CMD="nginx -c nginx-$1/nginx.conf (nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), $2 workers, Redis storage)"
+    $ON_CPU0 "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' > "$dir/stderr.log" 2>&1 &
+    SRV_PID=$!
+    started "$SRV_PID"
+    n=0
+    while :; do
+        n=$((n + 1))
+        if [ "$n" -gt 100 ] || ! alive "$SRV_PID"; then
+            say "nginx ($1) did not start"; tail -20 "$dir/stderr.log" "$dir/error.log" >&2; exit 1
+        fi
+        sleep 0.1
+        SRV_WORKERS=$(children_of "$SRV_PID" | tr '\n' ' ')
+        [ "$(echo $SRV_WORKERS | wc -w)" -eq "$2" ] || continue
+        [ "$(check_listeners "sport = :$SRV_PORT" "$SRV_PID $SRV_WORKERS")" -ge 1 ] || continue
+        # Ready when a publish is stored (nchan's Redis connection is up).
+        code=$("$PY" -c "
+import urllib.request
+try:
+    r = urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$SRV_PORT/pub/probe', data=b'{}'), timeout=2)
+    print(r.status)
+except Exception as e:
+    print(getattr(e, 'code', 0))" 2>/dev/null)
+        case $code in 201|202) break ;; esac
+    done
+    SRV_PIDS="$SRV_PID $SRV_WORKERS"
+    say "nchan $1: pid $SRV_PID, workers $(echo $SRV_WORKERS), port $SRV_PORT"
+}
+
+start_server() { # start_server SERVER NAME WORKERS
+    case $1 in
+    herald) start_herald "$2" "$3" ;;
+    nchan) start_nchan "$2" "$3" ;;
+    esac
+}
+
+stop_server() {
+    stop_pid "$SRV_PID" 15
+    forget "$SRV_PID"
 }
 
 # The load generator, in the background: sets LPID.
@@ -251,182 +422,280 @@ stop_load() {
 
 load_cpu_ticks() { cpu_ticks $(children_of "$LPID"); }
 
+# Subscriber and publisher arguments per server.
+sub_args() { # sub_args SERVER: the target and port (and token) of a client
+    case $1 in
+    herald) echo "--target herald --port $SRV_PORT" ;;
+    nchan) echo "--target nchan --port $SRV_PORT" ;;
+    esac
+}
+
+channel_base() { # channel_base SERVER SCENARIO
+    case $1 in
+    herald) echo "apps:$2-" ;;
+    nchan) echo "$2-" ;; # nchan's location takes [A-Za-z0-9_-]
+    esac
+}
+
 # ---- scenarios -------------------------------------------------------------------
 
+scenario_floor() {
+    args="--connections $FLOOR_CONNS --writes $FLOOR_WRITES --size 150"
+    cmd floor "bench-floor $args"
+    rec floor cmd "$LAST_CMD"
+    $ON_CPU1 "$FLOOR" $args > "$OUT/floor.out" 2> "$OUT/floor.err" ||
+        { say "floor failed: $(cat "$OUT/floor.err")"; return; }
+    for k in connections writes size wall_s writer_cpu_s write_us reader_cpu_s read_us_per_write; do
+        rec floor "$k" "$(kv "$OUT/floor.out" $k)"
+    done
+    say "floor: $(cat "$OUT/floor.out")"
+}
+
 # Idle: N connections, one subscription each (100 channels), pings every 25 s
-# (the gateway's default) answered by the clients; RSS and CPU of the gateway.
-scenario_idle() { # scenario_idle NAME COUNT TLS(0/1)
-    name=$1 count=$2 tls=$3
-    # A worker holds at most its open-file limit; SO_REUSEPORT spreads unevenly.
+# (Herald's default; nchan is given the same interval), answered by the clients;
+# memory (PSS) and CPU of the server's processes.
+scenario_idle() { # scenario_idle SERVER NAME COUNT TLS(0/1)
+    srv=$1 name=$2 count=$3 tls=$4
+    # A process holds at most its open-file limit; SO_REUSEPORT spreads unevenly.
     workers=$(( (count + NOFILE * 3 / 4 - 1) / (NOFILE * 3 / 4) ))
     [ "$workers" -lt "$WORKERS" ] && workers=$WORKERS
-    start_gateway "$name" "$workers"
-    port=$GW_PORT tlsflag=""
-    [ "$tls" = 1 ] && port=$GW_TLS_PORT tlsflag="--tls"
+    start_server "$srv" "$name" "$workers"
+    port=$SRV_PORT tlsflag=""
+    [ "$tls" = 1 ] && port=$SRV_TLS_PORT tlsflag="--tls"
     sleep 1
-    rss0=$(rss_kb $WORKER_PIDS)
-    args="connect --port $port $tlsflag --connections $count --channels 100 --channel-base apps:idle- --duration $((IDLE_SECONDS + 600)) --concurrency 256 --procs $LOAD_PROCS"
-    cmd "$name" "herald-load $args --token \$TOKEN   # gateway: $GW_CMD"
+    mem0=$(pss_kb $SRV_PIDS)
+    args="connect --target $srv --port $port $tlsflag --connections $count --channels 100 --channel-base $(channel_base "$srv" "$name") --duration $((IDLE_SECONDS + 600)) --concurrency 256 --procs $LOAD_PROCS"
+    tokarg=""
+    [ "$srv" = herald ] && tokarg="--token \$TOKEN"
+    cmd "$name" "herald-load $args $tokarg   # server: $SRV_CMD"
     t0=$(now_ms)
-    start_load "$name" $args --token "$TOKEN" --status-file "$OUT/$name.status"
-    if ! wait_status "$OUT/$name.status" ready 300; then
-        say "$name: connections not ready in 300 s"
+    if [ "$srv" = herald ]; then
+        start_load "$name" $args --token "$TOKEN" --status-file "$OUT/$name.status"
+    else
+        start_load "$name" $args --status-file "$OUT/$name.status"
     fi
+    wait_status "$OUT/$name.status" ready 300 || say "$name: connections not ready in 300 s"
     t1=$(now_ms)
     sleep 3
-    rss1=$(rss_kb $WORKER_PIDS)
-    c0=$(cpu_ticks $GW_PID $WORKER_PIDS)
+    mem1=$(pss_kb $SRV_PIDS)
+    c0=$(cpu_ticks $SRV_PIDS)
     l0=$(load_cpu_ticks)
-    b0=$(busy_ticks)
-    say "$name: $(cat "$OUT/$name.status" | tail -1); idle for $IDLE_SECONDS s"
+    say "$name: $(tail -1 "$OUT/$name.status"); idle for $IDLE_SECONDS s"
     sleep "$IDLE_SECONDS"
-    c1=$(cpu_ticks $GW_PID $WORKER_PIDS)
+    c1=$(cpu_ticks $SRV_PIDS)
     l1=$(load_cpu_ticks)
-    b1=$(busy_ticks)
-    rec "$name" other_cpu_s "$(calc "round(($b1 - $b0 - ($c1 - $c0) - ($l1 - $l0)) / $CLK_TCK, 2)")"
     stop_load
-    stop_gateway
-    est=$(kv "$OUT/$name.out" established)
-    sub=$(kv "$OUT/$name.out" subscribed)
+    stop_server
+    o="$OUT/$name.out"
+    sub=$(kv "$o" subscribed)
+    rec "$name" server "$srv"
     rec "$name" cmd "$LAST_CMD"
     rec "$name" connections "$count"
     rec "$name" workers "$workers"
-    rec "$name" established "${est:-0}"
+    rec "$name" tls "$tls"
+    rec "$name" established "$(kv "$o" established)"
     rec "$name" subscribed "${sub:-0}"
-    rec "$name" failed "$(kv "$OUT/$name.out" failed)"
-    rec "$name" disconnected "$(kv "$OUT/$name.out" disconnected)"
-    rec "$name" pings "$(kv "$OUT/$name.out" pings)"
-    rec "$name" first_error "$(kv "$OUT/$name.out" first_error)"
+    rec "$name" failed "$(kv "$o" failed)"
+    rec "$name" disconnected "$(kv "$o" disconnected)"
+    rec "$name" pings "$(kv "$o" pings)"
+    rec "$name" first_error "$(kv "$o" first_error)"
     rec "$name" ramp_s "$(calc "($t1 - $t0) / 1000")"
-    rec "$name" rss_before_kb "$rss0"
-    rec "$name" rss_after_kb "$rss1"
+    rec "$name" pss_before_kb "$mem0"
+    rec "$name" pss_after_kb "$mem1"
+    rec "$name" load_cpu_s "$(calc "($l1 - $l0) / $CLK_TCK")"
     if [ "${sub:-0}" -gt 0 ]; then
-        rec "$name" rss_per_conn_bytes "$(calc "round(($rss1 - $rss0) * 1024 / $sub)")"
-        rec "$name" idle_cpu_pct "$(calc "round(($c1 - $c0) / $CLK_TCK / $IDLE_SECONDS * 100, 3)")"
+        rec "$name" kib_per_conn "$(calc "round(($mem1 - $mem0) / $sub, 3)")"
         rec "$name" idle_cpu_pct_per_10k "$(calc "round(($c1 - $c0) / $CLK_TCK / $IDLE_SECONDS * 100 * 10000 / $sub, 3)")"
     fi
     rec "$name" idle_seconds "$IDLE_SECONDS"
 }
 
 # Throughput: subscribers, then a publisher at a fixed rate; latency from the
-# embedded timestamp; CPU of the gateway between "all subscribed" and "every
-# end marker received".
-scenario_publish() { # NAME SUBS CHANNELS RATE
-    name=$1 subs=$2 channels=$3 rate=$4
-    start_gateway "$name" "$WORKERS"
-    args="subscribe --port $GW_PORT --connections $subs --channels $channels --channel-base apps:$name- --duration $((PUBLISH_SECONDS + 300)) --concurrency 256 --procs $LOAD_PROCS"
-    cmd "$name" "herald-load $args --token \$TOKEN --csv $name.csv --hist $name.hist   # gateway: $GW_CMD"
+# timestamp in each payload; CPU of the server between the publisher's start
+# and "every end marker received" (or DRAIN_SECONDS after publishing ended).
+scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
+    srv=$1 name=$2 subs=$3 channels=$4 rate=$5 profile=${6:-0}
+    scen=${name#*_}
+    start_server "$srv" "$name" "$WORKERS"
+    base=$(channel_base "$srv" "$scen")
+    args="subscribe $(sub_args "$srv") --connections $subs --channels $channels --channel-base $base --duration $((PUBLISH_SECONDS + DRAIN_SECONDS + 300)) --concurrency 256 --procs $LOAD_PROCS"
+    tokarg=""
+    [ "$srv" = herald ] && tokarg="--token \$TOKEN"
+    cmd "$name" "herald-load $args $tokarg --csv $name.csv --hist $name.hist   # server: $SRV_CMD"
     sub_cmd=$LAST_CMD
-    start_load "$name" $args --token "$TOKEN" --status-file "$OUT/$name.status" \
-        --csv "$OUT/$name.csv" --hist "$OUT/$name.hist"
-    wait_status "$OUT/$name.status" ready 120 || say "$name: subscribers not ready in 120 s"
+    if [ "$srv" = herald ]; then
+        start_load "$name" $args --token "$TOKEN" --status-file "$OUT/$name.status" \
+            --csv "$OUT/$name.csv" --hist "$OUT/$name.hist"
+    else
+        start_load "$name" $args --status-file "$OUT/$name.status" \
+            --csv "$OUT/$name.csv" --hist "$OUT/$name.hist"
+    fi
+    wait_status "$OUT/$name.status" ready 180 || say "$name: subscribers not ready in 180 s"
+    sleep 1 # nchan subscribes to Redis after its 101; both servers get the same pause
     say "$name: $(tail -1 "$OUT/$name.status"); publishing $rate/s for $PUBLISH_SECONDS s"
-    pargs="publish --redis $REDIS_URL --rate $rate --channels $channels --channel-base apps:$name- --duration $PUBLISH_SECONDS"
+    case $srv in
+    herald) pargs="publish --redis $REDIS_URL --rate $rate --size $SIZE --channels $channels --channel-base $base --duration $PUBLISH_SECONDS" ;;
+    nchan) pargs="publish --target nchan --port $SRV_PORT --http-conns $NCHAN_CONNS --pipeline $NCHAN_PIPELINE --rate $rate --size $SIZE --channels $channels --channel-base $base --duration $PUBLISH_SECONDS" ;;
+    esac
     cmd "$name" "herald-load $pargs"
     pub_cmd=$LAST_CMD
-    c0=$(cpu_ticks $GW_PID $WORKER_PIDS)
+    if [ "$profile" = 1 ]; then
+        perf record -e cpu-clock -g -o "$OUT/perf-$name.data" \
+            -p "$(echo $SRV_WORKERS | tr ' ' ',')" > "$OUT/perf-$name.log" 2>&1 &
+        PERF_PID=$!
+        started "$PERF_PID"
+        sleep 0.3
+    else
+        perf_start "$OUT/$name.perf" $SRV_PIDS
+    fi
+    c0=$(cpu_ticks $SRV_PIDS)
     l0=$(load_cpu_ticks)
-    r0=$(cpu_ticks "$REDIS_PID")
+    r0=$(cpu_ticks "$SRV_REDIS_PID")
     b0=$(busy_ticks)
     i0=$(irq_ticks)
     t0=$(now_ms)
-    $ON_CPU1 "$LOAD" $pargs > "$OUT/$name.pub.out" 2> "$OUT/$name.pub.err"
-    wait_status "$OUT/$name.status" done 60 || say "$name: not every end marker arrived in 60 s"
+    $ON_CPU1 "$LOAD" $pargs > "$OUT/$name.pub.out" 2> "$OUT/$name.pub.err" ||
+        say "$name: the publisher failed: $(tail -2 "$OUT/$name.pub.err")"
+    tp=$(now_ms)
+    wait_status "$OUT/$name.status" done "$DRAIN_SECONDS" ||
+        say "$name: not every end marker arrived within $DRAIN_SECONDS s after publishing"
     t1=$(now_ms)
-    c1=$(cpu_ticks $GW_PID $WORKER_PIDS)
+    c1=$(cpu_ticks $SRV_PIDS)
     l1=$(load_cpu_ticks)
-    r1=$(cpu_ticks "$REDIS_PID")
+    r1=$(cpu_ticks "$SRV_REDIS_PID")
     b1=$(busy_ticks)
     i1=$(irq_ticks)
+    if [ "$profile" = 1 ]; then
+        kill -INT "$PERF_PID" 2>/dev/null
+        n=0
+        while alive "$PERF_PID" && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+        stop_pid "$PERF_PID" 5
+        forget "$PERF_PID"
+        syscalls=""
+    else
+        syscalls=$(perf_stop "$OUT/$name.perf")
+    fi
     stop_load
-    stop_gateway
+    stop_server
     o="$OUT/$name.out"
+    p="$OUT/$name.pub.out"
     recv=$(kv "$o" received)
     recv=${recv:-0}
-    gw_cpu=$(calc "($c1 - $c0) / $CLK_TCK")
+    published=$(kv "$p" published)
+    pub_s=$(kv "$p" duration_s)
+    srv_cpu=$(calc "($c1 - $c0) / $CLK_TCK")
+    window=$(calc "($t1 - $t0) / 1000")
+    drain=$(calc "($t1 - $tp) / 1000")
+    rec "$name" server "$srv"
     rec "$name" cmd "$sub_cmd, $pub_cmd"
     rec "$name" subscribers "$subs"
     rec "$name" channels "$channels"
     rec "$name" rate "$rate"
     rec "$name" subscribed "$(kv "$o" subscribed)"
-    rec "$name" published "$(kv "$OUT/$name.pub.out" published)"
-    rec "$name" publish_seconds "$(kv "$OUT/$name.pub.out" duration_s)"
-    rec "$name" publisher_max_lag_ms "$(kv "$OUT/$name.pub.out" max_lag_ms)"
+    rec "$name" published "${published:-0}"
+    rec "$name" publish_seconds "${pub_s:-0}"
+    rec "$name" publisher_max_lag_ms "$(kv "$p" max_lag_ms)"
+    rec "$name" publisher_cpu_s "$(kv "$p" cpu_s)"
+    rec "$name" publisher_errors "$(kv "$p" errors)"
     rec "$name" received "$recv"
-    rec "$name" expected "$(calc "$(kv "$OUT/$name.pub.out" published) * $subs // $channels")"
+    rec "$name" expected "$(calc "${published:-0} * $subs // $channels")"
     rec "$name" lost "$(kv "$o" lost)"
     rec "$name" missing_end "$(kv "$o" missing_end)"
     rec "$name" duplicates "$(kv "$o" duplicates)"
     rec "$name" misrouted "$(kv "$o" misrouted)"
     rec "$name" disconnected "$(kv "$o" disconnected)"
-    rec "$name" window_s "$(calc "($t1 - $t0) / 1000")"
-    rec "$name" gateway_cpu_s "$gw_cpu"
+    rec "$name" window_s "$window"
+    rec "$name" drain_s "$drain"
+    rec "$name" server_cpu_s "$srv_cpu"
     rec "$name" load_cpu_s "$(calc "($l1 - $l0) / $CLK_TCK")"
     rec "$name" redis_cpu_s "$(calc "($r1 - $r0) / $CLK_TCK")"
     rec "$name" softirq_cpu_s "$(calc "($i1 - $i0) / $CLK_TCK")"
     # Everything else, the publisher included: other users of this machine show here.
     rec "$name" other_cpu_s "$(calc "round(($b1 - $b0 - ($c1 - $c0) - ($l1 - $l0) - ($r1 - $r0)) / $CLK_TCK, 2)")"
     rec "$name" offered_per_s "$((rate * subs / channels))"
-    rec "$name" achieved_per_s "$(calc "round($recv / $(kv "$OUT/$name.pub.out" duration_s))")"
-    [ "$gw_cpu" != 0.0 ] && rec "$name" deliveries_per_cpu_s "$(calc "round($recv / $gw_cpu)")"
+    rec "$name" syscalls "$syscalls"
     for q in p50_us p99_us p999_us max_us mean_us; do rec "$name" "$q" "$(kv "$o" $q)"; done
     rec "$name" first_error "$(kv "$o" first_error)"
+    if [ "$profile" = 1 ] && [ -s "$OUT/perf-$name.data" ]; then
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort symbol \
+            --percent-limit 0.7 -g none 2> /dev/null | grep -v '^$' > "$OUT/profile-many.txt"
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort dso \
+            -g none 2> /dev/null | grep -v '^$' > "$OUT/profile-many-dso.txt"
+        say "profile: $OUT/profile-many.txt"
+    fi
 }
 
-# Churn: open-upgrade-verify(101 + "connected", so the JWT passed)-close.
+# Churn (Herald only): open-upgrade-verify(101 + "connected", so the JWT passed)-close.
 scenario_churn() { # NAME TLS
     name=$1 tls=$2
-    start_gateway "$name" "$WORKERS"
-    port=$GW_PORT tlsflag=""
-    [ "$tls" = 1 ] && port=$GW_TLS_PORT tlsflag="--tls"
+    start_herald "$name" "$WORKERS"
+    port=$SRV_PORT tlsflag=""
+    [ "$tls" = 1 ] && port=$SRV_TLS_PORT tlsflag="--tls"
     args="churn --port $port $tlsflag --duration $CHURN_SECONDS --concurrency $CHURN_CONCURRENCY --procs $LOAD_PROCS"
-    cmd "$name" "herald-load $args --token \$TOKEN   # gateway: $GW_CMD"
+    cmd "$name" "herald-load $args --token \$TOKEN   # server: $SRV_CMD"
+    rec "$name" server herald
     rec "$name" cmd "$LAST_CMD"
-    c0=$(cpu_ticks $GW_PID $WORKER_PIDS)
-    b0=$(busy_ticks)
+    c0=$(cpu_ticks $SRV_PIDS)
     start_load "$name" $args --token "$TOKEN"
     sleep 0.5
     l0=$(load_cpu_ticks)
+    l1=$l0
     while alive "$LPID"; do
         l1=$(load_cpu_ticks) # the children's time, read while they still exist
         sleep 0.5
     done
     wait "$LPID"
     forget "$LPID"
-    c1=$(cpu_ticks $GW_PID $WORKER_PIDS)
-    b1=$(busy_ticks)
+    c1=$(cpu_ticks $SRV_PIDS)
     rec "$name" load_cpu_s "$(calc "($l1 - $l0) / $CLK_TCK")"
-    rec "$name" other_cpu_s "$(calc "round(($b1 - $b0 - ($c1 - $c0) - ($l1 - $l0)) / $CLK_TCK, 2)")"
-    stop_gateway
+    stop_server
     o="$OUT/$name.out"
     hs=$(kv "$o" handshakes)
-    gw_cpu=$(calc "($c1 - $c0) / $CLK_TCK")
+    srv_cpu=$(calc "($c1 - $c0) / $CLK_TCK")
     rec "$name" handshakes "${hs:-0}"
     rec "$name" handshakes_per_s "$(kv "$o" handshakes_per_s)"
     rec "$name" failed "$(kv "$o" failed)"
-    rec "$name" first_error "$(kv "$o" first_error)"
-    rec "$name" gateway_cpu_s "$gw_cpu"
-    [ "$gw_cpu" != 0.0 ] && rec "$name" handshakes_per_cpu_s "$(calc "round(${hs:-0} / $gw_cpu)")"
+    rec "$name" server_cpu_s "$srv_cpu"
     for q in p50_us p99_us max_us; do rec "$name" "$q" "$(kv "$o" $q)"; done
 }
+
+has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for s in $SCENARIOS; do
     say "scenario $s"
     case $s in
-    idle) scenario_idle idle "$IDLE_CONNS" 0 ;;
-    idle_wss) scenario_idle idle_wss "$IDLE_WSS_CONNS" 1 ;;
-    fanout) scenario_publish fanout "$FANOUT_SUBS" 1 "$FANOUT_RATE" ;;
-    many) scenario_publish many "$MANY_SUBS" "$MANY_CHANNELS" "$MANY_RATE" ;;
-    churn) scenario_churn churn 0 ;;
-    churn_wss) scenario_churn churn_wss 1 ;;
+    floor) scenario_floor ;;
+    idle)
+        for srv in $SERVERS; do scenario_idle "$srv" "${srv}_idle" "$IDLE_CONNS" 0; done
+        has_server herald && scenario_idle herald herald_idle_wss "$IDLE_WSS_CONNS" 1 ;;
+    fanout | fanout100 | many | many1k)
+        case $s in
+        fanout) set -- "$FANOUT_SUBS" 1 "$FANOUT_RATE" ;;
+        fanout100) set -- "$FANOUT_SUBS" 1 "$FANOUT100_RATE" ;;
+        many) set -- "$MANY_CHANNELS" "$MANY_CHANNELS" "$MANY_RATE" ;;
+        many1k) set -- "$MANY_CHANNELS" "$MANY_CHANNELS" "$MANY1K_RATE" ;;
+        esac
+        for srv in $SERVERS; do scenario_publish "$srv" "${srv}_$s" "$@"; done ;;
+    churn) scenario_churn herald_churn 0 ;;
+    churn_wss) scenario_churn herald_churn_wss 1 ;;
     *) say "unknown scenario $s" ;;
     esac
 done
 
+if [ "$PROFILE" = 1 ] && has_server herald; then
+    say "profile: Herald, many channels, under perf record (not measured)"
+    scenario_publish herald herald_profile_many "$MANY_CHANNELS" "$MANY_CHANNELS" "$MANY_RATE" 1
+fi
+
 rec run seconds "$(( $(date +%s) - BENCH_START ))"
-rec run load_procs "$LOAD_PROCS"
+rec run quick "$QUICK"
+rec run workers "$WORKERS"
 rec run pinned "$PIN"
 rec run nofile "$NOFILE"
+rec run size "$SIZE"
+rec run publish_seconds "$PUBLISH_SECONDS"
+rec run nchan_version "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)"
+rec run nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 rec run loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 cleanup
 "$PY" "$HERE/report.py" "$OUT"
