@@ -136,6 +136,9 @@ enum mode { MODE_CONNECT, MODE_SUBSCRIBE, MODE_PUBLISH, MODE_CHURN };
 enum target { TARGET_HERALD, TARGET_NCHAN };
 
 #define MAX_PAYLOAD 1024 /* --size limit */
+#define SEQ_WINDOW                                                                                 \
+    1024 /* an event this far behind the newest one of its channel is not told                     \
+            apart from a duplicate */
 
 struct options {
     enum mode mode;
@@ -179,6 +182,7 @@ struct child_result {
     uint64_t disconnected; /* closed by the gateway or the network after opening */
     uint64_t pings;        /* pings from the gateway, each answered with a pong */
     uint64_t received, lost, duplicates, misrouted, ended, other_messages;
+    uint64_t reordered; /* arrived after a later event of their channel (counted as received) */
     uint64_t open_lost; /* subscribed connections that went away before their end marker */
     uint64_t last_close_code;
     double elapsed;      /* seconds the child ran its load */
@@ -221,9 +225,10 @@ struct lconn {
     long index; /* global connection number: channel and source address */
     enum lconn_state state;
     bool ended;
-    uint64_t last_seq;
-    uint64_t started_ns; /* CLOCK_MONOTONIC at connect() */
-    char accept[29];     /* the Sec-WebSocket-Accept we expect */
+    uint64_t last_seq;              /* the highest sequence number seen */
+    uint64_t seen[SEQ_WINDOW / 64]; /* bit i: last_seq - i arrived (late ones fill gaps) */
+    uint64_t started_ns;            /* CLOCK_MONOTONIC at connect() */
+    char accept[29];                /* the Sec-WebSocket-Accept we expect */
 };
 
 struct load {
@@ -375,6 +380,21 @@ static bool has_prefix(const uint8_t *p, size_t len, const char *prefix) {
     return len >= n && memcmp(p, prefix, n) == 0;
 }
 
+/* Moves the window of seen sequence numbers up by n. */
+static void seq_window_shift(uint64_t *w, uint64_t n) {
+    const unsigned words = SEQ_WINDOW / 64;
+    if (n >= SEQ_WINDOW) {
+        memset(w, 0, words * sizeof *w);
+        return;
+    }
+    unsigned ws = (unsigned)(n / 64), bs = (unsigned)(n % 64);
+    for (unsigned i = words; i-- > 0;) {
+        uint64_t v = i >= ws ? w[i - ws] << bs : 0;
+        if (bs && i >= ws + 1) v |= w[i - ws - 1] >> (64 - bs);
+        w[i] = v;
+    }
+}
+
 /* An event's data for an open subscriber, from its opening brace:
  * {"t":<ns>,"seq":n[,"c":k...]} or {"end":1,"seq":n[,"c":k]}. Checks the
  * sequence (and the channel, when the data names it), records latency. */
@@ -407,17 +427,30 @@ static void handle_data(struct lconn *c, const uint8_t *s, const uint8_t *end, u
 
     if (is_end) {
         if (!c->ended) {
-            if (seq > c->last_seq) r->lost += seq - c->last_seq;
+            if (seq > c->last_seq) { /* the tail never came (or comes late: then it fills) */
+                r->lost += seq - c->last_seq;
+                seq_window_shift(c->seen, seq - c->last_seq);
+                c->last_seq = seq;
+            }
             c->ended = true;
             r->ended++;
         }
         return;
     }
-    if (seq <= c->last_seq) {
-        r->duplicates++;
-    } else {
-        if (seq > c->last_seq + 1) r->lost += seq - c->last_seq - 1;
+    if (seq > c->last_seq) {
+        if (seq > c->last_seq + 1) r->lost += seq - c->last_seq - 1; /* until they arrive */
+        seq_window_shift(c->seen, seq - c->last_seq);
+        c->seen[0] |= 1;
         c->last_seq = seq;
+    } else {
+        uint64_t back = c->last_seq - seq;
+        if (back >= SEQ_WINDOW || (c->seen[back / 64] >> (back % 64) & 1)) {
+            r->duplicates++;
+            return;
+        }
+        c->seen[back / 64] |= UINT64_C(1) << (back % 64);
+        if (r->lost) r->lost--;
+        r->reordered++;
     }
     r->received++;
     uint64_t us = recv_ns > t ? (recv_ns - t) / 1000 : 0;
@@ -927,7 +960,8 @@ static void report(const struct options *o, const struct child_result *t, double
     printf("mode=%s procs=%d connections=%ld attempted=%llu established=%llu subscribed=%llu "
            "failed=%llu failed_connect=%llu failed_http=%llu failed_auth=%llu "
            "failed_subscribe=%llu failed_protocol=%llu disconnected=%llu pings=%llu "
-           "received=%llu lost=%llu duplicates=%llu misrouted=%llu ended=%llu missing_end=%llu "
+           "received=%llu lost=%llu duplicates=%llu reordered=%llu misrouted=%llu ended=%llu "
+           "missing_end=%llu "
            "other_messages=%llu handshakes=%llu elapsed_s=%.3f handshakes_per_s=%.1f "
            "samples=%llu p50_us=%llu p90_us=%llu p99_us=%llu p999_us=%llu max_us=%llu "
            "mean_us=%.1f last_close_code=%llu first_error=%s\n",
@@ -939,7 +973,8 @@ static void report(const struct options *o, const struct child_result *t, double
            (unsigned long long)t->failed_protocol, (unsigned long long)t->disconnected,
            (unsigned long long)t->pings, (unsigned long long)t->received,
            (unsigned long long)t->lost, (unsigned long long)t->duplicates,
-           (unsigned long long)t->misrouted, (unsigned long long)t->ended,
+           (unsigned long long)t->reordered, (unsigned long long)t->misrouted,
+           (unsigned long long)t->ended,
            (unsigned long long)(o->mode == MODE_SUBSCRIBE ? t->subscribed - t->ended : 0),
            (unsigned long long)t->other_messages, (unsigned long long)t->handshakes, elapsed,
            elapsed > 0 ? (double)t->handshakes / elapsed : 0.0, (unsigned long long)h->total,
@@ -1085,6 +1120,7 @@ static int run_clients(struct options *o) {
         total->misrouted += r->misrouted;
         total->ended += r->ended;
         total->other_messages += r->other_messages;
+        total->reordered += r->reordered;
         total->open_lost += r->open_lost;
         if (r->last_close_code) total->last_close_code = r->last_close_code;
         if (!total->first_error[0] && r->first_error[0])
@@ -1263,6 +1299,7 @@ struct hpub {
     const struct options *o;
     struct hconn *conns;
     long n;
+    long next; /* round robin over conns */
     uint64_t answered, errors;
     int first_status; /* the first status that was not 201/202 */
 };
@@ -1379,14 +1416,26 @@ static int hpub_poll(struct hpub *P, struct pollfd *pfd, uint64_t wait_ns) {
     return 0;
 }
 
-/* Queues channel k's event on its connection (channel k always uses the same
- * one, so each channel's events keep their order). Returns 1 when that
- * connection's pipeline is full, -1 on error. */
+/* Queues channel k's event on the next connection with room in its pipeline
+ * (round robin), so that one busy channel is not held to one connection's
+ * request-response pace; events of a channel may then reach nchan out of
+ * order, which the subscribers count as "reordered", not as loss. Returns 1
+ * when every pipeline is full, -1 on error. */
 static int hpub_send(struct hpub *P, long k, const char *body, size_t len) {
-    struct hconn *h = &P->conns[k % P->n];
-    if (h->in_flight >= P->o->pipeline) return 1;
-    if (hconn_queue(P, h, k, body, len) != 0) return -1;
-    return hconn_flush(h) == 0 ? 0 : -1;
+    for (long tries = 0; tries < P->n; tries++) {
+        struct hconn *h = &P->conns[P->next];
+        P->next = (P->next + 1) % P->n;
+        if (h->in_flight >= P->o->pipeline) continue;
+        if (hconn_queue(P, h, k, body, len) != 0) return -1;
+        return hconn_flush(h) == 0 ? 0 : -1;
+    }
+    return 1;
+}
+
+static long hpub_pending(const struct hpub *P) {
+    long pending = 0;
+    for (long i = 0; i < P->n; i++) pending += P->conns[i].in_flight;
+    return pending;
 }
 
 /* POSTs o->rate events a second to nchan for o->duration seconds, round-robin
@@ -1452,8 +1501,11 @@ static int run_publish_http(const struct options *o) {
         if (hpub_poll(&P, pfd, wait) != 0) goto out;
     }
     double elapsed = (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9;
-    /* End markers, then every response. */
+    /* Every event answered (so stored in order before them), then the end
+     * markers, then their answers. */
     uint64_t deadline = now_ns(CLOCK_MONOTONIC) + 60 * UINT64_C(1000000000);
+    while (hpub_pending(&P) > 0)
+        if (now_ns(CLOCK_MONOTONIC) > deadline || hpub_poll(&P, pfd, 5000000) != 0) goto out;
     for (long k = 0; k < o->channels;) {
         size_t len = make_end_marker(payload, seq[k], k);
         int r = hpub_send(&P, k, payload, len);
@@ -1464,12 +1516,8 @@ static int run_publish_http(const struct options *o) {
         }
         if (now_ns(CLOCK_MONOTONIC) > deadline || hpub_poll(&P, pfd, 5000000) != 0) goto out;
     }
-    for (;;) {
-        long pending = 0;
-        for (long i = 0; i < P.n; i++) pending += P.conns[i].in_flight;
-        if (pending == 0) break;
+    while (hpub_pending(&P) > 0)
         if (now_ns(CLOCK_MONOTONIC) > deadline || hpub_poll(&P, pfd, 5000000) != 0) goto out;
-    }
     rc = P.errors ? 1 : 0;
     printf("mode=publish target=nchan channels=%ld rate=%.0f size=%ld duration_s=%.3f "
            "published=%llu achieved_rate=%.1f http_conns=%ld pipeline=%ld answered=%llu "

@@ -188,11 +188,11 @@ def rows_for(data):
 
         offered = fmt_int(d0.get("offered_per_s"))
         row("achieved deliveries/s (offered %s)" % offered, "achieved", "%.0f")
+        lossf = lambda F, d: "n/a" if not F else "%s (%s%%)%s" % (
+            fmt_int(F.get("loss")), f2(F.get("loss_pct"), "%.3f"),
+            "; %s reordered" % fmt_int(d.get("reordered")) if num(d.get("reordered")) else "")
         rows.append((label, "loss: undelivered + duplicates + misrouted (%)",
-                     "%s (%s%%)" % (fmt_int(H.get("loss")), f2(H.get("loss_pct"), "%.3f"))
-                     if H else "n/a",
-                     "%s (%s%%)" % (fmt_int(N.get("loss")), f2(N.get("loss_pct"), "%.3f"))
-                     if N else "n/a", "", "0" if scen == "fanout" else "",
+                     lossf(H, hd), lossf(N, nd), "", "0" if scen == "fanout" else "",
                      verdict(H.get("loss") == 0) if scen == "fanout" and H else ""))
         lat = lambda F: "n/a" if not F else "%s / %s%s" % (
             fmt_ms(F.get("p50")), fmt_ms(F.get("p99")), " (backlog)" if F.get("backlog") else "")
@@ -236,6 +236,11 @@ def rows_for(data):
                                                             f2(F.get("pub_pct"), "%.0f"))
         rows.append((label, "subscribing clients / publisher CPU, % of a core", lim(H), lim(N),
                      "", "", ""))
+        oth = lambda d: "n/a" if not d else "%s (%s s window)" % (
+            f2(100.0 * ((num(d.get("other_cpu_s")) or 0) - (num(d.get("publisher_cpu_s")) or 0))
+               / (num(d.get("window_s")) or 1), "%.0f%%"), d.get("window_s", "?"))
+        rows.append((label, "other processes' CPU (not server, clients, Redis, publisher), % of a core",
+                     oth(hd), oth(nd), "", "", ""))
         for srv, F, d in (("Herald", H, hd), ("nchan", N, nd)):
             if not F:
                 continue

@@ -602,6 +602,7 @@ scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
     rec "$name" lost "$(kv "$o" lost)"
     rec "$name" missing_end "$(kv "$o" missing_end)"
     rec "$name" duplicates "$(kv "$o" duplicates)"
+    rec "$name" reordered "$(kv "$o" reordered)"
     rec "$name" misrouted "$(kv "$o" misrouted)"
     rec "$name" disconnected "$(kv "$o" disconnected)"
     rec "$name" window_s "$window"
@@ -621,6 +622,8 @@ scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
             --percent-limit 0.7 -g none 2> /dev/null | grep -v '^$' > "$OUT/profile-many.txt"
         perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort dso \
             -g none 2> /dev/null | grep -v '^$' > "$OUT/profile-many-dso.txt"
+        perf report -i "$OUT/perf-$name.data" --stdio --children --sort symbol \
+            --percent-limit 3 -g none 2> /dev/null | grep -v '^$' > "$OUT/profile-many-children.txt"
         say "profile: $OUT/profile-many.txt"
     fi
 }
