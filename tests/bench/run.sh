@@ -603,6 +603,7 @@ scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
     rec "$name" missing_end "$(kv "$o" missing_end)"
     rec "$name" duplicates "$(kv "$o" duplicates)"
     rec "$name" reordered "$(kv "$o" reordered)"
+    rec "$name" late_unchecked "$(kv "$o" late_unchecked)"
     rec "$name" misrouted "$(kv "$o" misrouted)"
     rec "$name" disconnected "$(kv "$o" disconnected)"
     rec "$name" window_s "$window"
