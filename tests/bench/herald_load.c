@@ -184,6 +184,7 @@ struct child_result {
     uint64_t received, lost, duplicates, misrouted, ended, other_messages;
     uint64_t reordered; /* arrived after a later event of their channel (counted as received) */
     uint64_t late_unchecked; /* of those, SEQ_WINDOW or more behind: not checked for duplicates */
+    uint64_t last_event_ns;  /* CLOCK_REALTIME of the last event (not end marker) received */
     uint64_t open_lost;      /* subscribed connections that went away before their end marker */
     uint64_t last_close_code;
     double elapsed;      /* seconds the child ran its load */
@@ -457,6 +458,7 @@ static void handle_data(struct lconn *c, const uint8_t *s, const uint8_t *end, u
         r->reordered++;
     }
     r->received++;
+    if (recv_ns > r->last_event_ns) r->last_event_ns = recv_ns;
     uint64_t us = recv_ns > t ? (recv_ns - t) / 1000 : 0;
     hist_add(&r->latency, us);
     if (recv_ns > L->o->start_ns) {
@@ -969,7 +971,7 @@ static void report(const struct options *o, const struct child_result *t, double
            "missing_end=%llu "
            "other_messages=%llu handshakes=%llu elapsed_s=%.3f handshakes_per_s=%.1f "
            "samples=%llu p50_us=%llu p90_us=%llu p99_us=%llu p999_us=%llu max_us=%llu "
-           "mean_us=%.1f last_close_code=%llu first_error=%s\n",
+           "mean_us=%.1f last_close_code=%llu last_event_ns=%llu first_error=%s\n",
            mode_name(o->mode), o->procs, o->mode == MODE_CHURN ? 0 : o->connections,
            (unsigned long long)t->attempted, (unsigned long long)t->established,
            (unsigned long long)t->subscribed, (unsigned long long)failed,
@@ -986,7 +988,8 @@ static void report(const struct options *o, const struct child_result *t, double
            (unsigned long long)hist_quantile(h, 0.50), (unsigned long long)hist_quantile(h, 0.90),
            (unsigned long long)hist_quantile(h, 0.99), (unsigned long long)hist_quantile(h, 0.999),
            (unsigned long long)h->max_us, h->total ? (double)h->sum_us / (double)h->total : 0.0,
-           (unsigned long long)t->last_close_code, t->first_error[0] ? t->first_error : "-");
+           (unsigned long long)t->last_close_code, (unsigned long long)t->last_event_ns,
+           t->first_error[0] ? t->first_error : "-");
     fflush(stdout);
 }
 
@@ -1127,6 +1130,7 @@ static int run_clients(struct options *o) {
         total->other_messages += r->other_messages;
         total->reordered += r->reordered;
         total->late_unchecked += r->late_unchecked;
+        if (r->last_event_ns > total->last_event_ns) total->last_event_ns = r->last_event_ns;
         total->open_lost += r->open_lost;
         if (r->last_close_code) total->last_close_code = r->last_close_code;
         if (!total->first_error[0] && r->first_error[0])
@@ -1228,7 +1232,7 @@ static int run_publish(const struct options *o) {
     uint64_t sent = 0, errors = 0;
     long receivers = 0;
     double max_lag = 0;
-    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    uint64_t start = now_ns(CLOCK_MONOTONIC), start_real = now_ns(CLOCK_REALTIME);
     for (;;) {
         double elapsed = (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9;
         if (stop_requested || elapsed >= o->duration) break;
@@ -1279,10 +1283,10 @@ static int run_publish(const struct options *o) {
     }
     printf("mode=publish target=herald channels=%ld rate=%.0f size=%ld duration_s=%.3f "
            "published=%llu achieved_rate=%.1f gateway_receivers=%ld errors=%llu "
-           "max_lag_ms=%.3f cpu_s=%.3f\n",
+           "max_lag_ms=%.3f cpu_s=%.3f start_ns=%llu\n",
            o->channels, o->rate, o->size, elapsed, (unsigned long long)sent,
            elapsed > 0 ? (double)sent / elapsed : 0.0, receivers, (unsigned long long)errors,
-           max_lag * 1e3, own_cpu_seconds());
+           max_lag * 1e3, own_cpu_seconds(), (unsigned long long)start_real);
     fflush(stdout);
     free(seq);
     redisFree(rc);
@@ -1478,7 +1482,7 @@ static int run_publish_http(const struct options *o) {
     uint64_t sent = 0;
     double max_lag = 0;
     char payload[MAX_PAYLOAD];
-    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    uint64_t start = now_ns(CLOCK_MONOTONIC), start_real = now_ns(CLOCK_REALTIME);
     for (;;) {
         double elapsed = (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9;
         if (stop_requested || elapsed >= o->duration) break;
@@ -1527,11 +1531,11 @@ static int run_publish_http(const struct options *o) {
     rc = P.errors ? 1 : 0;
     printf("mode=publish target=nchan channels=%ld rate=%.0f size=%ld duration_s=%.3f "
            "published=%llu achieved_rate=%.1f http_conns=%ld pipeline=%ld answered=%llu "
-           "errors=%llu first_bad_status=%d max_lag_ms=%.3f cpu_s=%.3f\n",
+           "errors=%llu first_bad_status=%d max_lag_ms=%.3f cpu_s=%.3f start_ns=%llu\n",
            o->channels, o->rate, o->size, elapsed, (unsigned long long)sent,
            elapsed > 0 ? (double)sent / elapsed : 0.0, o->http_conns, o->pipeline,
            (unsigned long long)P.answered, (unsigned long long)P.errors, P.first_status,
-           max_lag * 1e3, own_cpu_seconds());
+           max_lag * 1e3, own_cpu_seconds(), (unsigned long long)start_real);
     fflush(stdout);
 out:
     if (rc == 1 && !P.errors) fprintf(stderr, "herald-load: publishing to nchan failed\n");

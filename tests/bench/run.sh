@@ -604,6 +604,9 @@ scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
     rec "$name" duplicates "$(kv "$o" duplicates)"
     rec "$name" reordered "$(kv "$o" reordered)"
     rec "$name" late_unchecked "$(kv "$o" late_unchecked)"
+    le=$(kv "$o" last_event_ns) ps=$(kv "$p" start_ns)
+    [ -n "$le" ] && [ -n "$ps" ] && [ "$le" != 0 ] &&
+        rec "$name" last_event_s "$(calc "round(($le - $ps) / 1e9, 3)")"
     rec "$name" misrouted "$(kv "$o" misrouted)"
     rec "$name" disconnected "$(kv "$o" disconnected)"
     rec "$name" window_s "$window"
