@@ -540,6 +540,7 @@ scenario_publish() { # SERVER NAME SUBS CHANNELS RATE [PROFILE]
     cmd "$name" "herald-load $pargs"
     pub_cmd=$LAST_CMD
     if [ "$profile" = 1 ]; then
+        cmd "$name" "perf record -e cpu-clock -g -p <worker pids> (while publishing); perf report --stdio --no-children --sort symbol -g none"
         perf record -e cpu-clock -g -o "$OUT/perf-$name.data" \
             -p "$(echo $SRV_WORKERS | tr ' ' ',')" > "$OUT/perf-$name.log" 2>&1 &
         PERF_PID=$!
