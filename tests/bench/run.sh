@@ -294,11 +294,12 @@ start_herald() {
     SRV_REDIS_PID=$REDIS_PID
     SRV_CMD="herald-gateway --host 127.0.0.1 --port $SRV_PORT --tls-port $SRV_TLS_PORT \
 --tls-cert cert.pem --tls-key key.pem --redis $REDIS_URL --workers $2 --jwt-secret ... \
---max-connections-per-ip 10000000 --drain-timeout 2 --log-level warn"
+--max-connections-per-ip 10000000 --drain-timeout 2 --admin-listen off --log-level warn"
+    # No operator listener: its fixed default port may be taken by another gateway here.
     $ON_CPU0 "$GW" --host 127.0.0.1 --port "$SRV_PORT" --tls-port "$SRV_TLS_PORT" \
         --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem" --redis "$REDIS_URL" \
         --workers "$2" --jwt-secret "$SECRET" --max-connections-per-ip 10000000 \
-        --drain-timeout 2 --log-level warn > "$OUT/gateway-$1.log" 2>&1 &
+        --drain-timeout 2 --admin-listen off --log-level warn > "$OUT/gateway-$1.log" 2>&1 &
     SRV_PID=$!
     started "$SRV_PID"
     # Ready: every worker listens on both ports and has its Redis subscriber up
