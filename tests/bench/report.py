@@ -144,13 +144,18 @@ def f2(v, fmt="%.2f"):
 def rows_for(data):
     """(scenario, figure, Herald, nchan, ratio, target, verdict) rows, and notes."""
     rows, notes = [], []
-    floor = data.get("floor", {})
-    floor_us = num(floor.get("write_us"))
-    if floor:
-        rows.append(("syscall floor", "CPU us per 150-byte write(), writer / reader (%s conns, "
-                     "%s writes)" % (fmt_int(floor.get("connections")), fmt_int(floor.get("writes"))),
-                     "%s / %s" % (f2(floor_us, "%.2f"), f2(num(floor.get("read_us_per_write")))),
-                     "", "", "", ""))
+    floor, floor_end = data.get("floor", {}), data.get("floor_end", {})
+    ends = [v for v in (num(floor.get("write_us")), num(floor_end.get("write_us")))
+            if v is not None]
+    floor_us = sum(ends) / len(ends) if ends else None
+    for d, when in ((floor, "start"), (floor_end, "end")):
+        if d:
+            rows.append(("syscall floor (%s of run)" % when,
+                         "CPU us per 150-byte write(), writer / reader (%s conns, %s writes)" % (
+                             fmt_int(d.get("connections")), fmt_int(d.get("writes"))),
+                         "%s / %s" % (f2(num(d.get("write_us"))),
+                                      f2(num(d.get("read_us_per_write")))),
+                         "", "", "", ""))
 
     h, n = data.get("herald_idle", {}), data.get("nchan_idle", {})
     if h or n:
@@ -229,7 +234,8 @@ def rows_for(data):
             row("deliveries per server CPU second", "per_cpu_s", "%.0f", ">= 4x nchan's", ok)
         if scen == "many" and floor_us:
             us = H.get("srv_us")
-            rows.append((label, "server CPU per delivery / syscall floor (%.2f us)" % floor_us,
+            rows.append((label, "server CPU per delivery / syscall floor (%.2f us%s)" % (
+                floor_us, ", the mean of start and end" if len(ends) == 2 else ""),
                          "n/a" if us is None else "%.2f (%.1f us)" % (us / floor_us, us),
                          "n/a" if N.get("srv_us") is None else "%.2f (%.1f us)" % (
                              N["srv_us"] / floor_us, N["srv_us"]),

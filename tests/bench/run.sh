@@ -12,7 +12,8 @@
 # starts is stopped by PID, also on failure or Ctrl-C.
 #
 # Scenarios (HERALD_BENCH_SCENARIOS, default "floor idle fanout fanout100 many many1k"):
-#   floor      1,000 loopback TCP connections, 200,000 writes of 150 bytes
+#   floor      1,000 loopback TCP connections, 200,000 writes of 150 bytes (run
+#              again after the other scenarios; their ratio uses the mean)
 #   idle       idle subscribers (ws on both servers, and wss on Herald)
 #   fanout     1 channel x FANOUT_SUBS subscribers x FANOUT_RATE events/s
 #   fanout100  the same at FANOUT100_RATE events/s
@@ -440,16 +441,16 @@ channel_base() { # channel_base SERVER SCENARIO
 
 # ---- scenarios -------------------------------------------------------------------
 
-scenario_floor() {
+scenario_floor() { # scenario_floor NAME (floor at the start, floor_end at the end)
     args="--connections $FLOOR_CONNS --writes $FLOOR_WRITES --size 150"
-    cmd floor "bench-floor $args"
-    rec floor cmd "$LAST_CMD"
-    $ON_CPU1 "$FLOOR" $args > "$OUT/floor.out" 2> "$OUT/floor.err" ||
-        { say "floor failed: $(cat "$OUT/floor.err")"; return; }
+    cmd "$1" "bench-floor $args"
+    rec "$1" cmd "$LAST_CMD"
+    $ON_CPU1 "$FLOOR" $args > "$OUT/$1.out" 2> "$OUT/$1.err" ||
+        { say "floor failed: $(cat "$OUT/$1.err")"; return; }
     for k in connections writes size wall_s writer_cpu_s write_us reader_cpu_s read_us_per_write; do
-        rec floor "$k" "$(kv "$OUT/floor.out" $k)"
+        rec "$1" "$k" "$(kv "$OUT/$1.out" $k)"
     done
-    say "floor: $(cat "$OUT/floor.out")"
+    say "$1: $(cat "$OUT/$1.out")"
 }
 
 # Idle: N connections, one subscription each (100 channels), pings every 25 s
@@ -673,7 +674,7 @@ has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
 for s in $SCENARIOS; do
     say "scenario $s"
     case $s in
-    floor) scenario_floor ;;
+    floor) scenario_floor floor ;;
     idle)
         for srv in $SERVERS; do scenario_idle "$srv" "${srv}_idle" "$IDLE_CONNS" 0; done
         has_server herald && scenario_idle herald herald_idle_wss "$IDLE_WSS_CONNS" 1 ;;
@@ -690,6 +691,9 @@ for s in $SCENARIOS; do
     *) say "unknown scenario $s" ;;
     esac
 done
+
+# The floor again, so that a drift of the machine's load during the run shows.
+case " $SCENARIOS " in *" floor "*) say "scenario floor (again)"; scenario_floor floor_end ;; esac
 
 if [ "$PROFILE" = 1 ] && has_server herald; then
     say "profile: Herald, many channels, under perf record (not measured)"
