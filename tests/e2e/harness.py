@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -537,29 +538,188 @@ def sign_jwt_openssl(claims, priv_pem, alg):
 
 # ----------------------------------------------------------------- websocket client
 
-class WSClient:
-    """A synchronous wrapper over a websockets 10.4 client with its own event loop.
+_ids = itertools.count(1)
 
-    Every receive has a timeout; nothing here can hang a test."""
+
+async def connect_ws(uri, token=None, timeout=TIMEOUT, origin=None, subprotocols=None,
+                     headers=None, ssl_ctx=None, compression=None):
+    """A websockets 10.4 connection as every test client opens it: no client
+    pings, no compression unless asked, no size or queue limits."""
+    hdrs = list(headers or [])
+    if token is not None:
+        hdrs.append(("Authorization", "Bearer " + token))
+    return await asyncio.wait_for(websockets.connect(
+        uri, extra_headers=hdrs, subprotocols=subprotocols, origin=origin, ssl=ssl_ctx,
+        ping_interval=None, max_size=None, max_queue=None, open_timeout=timeout,
+        close_timeout=2, compression=compression), timeout + 1)
+
+
+async def open_ws(url, token=None, timeout=TIMEOUT, origin=None, who="client"):
+    """connect_ws whose "connected" message has been read: returns (ws, hello)."""
+    ws = await connect_ws(url, token, timeout, origin=origin)
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    except BaseException:
+        await ws.close()
+        raise
+    assert hello.get("type") == "connected", "%s: first message %r" % (who, hello)
+    return ws, hello
+
+
+class Client:
+    """The end-to-end tests' websocket client (asyncio); every wait has a
+    deadline. WSClient is its synchronous face.
+
+    Messages that arrive while waiting for something else are kept in
+    self.pending (in order), so nothing is lost."""
+
+    def __init__(self, ws, hello, name):
+        self.ws = ws
+        self.hello = hello
+        self.name = name
+        self.pending = []
+
+    @classmethod
+    async def open(cls, url, token=None, name="client", timeout=TIMEOUT):
+        ws, hello = await open_ws(url, token, timeout, who=name)
+        return cls(ws, hello, name)
+
+    async def send(self, obj):
+        await self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    async def recv_raw(self, timeout=TIMEOUT):
+        """The next frame's payload as sent (str or bytes), pending ignored."""
+        try:
+            return await asyncio.wait_for(self.ws.recv(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("%s: no message within %.1fs" % (self.name, timeout)) from None
+
+    async def _recv_json(self, timeout):
+        msg = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(msg, str), "%s: binary frame %r" % (self.name, msg[:80])
+        obj = json.loads(msg)
+        assert isinstance(obj, dict), "%s: server sent a non-object: %r" % (self.name, msg)
+        return obj
+
+    async def recv(self, timeout=TIMEOUT):
+        """The next message (pending first); AssertionError on timeout."""
+        if self.pending:
+            return self.pending.pop(0)
+        try:
+            return await self._recv_json(timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("%s: no message within %.1fs" % (self.name, timeout)) from None
+
+    async def wait_for(self, pred, timeout=TIMEOUT, what="message"):
+        """The first message satisfying pred; others are kept in pending."""
+        for i, m in enumerate(self.pending):
+            if pred(m):
+                return self.pending.pop(i)
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%s: no %s within %.1fs; got meanwhile %r"
+                                     % (self.name, what, timeout, seen[-10:]))
+            try:
+                m = await self._recv_json(left)
+            except asyncio.TimeoutError:
+                continue
+            if pred(m):
+                return m
+            self.pending.append(m)
+            seen.append(m)
+
+    async def request(self, obj, timeout=TIMEOUT):
+        """Sends obj with a fresh "id" and returns the reply echoing it."""
+        rid = "r%d" % next(_ids)
+        await self.send(dict(obj, id=rid))
+        return await self.wait_for(lambda m: m.get("id") == rid, timeout,
+                                   "reply to %r" % (obj,))
+
+    async def subscribe(self, channel, timeout=TIMEOUT):
+        r = await self.request({"type": "subscribe", "channel": channel}, timeout)
+        assert r.get("type") == "subscribed" and r.get("channel") == channel, \
+            "%s: subscribe %s got %r" % (self.name, channel, r)
+
+    async def unsubscribe(self, channel, timeout=TIMEOUT):
+        r = await self.request({"type": "unsubscribe", "channel": channel}, timeout)
+        assert r.get("type") == "unsubscribed" and r.get("channel") == channel, \
+            "%s: unsubscribe %s got %r" % (self.name, channel, r)
+
+    async def event(self, channel=None, timeout=TIMEOUT):
+        return await self.wait_for(
+            lambda m: m.get("type") == "event" and (channel is None or m.get("channel") == channel),
+            timeout, "event on %s" % (channel or "any channel"))
+
+    async def nothing(self, wait=0.5, ignore=()):
+        """Asserts no message (other than types in ignore) arrives within wait seconds."""
+        got = [m for m in self.pending if m.get("type") not in ignore]
+        assert not got, "%s: unexpected %r" % (self.name, got)
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                m = await asyncio.wait_for(self.ws.recv(), left)
+            except asyncio.TimeoutError:
+                return
+            m = json.loads(m) if isinstance(m, str) else m
+            assert isinstance(m, dict) and m.get("type") in ignore, \
+                "%s: unexpected message %r" % (self.name, m)
+
+    async def stats(self, timeout=TIMEOUT):
+        r = await self.request({"type": "stats"}, timeout)
+        assert r.get("type") == "stats", "%s: stats got %r" % (self.name, r)
+        return r
+
+    async def close_info(self, timeout=TIMEOUT):
+        """Reads until the server closes; returns (code, messages before)."""
+        msgs = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%s: not closed within %.1fs; got %r"
+                                     % (self.name, timeout, msgs[-5:]))
+            try:
+                m = await asyncio.wait_for(self.ws.recv(), left)
+            except websockets.exceptions.ConnectionClosed:
+                break
+            except asyncio.TimeoutError:
+                continue
+            msgs.append(m)
+        try:
+            await asyncio.wait_for(self.ws.wait_closed(), 3)
+        except asyncio.TimeoutError:
+            pass
+        return self.ws.close_code, msgs
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 3)
+        except Exception:
+            pass
+
+
+class WSClient:
+    """Client, driven synchronously on an event loop of its own (for tests
+    that are plain functions). Every receive has a timeout."""
 
     def __init__(self, uri, token=None, subprotocols=None, headers=None, origin=None,
                  ssl_ctx=None, timeout=TIMEOUT, compression=None):
         self.loop = asyncio.new_event_loop()
-        hdrs = list(headers or [])
-        if token is not None:
-            hdrs.append(("Authorization", "Bearer " + token))
-
-        async def _connect():
-            return await websockets.connect(
-                uri, extra_headers=hdrs, subprotocols=subprotocols, origin=origin, ssl=ssl_ctx,
-                ping_interval=None, max_size=None, open_timeout=timeout, close_timeout=2,
-                compression=compression)
-
         try:
-            self.ws = self._run(_connect(), timeout + 1)
+            ws = self._run(connect_ws(uri, token, timeout, origin=origin,
+                                      subprotocols=subprotocols, headers=headers,
+                                      ssl_ctx=ssl_ctx, compression=compression), timeout + 2)
         except BaseException:
             self.loop.close()
             raise
+        self.client = Client(ws, None, "client")
+        self.ws = ws
 
     def _run(self, coro, timeout):
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -573,23 +733,16 @@ class WSClient:
         return self.ws.response_headers
 
     def send_text(self, text):
-        self._run(self.ws.send(text), TIMEOUT)
+        self._run(self.client.send(text), TIMEOUT)
 
     def send_json(self, obj):
-        self.send_text(json.dumps(obj))
+        self._run(self.client.send(obj), TIMEOUT)
 
     def recv(self, timeout=TIMEOUT):
-        try:
-            return self._run(self.ws.recv(), timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError("no message within %.1fs" % timeout) from None
+        return self._run(self.client.recv_raw(timeout), timeout + 1)
 
     def recv_json(self, timeout=TIMEOUT):
-        msg = self.recv(timeout)
-        assert isinstance(msg, str), "expected a text frame, got binary %r" % (msg[:80],)
-        obj = json.loads(msg)
-        assert isinstance(obj, dict), "server sent a non-object: %r" % msg
-        return obj
+        return self._run(self.client.recv(timeout), timeout + 1)
 
     def request(self, obj, timeout=TIMEOUT):
         self.send_json(obj)
@@ -597,38 +750,19 @@ class WSClient:
 
     def no_message(self, wait=0.3):
         """Asserts nothing arrives within wait seconds."""
-        try:
-            msg = self._run(self.ws.recv(), wait)
-        except asyncio.TimeoutError:
-            return
-        raise AssertionError("unexpected message: %r" % (msg,))
+        self._run(self.client.nothing(wait), wait + 1)
 
     def expect_close(self, timeout=TIMEOUT):
         """Reads until the server closes. Returns (close code, reason, messages before)."""
-        msgs = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("server did not close within %.1fs; got %r" % (timeout, msgs))
-            try:
-                m = self._run(self.ws.recv(), left)
-            except websockets.exceptions.ConnectionClosed:
-                break
-            except asyncio.TimeoutError:
-                continue
-            msgs.append(json.loads(m) if isinstance(m, str) else m)
-        try:
-            self._run(self.ws.wait_closed(), 3)
-        except asyncio.TimeoutError:
-            pass
-        return self.ws.close_code, self.ws.close_reason, msgs
+        code, msgs = self._run(self.client.close_info(timeout), timeout + 5)
+        return code, self.ws.close_reason, [json.loads(m) if isinstance(m, str) else m
+                                            for m in msgs]
 
     def close(self):
         if self.loop.is_closed():
             return
         try:
-            self._run(self.ws.close(), 3)
+            self._run(self.client.close(), 4)
         except Exception:
             pass
         finally:

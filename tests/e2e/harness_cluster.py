@@ -17,7 +17,6 @@ end-to-end tests (fan-out, Redis outage, worker processes, cluster stats).
 """
 
 import asyncio
-import itertools
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ import websockets
 import websockets.exceptions
 
 import harness
-from harness import PREFIX, SECRET, GatewayProc  # noqa: F401  (re-exported)
+from harness import PREFIX, SECRET, Client, GatewayProc, open_ws  # noqa: F401  (re-exported)
 from harness_redis import RedisServer, publish_burst  # noqa: F401  (re-exported)
 
 Redis = RedisServer
@@ -123,149 +122,7 @@ def tok(name):
 
 
 # ----------------------------------------------------------------- async websocket
-
-_ids = itertools.count(1)
-
-
-async def open_ws(url, token=None, timeout=5.0, origin=None, who="client"):
-    """A websockets connection (no pings, no compression, unbounded queue)
-    whose "connected" message has been read: returns (ws, hello)."""
-    hdrs = [("Authorization", "Bearer " + token)] if token else []
-    ws = await asyncio.wait_for(websockets.connect(
-        url, extra_headers=hdrs, origin=origin, ping_interval=None, max_size=None,
-        max_queue=None, open_timeout=timeout, close_timeout=2, compression=None), timeout + 1)
-    try:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    except BaseException:
-        await ws.close()
-        raise
-    assert hello.get("type") == "connected", "%s: first message %r" % (who, hello)
-    return ws, hello
-
-
-class Client:
-    """An async websocket client; every wait has a deadline.
-
-    Messages that arrive while waiting for something else are kept in
-    self.pending (in order), so nothing is lost."""
-
-    def __init__(self, ws, hello, name):
-        self.ws = ws
-        self.hello = hello
-        self.name = name
-        self.pending = []
-
-    @classmethod
-    async def open(cls, url, token=None, name="client", timeout=5.0):
-        ws, hello = await open_ws(url, token, timeout, who=name)
-        return cls(ws, hello, name)
-
-    async def send(self, obj):
-        await self.ws.send(json.dumps(obj))
-
-    async def _recv_raw(self, timeout):
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-
-    async def recv(self, timeout=5.0):
-        """The next message (pending first); AssertionError on timeout."""
-        if self.pending:
-            return self.pending.pop(0)
-        try:
-            return await self._recv_raw(timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError("%s: no message within %.1fs" % (self.name, timeout)) from None
-
-    async def wait_for(self, pred, timeout=5.0, what="message"):
-        """The first message satisfying pred; others are kept in pending."""
-        for i, m in enumerate(self.pending):
-            if pred(m):
-                return self.pending.pop(i)
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("%s: no %s within %.1fs; got meanwhile %r"
-                                     % (self.name, what, timeout, seen[-10:]))
-            try:
-                m = await self._recv_raw(left)
-            except asyncio.TimeoutError:
-                continue
-            if pred(m):
-                return m
-            self.pending.append(m)
-            seen.append(m)
-
-    async def request(self, obj, timeout=5.0):
-        """Sends obj with a fresh "id" and returns the reply echoing it."""
-        rid = "r%d" % next(_ids)
-        await self.send(dict(obj, id=rid))
-        return await self.wait_for(lambda m: m.get("id") == rid, timeout,
-                                   "reply to %r" % (obj,))
-
-    async def subscribe(self, channel, timeout=5.0):
-        r = await self.request({"type": "subscribe", "channel": channel}, timeout)
-        assert r.get("type") == "subscribed" and r.get("channel") == channel, \
-            "%s: subscribe %s got %r" % (self.name, channel, r)
-
-    async def unsubscribe(self, channel, timeout=5.0):
-        r = await self.request({"type": "unsubscribe", "channel": channel}, timeout)
-        assert r.get("type") == "unsubscribed" and r.get("channel") == channel, \
-            "%s: unsubscribe %s got %r" % (self.name, channel, r)
-
-    async def event(self, channel=None, timeout=5.0):
-        return await self.wait_for(
-            lambda m: m.get("type") == "event" and (channel is None or m.get("channel") == channel),
-            timeout, "event on %s" % (channel or "any channel"))
-
-    async def nothing(self, wait=0.5, ignore=()):
-        """Asserts no message (other than types in ignore) arrives within wait seconds."""
-        got = [m for m in self.pending if m.get("type") not in ignore]
-        assert not got, "%s: unexpected %r" % (self.name, got)
-        deadline = time.monotonic() + wait
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                m = await self._recv_raw(left)
-            except asyncio.TimeoutError:
-                return
-            assert m.get("type") in ignore, "%s: unexpected message %r" % (self.name, m)
-
-    async def stats(self, timeout=5.0):
-        r = await self.request({"type": "stats"}, timeout)
-        assert r.get("type") == "stats", "%s: stats got %r" % (self.name, r)
-        return r
-
-    async def close_info(self, timeout=5.0):
-        """Reads until the server closes; returns (code, messages before)."""
-        msgs = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("%s: not closed within %.1fs; got %r"
-                                     % (self.name, timeout, msgs[-5:]))
-            try:
-                m = await asyncio.wait_for(self.ws.recv(), left)
-            except websockets.exceptions.ConnectionClosed:
-                break
-            except asyncio.TimeoutError:
-                continue
-            msgs.append(m)
-        try:
-            await asyncio.wait_for(self.ws.wait_closed(), 3)
-        except asyncio.TimeoutError:
-            pass
-        return self.ws.close_code, msgs
-
-    async def close(self):
-        try:
-            await asyncio.wait_for(self.ws.close(), 3)
-        except Exception:
-            pass
-
+# The one websocket client is harness.Client (re-exported here).
 
 async def open_client(clients, url, who, name):
     """Client.open(url, tok(who), name) (who None: no token), appended to
