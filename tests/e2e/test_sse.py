@@ -6,6 +6,7 @@ without it (PUBLISH), against a real Redis and real gateways."""
 
 import json
 import os
+import signal
 import ssl
 import time
 
@@ -324,3 +325,36 @@ def test_publish_api_through_nginx(ops, tmp_path):
     assert status == 401
     status, _ = api_publish(lb.port, {"channel": "apps:x", "data": "x" * (1 << 20)}, key=KEY)
     assert status == 413  # nginx's client_max_body_size, before any gateway
+
+
+def test_per_address_limit_counts_streams_with_websockets(ops):
+    gw = ops.gateway(ops.redis(), extra=["--max-connections-per-ip", "2"])
+    c, _ = connect(gw.url)
+    with c:
+        s, _, _ = open_stream(gw, ["announcements"], token=None)
+        with s:
+            with SseStream(gw.port, ["announcements"]) as third:
+                assert third.open().status == 429
+
+        def served():
+            with SseStream(gw.port, ["announcements"]) as again:
+                return again.open().status == 200
+        wait_until(served, 5, what="a stream served once a slot is free")
+
+
+def test_revoked_access_on_reload_unsubscribes_the_stream(ops, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"namespace": "apps", "access": "authenticated"},
+                                           {"channel": "announcements", "access": "public"}],
+                                 "known": []}))
+    gw = ops.gateway(ops.redis(), extra=["--acl-file", str(rules)])
+    s, _, _ = open_stream(gw, ["announcements", "apps:gone"])
+    with s:
+        rules.write_text(json.dumps({"rules": [{"namespace": "apps", "access": "admin"},
+                                               {"channel": "announcements", "access": "public"}],
+                                     "known": []}))
+        os.kill(gw.pid, signal.SIGHUP)
+        e = s.next_event(timeout=10)
+        assert e.json() == dict(e.json(), type="unsubscribed", channel="apps:gone",
+                                reason="access revoked")
+        assert e.id.endswith(",")  # that channel's position is gone
