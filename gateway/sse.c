@@ -25,6 +25,12 @@ static const char ping_comment[] = ": " SSE_PING "\n\n";
 
 /* Reconnect delay told to EventSource, drawn per stream so that the clients
  * of a drained gateway do not all come back in the same instant. */
+/* An event's shared "data:" lines up to this size are copied into a
+ * stream's output (with its id line, into the same buffer chain); larger
+ * ones are referenced. A reference costs a chain of its own (an allocation,
+ * and an iovec per write), which for small events is dearer than the copy. */
+#define COPY_BELOW 1024
+
 #define RETRY_MIN_MS  1000
 #define RETRY_SPAN_MS 4000
 
@@ -35,6 +41,7 @@ struct sse_channel {
 
 struct sse_stream {
     struct conn *conn;
+    struct evbuffer *out; /* a batch's bytes on their way (kept for reuse) */
     size_t count;
     struct sse_channel channels[]; /* in the URL's order */
 };
@@ -176,38 +183,78 @@ static void release_range(const void *data, size_t len, void *arg) {
     shared_frame_release(arg);
 }
 
+/* Writes the id's positions of the channels [from, to) into out, joined by
+ * ','; returns the length, or -1. */
+static int write_positions(const struct sse_stream *st, size_t from, size_t to, char *out,
+                           size_t out_size) {
+    struct sse_position positions[SSE_MAX_CHANNELS];
+    for (size_t i = from; i < to; i++) positions[i - from] = st->channels[i].position;
+    return sse_id_write(out, out_size, positions, to - from);
+}
+
 /* A channel's batch: each event's shared "data:" lines by reference, then
- * this stream's own id. */
+ * this stream's own id. Only this channel's position moves within a batch,
+ * so the id's parts before and after it are written once per batch. */
 static int on_batch(void *arg, const struct subs_sse_batch *batch) {
     struct sse_stream *st = arg;
     if (!conn_is_open(st->conn)) return -1;
     struct sse_channel *ch = find_channel(st, batch->channel, strlen(batch->channel));
-    struct evbuffer *out = evbuffer_new();
-    int rc = out && ch ? 0 : -1;
+    if (!ch) return -1;
+    size_t index = (size_t)(ch - st->channels);
+    char before[SSE_ID_MAX + 8] = "id: ", after[SSE_ID_MAX + 4];
+    int before_len = write_positions(st, 0, index, before + 4, sizeof before - 5);
+    int after_len = write_positions(st, index + 1, st->count, after + 1, sizeof after - 3);
+    if (before_len < 0 || after_len < 0) return -1;
+    before_len += 4;
+    if (index > 0) before[before_len++] = ',';
+    if (index + 1 < st->count)
+        after[0] = ',', after_len++;
+    else
+        after_len = 0;
+    after[after_len++] = '\n';
+    after[after_len++] = '\n';
+    if (!st->out && !(st->out = evbuffer_new())) return -1;
+    int rc = 0;
+    char line[SSE_ID_MAX + 16];
     for (unsigned i = 0; rc == 0 && i < batch->count; i++) {
         const struct subs_sse_event *e = &batch->events[i];
-        if (e->offset[0]) {
-            snprintf(ch->position.epoch, sizeof ch->position.epoch, "%s", e->epoch);
-            snprintf(ch->position.offset, sizeof ch->position.offset, "%s", e->offset);
+        if (e->offset[0]) { /* same sizes: both NUL-terminated within */
+            memcpy(ch->position.epoch, e->epoch, sizeof ch->position.epoch);
+            memcpy(ch->position.offset, e->offset, sizeof ch->position.offset);
+        }
+        size_t n = (size_t)before_len;
+        memcpy(line, before, n);
+        if (ch->position.epoch[0]) {
+            size_t epoch_len = strlen(ch->position.epoch), offset_len = strlen(ch->position.offset);
+            memcpy(line + n, ch->position.epoch, epoch_len), n += epoch_len;
+            line[n++] = '/';
+            memcpy(line + n, ch->position.offset, offset_len), n += offset_len;
+        }
+        memcpy(line + n, after, (size_t)after_len), n += (size_t)after_len;
+        if (e->len <= COPY_BELOW) { /* small: a copy is cheaper than a reference chain */
+            if (evbuffer_add(st->out, batch->data->data + e->start, e->len) != 0 ||
+                evbuffer_add(st->out, line, n) != 0)
+                rc = -1;
+            continue;
         }
         batch->data->refs++;
-        if (evbuffer_add_reference(out, batch->data->data + e->start, e->len, release_range,
+        if (evbuffer_add_reference(st->out, batch->data->data + e->start, e->len, release_range,
                                    batch->data) != 0) {
             batch->data->refs--;
             rc = -1;
             break;
         }
-        if (add_id(st, out) != 0 || evbuffer_add(out, "\n", 1) != 0) rc = -1;
+        if (evbuffer_add(st->out, line, n) != 0) rc = -1;
     }
-    if (out) {
-        send_out(st, out, rc);
-        evbuffer_free(out);
-    }
+    send_out(st, st->out, rc);
+    evbuffer_drain(st->out, evbuffer_get_length(st->out)); /* left over when not taken */
     return rc == 0 && conn_is_open(st->conn) ? 0 : -1;
 }
 
 static void release(void *arg) {
-    free(arg);
+    struct sse_stream *st = arg;
+    if (st->out) evbuffer_free(st->out);
+    free(st);
 }
 
 static const struct session_output sse_output = {on_message, on_frames, on_batch, release};
