@@ -73,7 +73,7 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
     static const struct {
         const char *name, *type, *help;
     } families[] = {
-        {"herald_connections", "gauge", "Open WebSocket connections"},
+        {"herald_connections", "gauge", "Open connections (WebSocket and SSE streams)"},
         {"herald_subscriptions", "gauge", "Channel subscriptions of open connections"},
         {"herald_channels", "gauge", "Channels with local subscribers"},
         {"herald_messages_in_total", "counter", "Client messages received"},
