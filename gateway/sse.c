@@ -20,17 +20,17 @@
 #include "worker.h"
 #include "ws_codec.h"
 
-#define SSE_PING "ping"
-static const char ping_comment[] = ": " SSE_PING "\n\n";
+/* What a ping is on a stream: a comment line, which EventSource ignores. */
+static const char ping_comment[] = ": ping\n\n";
 
-/* Reconnect delay told to EventSource, drawn per stream so that the clients
- * of a drained gateway do not all come back in the same instant. */
 /* An event's shared "data:" lines up to this size are copied into a
  * stream's output (with its id line, into the same buffer chain); larger
  * ones are referenced. A reference costs a chain of its own (an allocation,
  * and an iovec per write), which for small events is dearer than the copy. */
 #define COPY_BELOW 1024
 
+/* Reconnect delay told to EventSource, drawn per stream so that the clients
+ * of a drained gateway do not all come back in the same instant. */
 #define RETRY_MIN_MS  1000
 #define RETRY_SPAN_MS 4000
 
@@ -135,22 +135,16 @@ static void on_frames(void *arg, struct evbuffer *frames) {
     struct evbuffer *out = evbuffer_new();
     int rc = out ? 0 : -1;
     while (rc == 0 && evbuffer_get_length(frames) >= 2) {
-        size_t have = evbuffer_get_length(frames);
+        size_t have = evbuffer_get_length(frames), header_len;
+        uint64_t payload_len;
         const uint8_t *h = evbuffer_pullup(frames, have < WS_MAX_HEADER_LEN ? (ev_ssize_t)have
                                                                             : WS_MAX_HEADER_LEN);
-        size_t header_len = 2, len = h[1] & 0x7f;
-        if (len == 126) {
-            header_len = 4;
-            len = (size_t)h[2] << 8 | h[3];
-        } else if (len == 127) {
-            header_len = 10;
-            len = 0;
-            for (int i = 2; i < 10; i++) len = len << 8 | h[i];
-        }
-        if (have < header_len + len) {
+        if (!h || ws_server_frame_size(h, have, &header_len, &payload_len) != 0 ||
+            payload_len > have - header_len) {
             rc = -1;
             break;
         }
+        size_t len = (size_t)payload_len;
         const char *text = (const char *)evbuffer_pullup(frames, (ev_ssize_t)(header_len + len));
         if (!text) {
             rc = -1;
