@@ -397,3 +397,17 @@ def test_killed_subscriber_link_recovers_a_stream_without_a_gap(ops):
     # The link was lost and the channel recovered from its history.
     wait_until(lambda: "event=resubscribe" in gw.log_text(), 5, what="resubscribe logged")
     assert scrape(gw.port).total("herald_recoveries_total") >= 1
+
+
+def test_expired_token_ends_the_stream_with_an_error(env):
+    """A token that expires while streaming (after the 30 s leeway): the
+    stream gets the token_expired error and ends."""
+    redis, gw = env
+    t = harness.craft_jwt(harness.claims_for("u1", ttl=1), harness.SECRET)
+    s = SseStream(gw.port, ["apps:exp"], token=t)
+    with s:
+        assert s.open().status == 200
+        s.opened()
+        m = s.next_json(timeout=40)
+        assert m["type"] == "error" and m["code"] == "token_expired", m
+        assert s.ended(timeout=5)
