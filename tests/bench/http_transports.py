@@ -112,7 +112,7 @@ def fanout(cluster, redis, kind):
                     pass
     t = threading.Thread(target=drain, daemon=True)
     t.start()
-    base = delivered(gw.port)
+    base = delivered(gw.admin_port)
     cpu0 = cpu_s(worker)
     for i in range(EVENTS // 100):
         api_publish(gw.port, {"events": [{"channel": "apps:bench", "data": {"i": i * 100 + j,
@@ -120,10 +120,10 @@ def fanout(cluster, redis, kind):
                                          for j in range(100)]}, key=KEY)
     want = base + SUBS * (EVENTS // 100) * 100
     deadline = time.monotonic() + 120
-    while delivered(gw.port) < want and time.monotonic() < deadline:
+    while delivered(gw.admin_port) < want and time.monotonic() < deadline:
         time.sleep(0.1)
     cpu = cpu_s(worker) - cpu0
-    got = delivered(gw.port) - base
+    got = delivered(gw.admin_port) - base
     stop.set()
     t.join()
     for s in socks:

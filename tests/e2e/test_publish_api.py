@@ -208,6 +208,6 @@ def test_503_while_redis_is_unreachable_then_200_again(ops):
     redis.restart()
     wait_until(lambda: api_publish(gw.port, {"channel": "apps:r", "data": 3}, key=KEY)[0] == 200,
                15, what="200 with Redis back")
-    m = scrape(gw.port)
+    m = scrape(gw.admin_port)
     assert m.total("herald_api_publish_failures_total") >= 2
     assert m.total("herald_api_publish_events_total") >= 2

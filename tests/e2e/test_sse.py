@@ -86,7 +86,7 @@ def test_events_arrive_as_the_websocket_event_message(env):
         e = s.next_event()
         assert json.loads(e.data)["data"] == {"raw": True} and "offset" not in e.json()
         assert e.id.startswith("%s/%s," % (pub["epoch"], pub["offset"]))  # position kept
-    m = scrape(gw.port)
+    m = scrape(gw.admin_port)
     assert m.total("herald_sse_streams_total") >= 1
 
 
@@ -238,7 +238,7 @@ def test_slow_reader_is_closed_and_others_keep_their_events(ops):
     with slow, fast:
         assert slow.open().status == 200
         seq = 0
-        while scrape(gw.port).total("herald_slow_consumer_closes_total") < 1:
+        while scrape(gw.admin_port).total("herald_slow_consumer_closes_total") < 1:
             assert seq < 3000, "30 MB to a stream that does not read and no close"
             publish_burst(redis.port, ch, [json.dumps({"seq": seq + i, "pad": "e" * 10000})
                                            for i in range(20)])
@@ -253,14 +253,20 @@ def test_slow_reader_is_closed_and_others_keep_their_events(ops):
         assert fast.next_json()["data"]["seq"] == "after"
 
 
-def test_drain_ends_streams_and_readyz_turns_503(ops):
+def test_drain_ends_streams_and_refuses_new_ones(ops):
     gw = ops.gateway(ops.redis(), extra=["--drain-timeout", "4"])
     s, _, _ = open_stream(gw, ["announcements"], token=None)
     with s:
         gw.sigterm()
-        wait_until(lambda: http_get(gw.port, "/readyz").status == 503 or not gw.alive(), 5,
-                   what="readyz 503")
         assert s.ended(timeout=5)
+
+        def refused():
+            try:
+                with SseStream(gw.port, ["announcements"]) as again:
+                    return again.open().status == 503
+            except (OSError, EOFError):
+                return True  # the listener is closed
+        assert refused()
     gw.wait_exit(10)
 
 
@@ -396,7 +402,7 @@ def test_killed_subscriber_link_recovers_a_stream_without_a_gap(ops):
         assert gaps == []
     # The link was lost and the channel recovered from its history.
     wait_until(lambda: "event=resubscribe" in gw.log_text(), 5, what="resubscribe logged")
-    assert scrape(gw.port).total("herald_recoveries_total") >= 1
+    assert scrape(gw.admin_port).total("herald_recoveries_total") >= 1
 
 
 def test_expired_token_ends_the_stream_with_an_error(env):
