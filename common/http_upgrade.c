@@ -453,9 +453,9 @@ const char *http_status_text(int status) {
         case 101: return "Switching Protocols";
         case 200: return "OK";
         case 400: return "Bad Request";
+        case 401: return "Unauthorized";
         case 403: return "Forbidden";
         case 404: return "Not Found";
-        case 401: return "Unauthorized";
         case 405: return "Method Not Allowed";
         case 411: return "Length Required";
         case 413: return "Content Too Large";

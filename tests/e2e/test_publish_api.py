@@ -5,6 +5,7 @@ HISTORY), against a real Redis and real gateways."""
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -211,3 +212,25 @@ def test_503_while_redis_is_unreachable_then_200_again(ops):
     m = scrape(gw.admin_port)
     assert m.total("herald_api_publish_failures_total") >= 2
     assert m.total("herald_api_publish_events_total") >= 2
+
+
+def test_client_gone_before_redis_answers(ops):
+    """The service hangs up while its publish waits for Redis (writes paused
+    on the server): the event is still published once, the gateway carries
+    on (no use of the freed connection: the sanitizer build checks)."""
+    import socket
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--api-key", KEY])
+    ch = chan()
+    body = json.dumps({"channel": ch, "data": {"late": True}}).encode()
+    with redis.client() as r:
+        r.command("CLIENT", "PAUSE", "1000", "WRITE")
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey " + KEY.encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.2)
+    s.close()  # gone before the reply
+    wait_until(lambda: len(xrange(redis, ch)) == 1, 5, what="the event published")
+    status, _ = api_publish(gw.port, {"channel": ch, "data": 2}, key=KEY)
+    assert status == 200
+    assert len(xrange(redis, ch)) == 2
