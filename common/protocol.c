@@ -294,6 +294,42 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
     *p = '}';
 }
 
+int proto_event_parts(const char *msg, size_t len, const char **channel, size_t *channel_len,
+                      struct proto_position_text *pos) {
+    const size_t head = sizeof event_head - 1,
+                 tail = sizeof event_timestamp - 1 + PROTO_TIMESTAMP_LEN + 2;
+    if (len < head + tail || memcmp(msg, event_head, head) != 0) return -1;
+    const char *name = msg + head, *quote = memchr(name, '"', len - head);
+    if (!quote) return -1;
+    *channel = name;
+    *channel_len = (size_t)(quote - name);
+    const char *end = msg + len - tail;
+    memset(pos, 0, sizeof *pos);
+    if (memcmp(end, event_timestamp, sizeof event_timestamp - 1) != 0) return -1;
+    /* The position, when present, ends right before the timestamp:
+     * ,"offset":"O","epoch":"E". The payload is one JSON value, so these
+     * bytes (quotes unescaped) can only be ours there. */
+    const char *p = end;
+    if (p == msg || p[-1] != '"') return 0;
+    const char *epoch_end = --p;
+    while (p > msg && p[-1] >= '0' && p[-1] <= '9') p--;
+    const char *epoch = p;
+    size_t marker = sizeof event_epoch - 1;
+    if (epoch == epoch_end || (size_t)(epoch_end - epoch) > HISTORY_EPOCH_MAX ||
+        (size_t)(p - msg) < marker || memcmp(p - marker, event_epoch, marker) != 0)
+        return 0;
+    p -= marker;
+    const char *offset_end = p;
+    while (p > msg && ((p[-1] >= '0' && p[-1] <= '9') || p[-1] == '-')) p--;
+    marker = sizeof event_offset - 1;
+    if (p == offset_end || (size_t)(offset_end - p) > HISTORY_OFFSET_MAX ||
+        (size_t)(p - msg) < marker || memcmp(p - marker, event_offset, marker) != 0)
+        return 0;
+    memcpy(pos->offset, p, (size_t)(offset_end - p));
+    memcpy(pos->epoch, epoch, (size_t)(epoch_end - epoch));
+    return 0;
+}
+
 char *proto_build_event(const char *channel, const char *data, size_t data_len,
                         const struct proto_position *pos, size_t *len, enum proto_error *err) {
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "acl.h"
+#include "history.h"
 #include "jwt_auth.h"
 
 #define PROTO_TIMESTAMP_LEN 24 /* 2025-11-25T12:00:00.000Z */
@@ -120,6 +121,18 @@ size_t proto_event_size(size_t channel_len, size_t data_len, const struct proto_
 void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
                        size_t data_len, const struct proto_position *pos,
                        const char timestamp[PROTO_TIMESTAMP_LEN]);
+
+/* A position read back from an event message (empty strings: none). */
+struct proto_position_text {
+    char offset[HISTORY_OFFSET_MAX + 1];
+    char epoch[HISTORY_EPOCH_MAX + 1];
+};
+
+/* Reads back the channel (pointing into msg) and the position of a message
+ * that proto_write_event wrote; returns 0, or -1 when msg is not such a
+ * message. */
+int proto_event_parts(const char *msg, size_t len, const char **channel, size_t *channel_len,
+                      struct proto_position_text *pos);
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).

@@ -239,6 +239,22 @@ size_t ws_frame_header(uint8_t *out, enum ws_opcode opcode, bool fin, uint64_t p
     return 10;
 }
 
+int ws_server_frame_size(const uint8_t *buf, size_t len, size_t *header_len,
+                         uint64_t *payload_len) {
+    if (len < 2 || (buf[1] & 0x80)) return -1;
+    size_t n = buf[1] & 0x7F, hl = n == 126 ? 4 : n == 127 ? 10 : 2;
+    if (len < hl) return -1;
+    uint64_t size = n;
+    if (n == 126) size = (uint64_t)buf[2] << 8 | buf[3];
+    if (n == 127) {
+        size = 0;
+        for (int i = 2; i < 10; i++) size = size << 8 | buf[i];
+    }
+    *header_len = hl;
+    *payload_len = size;
+    return 0;
+}
+
 size_t ws_close_frame(uint8_t *out, uint16_t code, const char *reason) {
     if (code == WS_CLOSE_NO_STATUS) return ws_frame_header(out, WS_OP_CLOSE, true, 0);
     size_t reason_len = reason ? strlen(reason) : 0;

@@ -109,6 +109,11 @@ int ws_reader_next(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_fram
  * out (at least WS_MAX_HEADER_LEN bytes); returns the header length (2, 4 or 10). */
 size_t ws_frame_header(uint8_t *out, enum ws_opcode opcode, bool fin, uint64_t payload_len);
 
+/* Reads back the header of an unmasked server frame (as ws_frame_header
+ * wrote it) from buf[0..len): sets *header_len and *payload_len and returns
+ * 0, or -1 when the header is incomplete or masked. */
+int ws_server_frame_size(const uint8_t *buf, size_t len, size_t *header_len, uint64_t *payload_len);
+
 /* Writes a complete close frame (header + 2-byte code + reason, reason cut to fit
  * 125 bytes on a UTF-8 boundary) into out (at least 2 + 125 bytes); returns its length.
  * reason may be NULL; code WS_CLOSE_NO_STATUS writes a close frame with no payload. */

@@ -74,6 +74,12 @@ static const struct option_spec options[] = {
      "HOST:PORT of the operator listener (/metrics, /healthz, /readyz); off disables"},
     {"socket-send-buffer", OPT_SIZE, FIELD(socket_send_buffer), "65536",
      "kernel send buffer per client socket, bytes (0: the kernel's default)"},
+    {"api-key", OPT_STRING, FIELD(api_key), NULL,
+     "key for POST /api/publish (Authorization: apikey KEY); unset: endpoint off"},
+    {"api-key-file", OPT_STRING, FIELD(api_key_file), NULL,
+     "file holding the /api/publish key (re-read on SIGHUP)"},
+    {"api-max-body", OPT_LONG, FIELD(api_max_body), "1048576",
+     "largest /api/publish body, bytes (larger: 413)"},
 };
 
 #define OPTION_COUNT (sizeof options / sizeof options[0])

@@ -46,6 +46,9 @@ struct config {
     char admin_host[64];         /* parsed from admin_listen */
     int admin_port;              /* 0: no operator listener */
     long socket_send_buffer;     /* SO_SNDBUF of client sockets, bytes; 0: the kernel's */
+    const char *api_key;         /* POST /api/publish key (unset: endpoint off) */
+    const char *api_key_file;    /* the key from a file, re-read on SIGHUP */
+    long api_max_body;           /* bytes of one /api/publish body */
 };
 
 /* Fills cfg from defaults, then HERALD_* variables, then argv. On a bad option

@@ -249,7 +249,7 @@ static void start_drain(struct worker *w, bool orphaned) {
      * nothing worth waiting for. */
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = conn_next(c);
-        if (!conn_is_websocket(c)) conn_free(c);
+        if (!conn_in_use(c)) conn_free(c);
     }
     double timeout = w->cfg->drain_timeout;
     if (orphaned && timeout > ORPHAN_DRAIN_TIMEOUT) timeout = ORPHAN_DRAIN_TIMEOUT;
@@ -322,6 +322,15 @@ static void reload(struct worker *w) {
         log_error("event=reload_failed reason=%s", log_q(err));
         return;
     }
+    struct publish_api_key key;
+    if (publish_api_load_key(w->cfg, &key, err, sizeof err) != 0) {
+        log_error("event=reload_failed reason=%s", log_q(err));
+        jwt_auth_free(&auth);
+        acl_rules_free(rules);
+        return;
+    }
+    w->api_key = key;
+    OPENSSL_cleanse(&key, sizeof key);
     jwt_auth_free(&w->auth);
     w->auth = auth;
     acl_rules_free(w->owned_rules);
@@ -371,7 +380,8 @@ int worker_run(struct worker *w) {
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};
     w->subs = w->bus ? subs_new(w->bus, w->base, &limits, &hooks) : NULL;
     wheel_init(&w->wheel, (uint64_t)floor(w->started));
-    if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
+    if (w->restarted &&
+        (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file || w->cfg->api_key_file))
         reload(w); /* the files may have changed since the supervisor read them */
     w->resume_accept = evtimer_new(w->base, resume_accept_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);

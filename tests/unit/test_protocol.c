@@ -245,6 +245,40 @@ static void test_every_error_has_a_distinct_code(void) {
     CHECK_INT(proto_error_from_acl(ACL_INVALID_NAME), PROTO_ERR_INVALID_CHANNEL);
 }
 
+static void test_event_parts_read_back_channel_and_position(void) {
+    static const struct {
+        const char *data, *offset, *epoch;
+    } cases[] = {
+        {"{\"a\":1}", "1700000000000-3", "1700000000000001"},
+        {"{\"a\":1}", "", ""},
+        {"\"ends with a quote\"", "", ""},
+        {"\"x\\\",\\\"epoch\\\":\\\"12\"", "", ""}, /* the marker, escaped, in a string */
+        {"{\"offset\":\"1-2\",\"epoch\":\"5\"}", "3-4", "6"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char msg[256], ts[PROTO_TIMESTAMP_LEN + 1];
+        proto_timestamp(ts);
+        struct proto_position in = {cases[i].offset, cases[i].epoch};
+        size_t dl = strlen(cases[i].data);
+        size_t len = proto_event_size(7, dl, &in);
+        proto_write_event(msg, "a:chan1", 7, cases[i].data, dl, &in, ts);
+        const char *channel;
+        size_t channel_len;
+        struct proto_position_text pos;
+        CHECK_INT(proto_event_parts(msg, len, &channel, &channel_len, &pos), 0);
+        CHECK_INT(channel_len, 7);
+        CHECK(memcmp(channel, "a:chan1", 7) == 0);
+        CHECK_STR(pos.offset, cases[i].offset);
+        CHECK_STR(pos.epoch, cases[i].epoch);
+    }
+    const char *gap = "{\"type\":\"gap\",\"channels\":[\"a:b\"],\"timestamp\":"
+                      "\"2025-11-25T12:00:00.000Z\"}";
+    const char *channel;
+    size_t channel_len;
+    struct proto_position_text pos;
+    CHECK_INT(proto_event_parts(gap, strlen(gap), &channel, &channel_len, &pos), -1);
+}
+
 int main(void) {
     RUN(test_parse_table_gives_each_error_code);
     RUN(test_channel_too_long_is_invalid_channel);
@@ -259,5 +293,6 @@ int main(void) {
     RUN(test_event_payload_with_raw_nul_byte_is_refused);
     RUN(test_gap_lists_channels);
     RUN(test_every_error_has_a_distinct_code);
+    RUN(test_event_parts_read_back_channel_and_position);
     return TEST_SUMMARY();
 }

@@ -901,6 +901,23 @@ static void test_every_gateway_close_code_has_a_reason_from_the_table(void) {
     CHECK_STR(ws_close_reason(4999), "");
 }
 
+static void test_server_frame_size_reads_back_every_header_length(void) {
+    static const uint64_t sizes[] = {0, 125, 126, 65535, 65536, 1ULL << 40};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        uint8_t h[WS_MAX_HEADER_LEN];
+        size_t written = ws_frame_header(h, WS_OP_TEXT, true, sizes[i]), hl = 0;
+        uint64_t payload = 0;
+        CHECK_INT(ws_server_frame_size(h, written, &hl, &payload), 0);
+        CHECK_INT(hl, written);
+        CHECK(payload == sizes[i]);
+        CHECK_INT(ws_server_frame_size(h, written - 1, &hl, &payload), -1); /* incomplete */
+    }
+    const uint8_t masked[] = {0x81, 0x85, 1, 2, 3, 4};
+    size_t hl;
+    uint64_t payload;
+    CHECK_INT(ws_server_frame_size(masked, sizeof masked, &hl, &payload), -1);
+}
+
 int main(void) {
     RUN(test_single_frame_table);
     RUN(test_raw_frame_table);
@@ -933,5 +950,6 @@ int main(void) {
     RUN(test_close_frame_encoding);
     RUN(test_close_frame_reason_truncated_on_utf8_boundary);
     RUN(test_every_gateway_close_code_has_a_reason_from_the_table);
+    RUN(test_server_frame_size_reads_back_every_header_length);
     return TEST_SUMMARY();
 }
