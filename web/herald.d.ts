@@ -27,11 +27,55 @@ export interface EventMessage<T = unknown> extends HeraldMessage {
   type: 'event';
   channel: string;
   data: T;
+  /** Present on events published with history: unique and increasing per channel (compare with compareOffsets). */
+  offset?: string;
 }
 
 export interface SubscribedMessage extends HeraldMessage {
   type: 'subscribed';
   channel: string;
+  /** The channel's newest offset when subscribed, or null while it has no history. */
+  offset?: string | null;
+  /** The channel's history epoch, or null while it has none. */
+  epoch?: string | null;
+  /**
+   * Only on a resubscription with `since`: true when every missed event
+   * follows (in order, once); false when that cannot be proven (a `gap` is
+   * reported for the channel: refetch state).
+   */
+  recovered?: boolean;
+}
+
+/** Where a channel stands: what a resubscription recovers from. */
+export interface ChannelPosition {
+  offset: string | null;
+  epoch: string | null;
+}
+
+/** The third argument of a subscription handler. */
+export interface EventInfo {
+  /** The event was missed while disconnected and delivered by a recovery. */
+  recovered: boolean;
+}
+
+export interface SubscribeOptions {
+  /** Recover from this position on the first subscribe (e.g. one stored with position() before a reload). */
+  since?: ChannelPosition;
+  /** Events on this channel may have been lost and cannot be recovered: refetch state. */
+  onGap?: (info: { channel: string }) => void;
+  /** Every `subscribed` reply for this channel (the first one and those after each reconnect). */
+  onSubscribed?: (message: SubscribedMessage) => void;
+  /** A recovery after a reconnect is complete; `events` were delivered from history. */
+  onRecovered?: (info: { channel: string; events: number }) => void;
+}
+
+export interface HeraldCounters {
+  /** Events delivered by recoveries after reconnects. */
+  recovered: number;
+  /** Repeated events dropped (an offset not after the last one seen on its channel). */
+  duplicates: number;
+  /** Channels reported in `gap`. */
+  gaps: number;
 }
 
 export interface ErrorMessage extends HeraldMessage {
@@ -157,7 +201,12 @@ export interface HeraldEvents {
   reconnectAttempt: { attempt: number; delay: number };
   reconnectFailed: { attempts: number };
   event: EventMessage;
+  /** Events on these channels may have been lost and cannot be recovered: refetch state. */
   gap: { channels: string[] };
+  /** Every `subscribed` reply (`recovered` tells how a resubscription went). */
+  subscribed: SubscribedMessage;
+  /** A channel's recovery is complete: `events` missed events were delivered. */
+  recovered: { channel: string; events: number };
   error: ErrorMessage;
   message: HeraldMessage;
 }
@@ -201,10 +250,15 @@ export class Herald {
   readonly authorizedChannels: string[];
   /** Channels tracked for restoration after a reconnect. */
   readonly channels: string[];
+  /** Recovery counters since construction. */
+  readonly counters: HeraldCounters;
 
   connect(): this;
   disconnect(): this;
-  subscribe<T = unknown>(channel: string, handler: (data: T, message: EventMessage<T>) => void): Subscription;
+  subscribe<T = unknown>(channel: string, handler: (data: T, message: EventMessage<T>, info: EventInfo) => void,
+                         options?: SubscribeOptions): Subscription;
+  /** The channel's last offset and epoch (null when not subscribed or not answered yet). */
+  position(channel: string): ChannelPosition | null;
   listChannels(options?: RequestOptions): Promise<string[]>;
   stats(options?: RequestOptions): Promise<StatsMessage>;
   request<R extends HeraldMessage = HeraldMessage>(message: { type: string; [key: string]: unknown }, options?: RequestOptions): Promise<R>;
@@ -217,6 +271,9 @@ export class Herald {
 
 /** Full-jitter backoff: random(0, min(maxDelay, baseDelay * 2^attempt)), whole ms. */
 export function backoffDelay(attempt: number, baseDelay?: number, maxDelay?: number, random?: () => number): number;
+
+/** Orders two offsets of one channel like a sort comparator; NaN when either is not an offset. */
+export function compareOffsets(a: string, b: string): number;
 
 /** JSON.parse that drops `__proto__`, `constructor` and `prototype` keys; undefined for invalid JSON. */
 export function parseMessage(text: string): unknown;

@@ -21,6 +21,9 @@
 /** Keys dropped from every parsed message, at any depth. */
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
+/** An event offset: a Redis stream entry ID. */
+const OFFSET_RE = /^(\d{1,20})-(\d{1,20})$/;
+
 /** Close code of a refused or expired token. */
 const CLOSE_UNAUTHORIZED = 4001;
 
@@ -68,6 +71,29 @@ export function parseMessage(text) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Orders two event offsets of one channel (`"<ms>-<seq>"`, two unsigned
+ * 64-bit numbers compared in turn). Returns a negative number, 0 or a
+ * positive number like a sort comparator, or NaN when either is not an
+ * offset (then nothing can be said about their order).
+ *
+ * @param {string} a
+ * @param {string} b
+ * @returns {number}
+ */
+export function compareOffsets(a, b) {
+  const pa = OFFSET_RE.exec(a);
+  const pb = OFFSET_RE.exec(b);
+  if (!pa || !pb) return NaN;
+  for (let i = 1; i <= 2; i++) {
+    const x = pa[i].replace(/^0+(?=\d)/, '');
+    const y = pb[i].replace(/^0+(?=\d)/, '');
+    if (x.length !== y.length) return x.length - y.length;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
 }
 
 /** An `error` reply from the gateway, or a request that could not complete. */
@@ -137,6 +163,9 @@ export class Herald {
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
     this._session = null;        // the last `connected` message
+    this._recoveredTotal = 0;    // events delivered by recoveries
+    this._duplicates = 0;        // repeated events dropped
+    this._gaps = 0;              // channel gaps reported
 
     this._onOnline = () => this._resume('online');
     this._onOffline = () => this._pause('offline');
@@ -162,8 +191,31 @@ export class Herald {
   /** Channels this user may subscribe to, from the last `connected` message. */
   get authorizedChannels() { return this._session ? [...this._session.authorizedChannels] : []; }
 
+  /**
+   * Counters since construction: `recovered` (events delivered by
+   * recoveries after reconnects), `duplicates` (repeated events dropped),
+   * `gaps` (channels reported in `gap`).
+   * @returns {{recovered: number, duplicates: number, gaps: number}}
+   */
+  get counters() {
+    return { recovered: this._recoveredTotal, duplicates: this._duplicates, gaps: this._gaps };
+  }
+
   /** Channels currently tracked (restored after every reconnect). */
   get channels() { return [...this._subs.keys()]; }
+
+  /**
+   * Where a channel stands: `{offset, epoch}` of the last event seen (or of
+   * the `subscribed` reply), what a resubscription recovers from; null when
+   * the channel is not subscribed or has no reply yet. Store it to resume
+   * later with `subscribe(channel, handler, {since})`.
+   * @param {string} channel
+   * @returns {{offset: string | null, epoch: string | null} | null}
+   */
+  position(channel) {
+    const entry = this._subs.get(channel);
+    return entry && entry.position ? { ...entry.position } : null;
+  }
 
   /**
    * Opens the connection. Idempotent: does nothing while connecting,
@@ -219,22 +271,41 @@ export class Herald {
    * unsubscribe when the last one goes. The subscription is restored after
    * every reconnect; a call made while disconnected takes effect on connect.
    *
+   * Recovery: the client keeps the channel's last offset and epoch and, after
+   * every reconnect, subscribes with `since`, so the handler gets every event
+   * exactly once and in order; when that cannot be proven the gateway says so
+   * and `options.onGap` (and the `gap` event) fires: refetch state then.
+   *
    * @param {string} channel
    * @param {(data: unknown, message: object) => void} handler
+   * @param {import('./herald').SubscribeOptions} [options] `since` (a position
+   *   kept from earlier, e.g. across a page reload; used when the channel is
+   *   not subscribed yet), `onGap`, `onSubscribed`, `onRecovered`
    * @returns {import('./herald').Subscription}
    */
-  subscribe(channel, handler) {
+  subscribe(channel, handler, options = {}) {
     if (typeof channel !== 'string' || channel === '') throw new TypeError('channel must be a non-empty string');
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
     let entry = this._subs.get(channel);
     if (!entry) {
-      entry = { handlers: new Set(), ready: null, resolve: null, reject: null };
+      entry = { handlers: new Set(), hooks: new Map(), ready: null, resolve: null, reject: null,
+                position: null,       // {offset, epoch} once known: what a resubscription recovers from
+                recoverUntil: null,   // while recovering: the gateway's newest offset at `subscribed`
+                recoveredCount: 0,
+                gapAnnounced: false,  // recovered:false already reported this gap
+                afterGap: false };    // the next event starts afresh (no order check)
       entry.ready = new Promise((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
       entry.ready.catch(() => {}); // the caller may ignore it; failures also go to the `error` event
+      const since = options && options.since;
+      if (since && typeof since === 'object') {
+        entry.position = { offset: typeof since.offset === 'string' ? since.offset : null,
+                           epoch: typeof since.epoch === 'string' ? since.epoch : null };
+      }
       this._subs.set(channel, entry);
-      if (this._state === 'connected') this._sendSubscribe(channel, entry);
+      if (this._state === 'connected') this._channelsChanged(channel, entry);
     }
     entry.handlers.add(handler);
+    if (options && (options.onGap || options.onSubscribed || options.onRecovered)) entry.hooks.set(handler, options);
     this._log('subscribe', channel);
 
     const ready = entry.ready;
@@ -373,22 +444,19 @@ export class Herald {
       case 'connected':
         this._onConnected(msg);
         return;
-      case 'event': {
-        const entry = this._subs.get(msg.channel);
-        if (entry) {
-          for (const handler of [...entry.handlers]) {
-            try { handler(msg.data, msg); } catch (err) { this._log('handler threw:', err); }
-          }
-        }
-        this._emit('event', msg);
+      case 'event':
+        this._onEvent(msg);
         return;
-      }
+      case 'subscribed':
+        if (pending) this._settle(msg.id, msg, null);
+        else this._emit('subscribed', msg);
+        return;
       case 'pong':
         clearTimeout(this._pongTimer);
         this._pongTimer = null;
         break;
       case 'gap':
-        this._emit('gap', { channels: msg.channels || [] });
+        this._onGap(Array.isArray(msg.channels) ? msg.channels.filter((c) => typeof c === 'string') : []);
         return;
       case 'error':
         this._lastError = msg;
@@ -555,22 +623,137 @@ export class Herald {
 
   // ---- messages and requests -----------------------------------------------
 
+  /**
+   * Subscribes a channel on the gateway; with a known position it asks to
+   * recover from it (`since`).
+   */
   _sendSubscribe(channel, entry) {
     const id = String(this._nextId++);
     const request = {
       id, timer: null, timeout: 0, survivesClose: true, // a reconnect sends it again
-      resolve: (reply) => { if (entry.resolve) { entry.resolve(reply); entry.resolve = entry.reject = null; } },
+      resolve: (reply) => {
+        if (this._subs.get(channel) === entry) this._onSubscribed(channel, entry, reply);
+        if (entry.resolve) { entry.resolve(reply); entry.resolve = entry.reject = null; }
+      },
       reject: (err) => {
         if (this._subs.get(channel) === entry) this._subs.delete(channel);
         if (entry.reject) { entry.reject(err); entry.resolve = entry.reject = null; }
         this._emit('error', { ...(err.reply || {}), type: 'error', code: err.code, message: err.message, channel });
       },
     };
-    this._transmit({ type: 'subscribe', channel, id }, request);
+    const message = { type: 'subscribe', channel, id };
+    if (entry.position) message.since = { offset: entry.position.offset, epoch: entry.position.epoch };
+    entry.recoverUntil = null;
+    entry.gapAnnounced = false;
+    this._transmit(message, request);
+  }
+
+  /**
+   * A `subscribed` reply: recovered, the events after our offset follow (up
+   * to the gateway's newest, `reply.offset`); otherwise the channel starts
+   * again from the reply's position, and recovered:false is a gap.
+   */
+  _onSubscribed(channel, entry, reply) {
+    const offset = typeof reply.offset === 'string' ? reply.offset : null;
+    const epoch = typeof reply.epoch === 'string' ? reply.epoch : null;
+    if (reply.recovered === true && entry.position) {
+      entry.position.epoch = epoch;
+      const from = entry.position.offset;
+      if (offset !== null && (from === null || compareOffsets(offset, from) > 0)) {
+        entry.recoverUntil = offset;
+        entry.recoveredCount = 0;
+      }
+    } else {
+      entry.position = { offset, epoch };
+    }
+    entry.afterGap = false;
+    this._emit('subscribed', reply);
+    this._hook(entry, 'onSubscribed', reply);
+    if (reply.recovered === true && entry.recoverUntil === null) this._recoveryDone(channel, entry, 0);
+    if (reply.recovered === false) {
+      entry.gapAnnounced = true; // the gateway's gap message that follows is this same gap
+      this._emitGap([channel]);
+    }
+  }
+
+  _recoveryDone(channel, entry, events) {
+    entry.recoverUntil = null;
+    this._log('recovered', channel, `(${events} events)`);
+    const info = { channel, events };
+    this._emit('recovered', info);
+    this._hook(entry, 'onRecovered', info);
+  }
+
+  /**
+   * An event: dropped when its offset is not after the last one seen on its
+   * channel (a repeat), else handed to the channel's handlers.
+   */
+  _onEvent(msg) {
+    const entry = this._subs.get(msg.channel);
+    let recovered = false;
+    if (entry) {
+      entry.gapAnnounced = false;
+      if (typeof msg.offset === 'string') {
+        const last = entry.position && entry.position.offset;
+        if (last && !entry.afterGap && !(compareOffsets(msg.offset, last) > 0)) {
+          this._duplicates++;
+          this._log('dropped a repeated event', msg.channel, msg.offset);
+          return;
+        }
+        entry.position = { offset: msg.offset, epoch: entry.position ? entry.position.epoch : null };
+        entry.afterGap = false;
+        if (entry.recoverUntil !== null) {
+          recovered = true;
+          entry.recoveredCount++;
+          this._recoveredTotal++;
+          if (!(compareOffsets(msg.offset, entry.recoverUntil) < 0)) this._recoveryDone(msg.channel, entry, entry.recoveredCount);
+        }
+      }
+      for (const handler of [...entry.handlers]) {
+        try { handler(msg.data, msg, { recovered }); } catch (err) { this._log('handler threw:', err); }
+      }
+    }
+    this._emit('event', msg);
+  }
+
+  /** A gap message: channels on which events may have been lost. */
+  _onGap(channels) {
+    const fresh = [];
+    for (const channel of channels) {
+      const entry = this._subs.get(channel);
+      if (entry && entry.gapAnnounced) { entry.gapAnnounced = false; continue; }
+      if (entry) entry.afterGap = true; // e.g. another history epoch: offsets start over
+      fresh.push(channel);
+    }
+    if (fresh.length) this._emitGap(fresh);
+  }
+
+  _emitGap(channels) {
+    this._gaps += channels.length;
+    this._log('gap on', channels.join(', '));
+    this._emit('gap', { channels });
+    for (const channel of channels) {
+      const entry = this._subs.get(channel);
+      if (entry) this._hook(entry, 'onGap', { channel });
+    }
+  }
+
+  _hook(entry, name, payload) {
+    for (const hooks of [...entry.hooks.values()]) {
+      if (typeof hooks[name] !== 'function') continue;
+      try { hooks[name](payload); } catch (err) { this._log(`${name} threw:`, err); }
+    }
+  }
+
+  /** The channel set grew by `channel` while connected. */
+  _channelsChanged(channel, entry) {
+    this._sendSubscribe(channel, entry);
   }
 
   _removeHandler(channel, entry, handler) {
-    if (!entry.handlers.delete(handler) || entry.handlers.size > 0) return;
+    if (!entry.handlers.delete(handler)) return;
+    entry.hooks.delete(handler);
+    if (entry.handlers.size > 0) return;
     if (this._subs.get(channel) !== entry) return;
     this._subs.delete(channel);
     this._log('unsubscribe', channel);

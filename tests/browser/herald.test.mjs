@@ -2,7 +2,7 @@
 // (node --test). No network, no browser.
 import { test, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { Herald, HeraldError, backoffDelay, parseMessage } from '../../web/herald.js';
+import { Herald, HeraldError, backoffDelay, compareOffsets, parseMessage } from '../../web/herald.js';
 
 /** A scripted stand-in for the browser's WebSocket; every instance is kept. */
 class FakeSocket {
@@ -462,6 +462,158 @@ test('a refused resubscription after reconnect drops the channel and emits error
   assert.deepEqual(h.channels, []);
   assert.equal(errors.length, 1);
   assert.equal(errors[0].code, 'forbidden');
+});
+
+// ---- recovery -------------------------------------------------------------------
+
+/** Answers the newest subscribe for channel on ws with a subscribed reply. */
+function answerSubscribe(ws, channel, extra = {}) {
+  const req = ws.sentOfType('subscribe').filter((m) => m.channel === channel).at(-1);
+  ws.receive({ type: 'subscribed', channel, id: req.id, ...extra });
+  return req;
+}
+const event = (channel, offset, n) => ({ type: 'event', channel, data: { n }, offset });
+
+/** Drops the socket and lets the client reconnect on a new one (not yet accepted). */
+async function dropAndReconnect() {
+  last().drop(1006);
+  mock.timers.tick(30000);
+  await flush();
+  return last();
+}
+
+test('compareOffsets orders offsets as two 64-bit numbers, NaN for anything else', () => {
+  assert.ok(compareOffsets('1733150000000-0', '1733150000000-1') < 0);
+  assert.ok(compareOffsets('1733150000001-0', '1733150000000-9') > 0);
+  assert.ok(compareOffsets('99-0', '100-0') < 0, 'not a string comparison');
+  assert.ok(compareOffsets('5-10', '5-9') > 0);
+  assert.equal(compareOffsets('18446744073709551615-18446744073709551615', '18446744073709551615-18446744073709551615'), 0);
+  assert.ok(compareOffsets('18446744073709551614-0', '18446744073709551615-0') < 0, 'beyond 2^53');
+  assert.equal(compareOffsets('007-1', '7-1'), 0);
+  assert.ok(Number.isNaN(compareOffsets('x', '1-0')));
+  assert.ok(Number.isNaN(compareOffsets('1-0', '1')));
+});
+
+test('the first subscribe has no since; after a forced disconnect it resubscribes with since and drops repeats', async () => {
+  const h = await connected();
+  const got = [];
+  const flags = [];
+  const recovered = [];
+  h.on('recovered', (e) => recovered.push(e));
+  h.subscribe('apps:created', (d, msg, info) => { got.push(d.n); flags.push(info.recovered); });
+  h.subscribe('announcements', () => {});
+  let ws = last();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [undefined, undefined]);
+  answerSubscribe(ws, 'apps:created', { offset: '100-0', epoch: '1733149000123456' });
+  answerSubscribe(ws, 'announcements', { offset: null, epoch: null });
+  assert.deepEqual(h.position('apps:created'), { offset: '100-0', epoch: '1733149000123456' });
+  ws.receive(event('apps:created', '101-0', 1));
+  ws.receive(event('apps:created', '102-0', 2));
+  ws.receive(event('apps:created', '102-0', 2)); // a repeat on the same connection
+  assert.deepEqual(h.position('apps:created'), { offset: '102-0', epoch: '1733149000123456' });
+
+  ws = await dropAndReconnect();
+  ws.accept();
+  const bySince = Object.fromEntries(ws.sentOfType('subscribe').map((m) => [m.channel, m.since]));
+  assert.deepEqual(bySince, { 'apps:created': { offset: '102-0', epoch: '1733149000123456' },
+                              announcements: { offset: null, epoch: null } });
+  answerSubscribe(ws, 'apps:created', { offset: '104-0', epoch: '1733149000123456', recovered: true });
+  ws.receive(event('apps:created', '101-0', 1)); // repeats, e.g. from an overlapping read
+  ws.receive(event('apps:created', '102-0', 2));
+  ws.receive(event('apps:created', '103-0', 3));
+  assert.deepEqual(recovered, [], 'recovery not complete before the newest offset arrived');
+  ws.receive(event('apps:created', '104-0', 4));
+  ws.receive(event('apps:created', '105-0', 5));
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+  assert.deepEqual(flags, [false, false, true, true, false]);
+  assert.deepEqual(recovered, [{ channel: 'apps:created', events: 2 }]);
+  assert.deepEqual(h.counters, { recovered: 2, duplicates: 3, gaps: 0 });
+});
+
+test('recovered with nothing missed: recovered fires with 0 events, no gap', async () => {
+  const h = await connected();
+  const recovered = [];
+  const gaps = [];
+  h.on('recovered', (e) => recovered.push(e));
+  h.on('gap', (e) => gaps.push(e));
+  h.subscribe('apps:created', () => {});
+  answerSubscribe(last(), 'apps:created', { offset: '7-0', epoch: '11' });
+  const ws = await dropAndReconnect();
+  ws.accept();
+  answerSubscribe(ws, 'apps:created', { offset: '7-0', epoch: '11', recovered: true });
+  assert.deepEqual(recovered, [{ channel: 'apps:created', events: 0 }]);
+  assert.deepEqual(gaps, []);
+});
+
+test('recovered:false is one gap per channel (the gap message after it is not repeated), and the position restarts', async () => {
+  const h = await connected();
+  const gaps = [];
+  const onGap = [];
+  const subscribed = [];
+  const got = [];
+  h.on('gap', (e) => gaps.push(e.channels));
+  h.on('subscribed', (m) => subscribed.push([m.channel, m.recovered]));
+  h.subscribe('apps:created', (d) => got.push(d.n), { onGap: (e) => onGap.push(e),
+                                                       onSubscribed: (m) => subscribed.push(['hook', m.recovered]) });
+  answerSubscribe(last(), 'apps:created', { offset: '500-0', epoch: '1' });
+  last().receive(event('apps:created', '501-0', 1));
+  const ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe')[0].since, { offset: '501-0', epoch: '1' });
+  // the history was lost: another epoch whose offsets are lower than ours
+  answerSubscribe(ws, 'apps:created', { offset: '20-0', epoch: '2', recovered: false });
+  ws.receive({ type: 'gap', channels: ['apps:created'] });
+  ws.receive(event('apps:created', '21-0', 2));
+  assert.deepEqual(gaps, [['apps:created']]);
+  assert.deepEqual(onGap, [{ channel: 'apps:created' }]);
+  assert.deepEqual(got, [1, 2], 'an event of the new epoch is not taken for a repeat');
+  assert.deepEqual(h.position('apps:created'), { offset: '21-0', epoch: '2' });
+  assert.deepEqual(subscribed, [['apps:created', undefined], ['hook', undefined], ['apps:created', false], ['hook', false]]);
+  // a later gap from the gateway (e.g. its Redis was replaced) is reported again
+  ws.receive({ type: 'gap', channels: ['apps:created'] });
+  assert.deepEqual(gaps, [['apps:created'], ['apps:created']]);
+  assert.equal(h.counters.gaps, 2);
+});
+
+test('after a gap the next event is taken whatever its offset (offsets of a new epoch start over)', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  answerSubscribe(last(), 'apps:created', { offset: '900-0', epoch: '1' });
+  last().receive({ type: 'gap', channels: ['apps:created', 'not:mine'] });
+  last().receive(event('apps:created', '3-0', 1));
+  last().receive(event('apps:created', '3-0', 1));
+  last().receive(event('apps:created', '4-0', 2));
+  assert.deepEqual(got, [1, 2]);
+});
+
+test('events without an offset (raw PUBLISH) are never dropped', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('announcements', (d) => got.push(d.n));
+  answerSubscribe(last(), 'announcements', { offset: null, epoch: null });
+  last().receive({ type: 'event', channel: 'announcements', data: { n: 1 } });
+  last().receive({ type: 'event', channel: 'announcements', data: { n: 1 } });
+  assert.deepEqual(got, [1, 1]);
+});
+
+test('subscribe with a stored since asks the gateway to recover from it on the first subscribe', async () => {
+  const h = await connected();
+  h.subscribe('apps:created', () => {}, { since: { offset: '42-0', epoch: '9' } });
+  assert.deepEqual(last().sentOfType('subscribe')[0].since, { offset: '42-0', epoch: '9' });
+  assert.deepEqual(h.position('apps:created'), { offset: '42-0', epoch: '9' });
+  assert.equal(h.position('announcements'), null);
+});
+
+test('a channel unsubscribed and subscribed again starts afresh (no since)', async () => {
+  const h = await connected();
+  const off = h.subscribe('apps:created', () => {});
+  answerSubscribe(last(), 'apps:created', { offset: '1-0', epoch: '1' });
+  off();
+  h.subscribe('apps:created', () => {});
+  const subs = last().sentOfType('subscribe');
+  assert.equal(subs.length, 2);
+  assert.equal(subs[1].since, undefined);
 });
 
 // ---- requests ---------------------------------------------------------------
