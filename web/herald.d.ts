@@ -2,6 +2,9 @@
 
 export type HeraldState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'failed';
 
+/** `sse`: Server-Sent Events (GET /events), the fallback when WebSocket cannot connect. */
+export type HeraldTransport = 'websocket' | 'sse';
+
 export interface HeraldUser {
   userId: string;
   email: string | null;
@@ -147,6 +150,14 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
 }
 
+/** The minimal EventSource this client uses (the browser's, or a fake in tests). */
+export interface EventSourceLike {
+  close(): void;
+  addEventListener(type: string, listener: (ev: { data: unknown }) => void): void;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
 export interface HeraldOptions {
   /** A fixed JWT, sent as the subprotocol `token-<jwt>`. */
   token?: string;
@@ -168,10 +179,26 @@ export interface HeraldOptions {
   maxBufferSize?: number;
   /** Log to the console with the prefix `[Herald]` (or pass a function to receive the lines). */
   debug?: boolean | ((...args: unknown[]) => void);
+  /** Fall back to Server-Sent Events when WebSocket cannot connect but HTTP works (default true). */
+  fallback?: boolean;
+  /** WebSocket attempts in a row that must fail before /healthz is checked for the fallback (default 3). */
+  fallbackAfter?: number;
+  /** While on event streams, try WebSocket again this often, ms (default 60000; 0: never). */
+  probeInterval?: number;
+  /** Channels per event stream (default 16, the gateway's limit); more channels open more streams. */
+  sseMaxChannels?: number;
+  /** The event-stream URL (default: the WebSocket URL with http(s) and /events instead of /ws). */
+  sseUrl?: string;
+  /** The URL that tells whether plain HTTP reaches the gateway (default: .../healthz). */
+  healthUrl?: string;
   /** Same as `on('stateChange', ...)`. */
   onStateChange?: (change: StateChange) => void;
   /** For tests and non-browser hosts: the WebSocket constructor (default globalThis.WebSocket). */
   WebSocket?: new (url: string, protocols?: string | string[]) => WebSocketLike;
+  /** For tests and non-browser hosts: the EventSource constructor (default globalThis.EventSource). */
+  EventSource?: new (url: string) => EventSourceLike;
+  /** For tests: the fetch used for /healthz and to learn why a stream was refused (default globalThis.fetch). */
+  fetch?: (url: string, init?: object) => Promise<{ ok: boolean; status: number; text(): Promise<string> }>;
   /** For tests: where `online`/`offline` fire (default window). */
   window?: EventTarget | null;
   /** For tests: where `visibilitychange` fires and `visibilityState` is read (default document). */
@@ -207,6 +234,8 @@ export interface HeraldEvents {
   subscribed: SubscribedMessage;
   /** A channel's recovery is complete: `events` missed events were delivered. */
   recovered: { channel: string; events: number };
+  /** The transport changed (to `sse` after the fallback, back to `websocket` after a successful probe). */
+  transport: { transport: HeraldTransport; previous: HeraldTransport; reason: string | null };
   error: ErrorMessage;
   message: HeraldMessage;
 }
@@ -235,7 +264,10 @@ export interface RequestOptions extends SendOptions {
 
 export class HeraldError extends Error {
   constructor(code: string, message: string, reply?: ErrorMessage);
-  /** A gateway error code, or timeout | not_connected | disconnected | connection_lost | buffer_overflow | failed. */
+  /**
+   * A gateway error code, or timeout | not_connected | disconnected | connection_lost | buffer_overflow | failed |
+   * unsupported_transport (a request while on event streams, which carry no requests).
+   */
   readonly code: string;
   readonly reply?: ErrorMessage;
 }
@@ -244,6 +276,8 @@ export class Herald {
   constructor(url: string, options?: HeraldOptions);
   readonly url: string;
   readonly state: HeraldState;
+  /** The transport in use. */
+  readonly transport: HeraldTransport;
   readonly failureReason: string | null;
   readonly connectionId: string | null;
   readonly user: HeraldUser | null;

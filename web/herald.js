@@ -10,8 +10,12 @@
  * What it takes care of: reconnection with full-jitter exponential backoff
  * (paused while the browser is offline or the tab hidden), a fresh token
  * before every (re)connect, a heartbeat that notices dead connections,
- * subscriptions restored after every reconnect, replies matched to requests by
- * `id`, and messages buffered while disconnected.
+ * subscriptions restored after every reconnect with recovery of the events
+ * missed meanwhile (each channel's last offset and epoch; exactly once, in
+ * order, or a `gap` when that cannot be proven), replies matched to requests
+ * by `id`, messages buffered while disconnected, and a fallback to
+ * Server-Sent Events (GET /events) when WebSocket cannot connect but plain
+ * HTTP to the gateway works (WebSocket is probed again later).
  *
  * Wire protocol: see the gateway's README ("Protocol").
  *
@@ -39,6 +43,10 @@ const DEFAULTS = Object.freeze({
   requestTimeout: 10000,
   maxBufferSize: 100,
   debug: false,
+  fallback: true,
+  fallbackAfter: 3,
+  probeInterval: 60000,
+  sseMaxChannels: 16,
 });
 
 /**
@@ -96,11 +104,22 @@ export function compareOffsets(a, b) {
   return 0;
 }
 
+/**
+ * A channel's position in an event stream's id (Last-Event-ID): `<epoch>/<offset>`,
+ * `<epoch>/` (no event of that epoch seen: from its beginning), or `` (no
+ * history: a reconnect reports a gap).
+ */
+function streamPosition(position) {
+  if (!position || !position.epoch) return '';
+  return `${position.epoch}/${position.offset || ''}`;
+}
+
 /** An `error` reply from the gateway, or a request that could not complete. */
 export class HeraldError extends Error {
   /**
    * @param {string} code machine-readable: a gateway error code, or `timeout`,
-   *   `not_connected`, `disconnected`, `connection_lost`, `buffer_overflow`, `failed`
+   *   `not_connected`, `disconnected`, `connection_lost`, `buffer_overflow`, `failed`,
+   *   `unsupported_transport`
    * @param {string} message
    * @param {object} [reply] the gateway's error message, when there is one
    */
@@ -122,8 +141,10 @@ export class HeraldError extends Error {
  * `connected {reconnected, connectionId, user, authorizedChannels}`,
  * `disconnected {code, reason, intentional}`, `reconnectAttempt {attempt, delay}`,
  * `reconnectFailed {attempts}`, `event` (each event message), `gap {channels}`,
- * `error` (error replies that no request is waiting for, and failed
- * resubscriptions), `message` (every parsed message).
+ * `subscribed` (every subscribed reply), `recovered {channel, events}`,
+ * `transport {transport, previous, reason}`, `error` (error replies that no
+ * request is waiting for, and failed resubscriptions), `message` (every
+ * parsed message).
  */
 export class Herald {
   /**
@@ -139,6 +160,8 @@ export class Herald {
     this._document = options.document !== undefined ? options.document : env.document;
     this._navigator = options.navigator !== undefined ? options.navigator : env.navigator;
     this._random = options.random || Math.random;
+    this._EventSource = options.EventSource || env.EventSource;
+    this._fetch = options.fetch || (typeof env.fetch === 'function' ? env.fetch.bind(env) : null);
 
     this._state = 'disconnected';
     this._failureReason = null;
@@ -166,6 +189,14 @@ export class Herald {
     this._recoveredTotal = 0;    // events delivered by recoveries
     this._duplicates = 0;        // repeated events dropped
     this._gaps = 0;              // channel gaps reported
+    this._transport = 'websocket';
+    this._wsFailures = 0;        // WebSocket attempts in a row that never got `connected`
+    this._sseFailures = 0;       // event streams in a row that never got `connected`
+    /** @type {Array<{channels: string[], es: any, opened: boolean, url: string}>} */
+    this._streams = [];          // SSE: one EventSource per group of at most sseMaxChannels channels
+    this._sseReopen = false;     // a reopen for a new channel set is scheduled
+    this._probeTimer = null;
+    this._probeWs = null;
 
     this._onOnline = () => this._resume('online');
     this._onOffline = () => this._pause('offline');
@@ -201,6 +232,13 @@ export class Herald {
     return { recovered: this._recoveredTotal, duplicates: this._duplicates, gaps: this._gaps };
   }
 
+  /**
+   * The transport in use: `websocket`, or `sse` (Server-Sent Events, the
+   * fallback when WebSocket cannot connect but plain HTTP to the gateway works).
+   * @returns {'websocket'|'sse'}
+   */
+  get transport() { return this._transport; }
+
   /** Channels currently tracked (restored after every reconnect). */
   get channels() { return [...this._subs.keys()]; }
 
@@ -229,6 +267,9 @@ export class Herald {
     this._attempt = 0;
     this._authRetried = false;
     this._everConnected = false;
+    this._wsFailures = 0;
+    this._sseFailures = 0;
+    this._setTransport('websocket', 'connect');
     this._listen(true);
     this._setState('connecting');
     this._open();
@@ -250,6 +291,8 @@ export class Herald {
     }
     const ws = this._ws;
     this._dropSocket();
+    this._closeStreams();
+    this._stopProbe();
     this._rejectPending('disconnected', 'disconnect() called');
     if (ws) {
       try { ws.close(1000, 'client disconnect'); } catch { /* already closing */ }
@@ -413,6 +456,10 @@ export class Herald {
     if (generation !== this._generation) return; // disconnect() meanwhile
     this._token = token || null;
     this._lastError = null;
+    if (this._transport === 'sse') {
+      this._openStreams();
+      return;
+    }
     this._log('opening', this.url, `(attempt ${this._attempt})`);
     let ws;
     try {
@@ -438,6 +485,10 @@ export class Herald {
     if (typeof raw !== 'string') return;
     const msg = parseMessage(raw);
     if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return; // e.g. the text heartbeat "3"
+    this._dispatch(msg);
+  }
+
+  _dispatch(msg) {
     this._emit('message', msg);
     const pending = msg.id !== undefined && msg.id !== null ? this._pending.get(String(msg.id)) : undefined;
     switch (msg.type) {
@@ -477,6 +528,7 @@ export class Herald {
     const reconnected = this._everConnected;
     this._everConnected = true;
     this._attempt = 0;
+    this._wsFailures = 0;
     this._authRetried = false;
     this._session = {
       connectionId: msg.connectionId,
@@ -493,6 +545,7 @@ export class Herald {
 
   _onClose(code, reason) {
     const wasConnected = this._state === 'connected';
+    if (!wasConnected && code !== CLOSE_UNAUTHORIZED) this._wsFailures++;
     this._dropSocket();
     this._rejectPending('connection_lost', 'the connection closed before the reply');
     this._log('closed', code, reason || '');
@@ -528,6 +581,8 @@ export class Herald {
 
   _fail(reason) {
     this._clearReconnect();
+    this._closeStreams();
+    this._stopProbe();
     this._listen(false);
     this._failureReason = reason;
     for (const item of this._buffer.splice(0)) {
@@ -552,6 +607,15 @@ export class Herald {
       return;
     }
     const delay = backoffDelay(this._attempt, this.options.baseDelay, this.options.maxDelay, this._random);
+    if (this._transport === 'websocket' && this._wsFailures >= this.options.fallbackAfter && this._canUseSse()) {
+      this._tryFallback(delay);
+      return;
+    }
+    if (this._transport === 'sse' && this._sseFailures >= this.options.fallbackAfter) {
+      this._sseFailures = 0; // the streams do not work either: WebSocket again, then maybe back
+      this._wsFailures = 0;
+      this._setTransport('websocket', 'event stream unavailable');
+    }
     this._startAttempt(delay);
   }
 
@@ -747,7 +811,8 @@ export class Herald {
 
   /** The channel set grew by `channel` while connected. */
   _channelsChanged(channel, entry) {
-    this._sendSubscribe(channel, entry);
+    if (this._transport === 'sse') this._scheduleStreamReopen();
+    else this._sendSubscribe(channel, entry);
   }
 
   _removeHandler(channel, entry, handler) {
@@ -758,13 +823,19 @@ export class Herald {
     this._subs.delete(channel);
     this._log('unsubscribe', channel);
     // Only a live connection has anything to undo; a new one starts without it.
-    if (this._state === 'connected') this._transmit({ type: 'unsubscribe', channel }, null);
+    if (this._state !== 'connected') return;
+    if (this._transport === 'sse') this._scheduleStreamReopen();
+    else this._transmit({ type: 'unsubscribe', channel }, null);
   }
 
   /** Sends now when connected, else buffers (when allowed). */
   _enqueue(message, request, allowBuffer) {
     if (this._state === 'connected' && this._ws) {
       this._transmit(message, request);
+      return true;
+    }
+    if (this._state === 'connected' && this._transport === 'sse' && request) {
+      request.reject(new HeraldError('unsupported_transport', 'requests need the WebSocket transport'));
       return true;
     }
     if (!allowBuffer) return false;
@@ -814,6 +885,356 @@ export class Herald {
       clearTimeout(request.timer);
       if (!request.survivesClose) request.reject(new HeraldError(code, message));
     }
+  }
+
+  // ---- Server-Sent Events fallback ------------------------------------------
+
+  /** Whether the event-stream fallback is possible here. */
+  _canUseSse() {
+    return this.options.fallback !== false && typeof this._EventSource === 'function';
+  }
+
+  /** An http(s) URL on the gateway next to the WebSocket URL: /ws -> path. */
+  _httpUrl(path) {
+    const base = typeof location !== 'undefined' && location.href ? location.href : undefined;
+    const u = new URL(this.url, base);
+    u.protocol = u.protocol === 'wss:' || u.protocol === 'https:' ? 'https:' : 'http:';
+    u.pathname = u.pathname.replace(/\/ws\/?$/, '') + path;
+    u.search = '';
+    u.hash = '';
+    return u.toString();
+  }
+
+  _sseUrl() { return this.options.sseUrl || this._httpUrl('/events'); }
+
+  _healthUrl() { return this.options.healthUrl || this._httpUrl('/healthz'); }
+
+  _setTransport(transport, reason) {
+    if (transport === this._transport) return;
+    const previous = this._transport;
+    this._transport = transport;
+    this._log('transport', previous, '->', transport, reason ? `(${reason})` : '');
+    if (transport === 'sse') this._scheduleProbe();
+    else this._stopProbe();
+    this._emit('transport', { transport, previous, reason: reason || null });
+  }
+
+  /**
+   * WebSocket failed fallbackAfter times in a row: when plain HTTP to the
+   * gateway works (GET /healthz), the next attempt opens event streams at once.
+   */
+  async _tryFallback(delay) {
+    const generation = this._generation;
+    let ok = false;
+    if (this._fetch) {
+      try {
+        const init = { cache: 'no-store' };
+        if (typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function') init.signal = AbortSignal.timeout(5000);
+        const res = await this._fetch(this._healthUrl(), init);
+        ok = !!res && res.ok;
+      } catch {
+        ok = false;
+      }
+    }
+    if (generation !== this._generation || this._state !== 'reconnecting' || this._reconnectTimer || this._paused) return;
+    if (ok) {
+      this._sseFailures = 0;
+      this._setTransport('sse', 'WebSocket cannot connect, HTTP works');
+    } else {
+      this._log('WebSocket and HTTP both fail: the gateway is unreachable');
+    }
+    this._startAttempt(ok ? 0 : delay);
+  }
+
+  /** Splits the channels into streams, keeping each existing stream's set when it still fits. */
+  _planStreams() {
+    const want = new Set(this._subs.keys());
+    const max = Math.max(1, this.options.sseMaxChannels);
+    const plan = this._streams.map((st) => ({ old: st, channels: st.channels.filter((c) => want.has(c)) }));
+    const placed = new Set(plan.flatMap((p) => p.channels));
+    for (const channel of want) {
+      if (placed.has(channel)) continue;
+      let target = plan.find((p) => p.channels.length < max);
+      if (!target) plan.push(target = { old: null, channels: [] });
+      target.channels.push(channel);
+    }
+    return plan;
+  }
+
+  /** Opens the event streams for every channel (a connect or reconnect on SSE). */
+  _openStreams() {
+    this._closeStreams();
+    const plan = this._planStreams();
+    if (plan.length === 0) {
+      this._log('event streams wait for a subscription'); // GET /events needs a channel
+      return;
+    }
+    for (const { channels } of plan) this._openStream(channels);
+  }
+
+  _scheduleStreamReopen() {
+    if (this._sseReopen) return;
+    this._sseReopen = true;
+    queueMicrotask(() => {
+      this._sseReopen = false;
+      if (this._transport !== 'sse') return;
+      if (this._state === 'connected') this._reopenStreams();
+      else if (this._streams.length === 0 && (this._state === 'connecting' || this._state === 'reconnecting') &&
+               !this._reconnectTimer && !this._paused) this._openStreams();
+    });
+  }
+
+  /** The channel set changed: reopen only the streams whose set changed, recovering from the positions. */
+  _reopenStreams() {
+    const plan = this._planStreams();
+    const next = [];
+    for (const { old, channels } of plan) {
+      if (old && old.channels.length === channels.length && old.channels.every((c, i) => c === channels[i])) {
+        next.push(old);
+        continue;
+      }
+      if (old) this._closeStream(old);
+      if (channels.length) next.push(this._openStream(channels, false));
+    }
+    this._streams = next;
+  }
+
+  /**
+   * One EventSource for `channels`: channels with a known position first, in
+   * the order of the lastEventId that asks to recover them; new ones after.
+   */
+  _openStream(channels, register = true) {
+    const known = channels.filter((c) => this._subs.get(c).position);
+    const fresh = channels.filter((c) => !this._subs.get(c).position);
+    const order = [...known, ...fresh];
+    const url = new URL(this._sseUrl());
+    for (const channel of order) url.searchParams.append('channel', channel);
+    if (this._token) url.searchParams.set('token', this._token); // EventSource cannot send headers
+    if (known.length) url.searchParams.set('lastEventId', known.map((c) => streamPosition(this._subs.get(c).position)).join(','));
+    for (const channel of order) {
+      const entry = this._subs.get(channel);
+      entry.recoverUntil = null;
+      entry.gapAnnounced = false;
+    }
+    const stream = { channels: order, es: null, opened: false, url: url.toString() };
+    this._log('opening event stream for', order.join(', '));
+    let es;
+    try {
+      es = new this._EventSource(stream.url);
+    } catch (err) {
+      this._log('EventSource constructor failed:', err && err.message);
+      queueMicrotask(() => this._onStreamError(stream));
+      if (register) this._streams.push(stream);
+      return stream;
+    }
+    stream.es = es;
+    const onMessage = (ev) => { if (stream.es === es) this._onStreamMessage(stream, ev); };
+    es.onmessage = onMessage;
+    es.addEventListener('connected', onMessage);
+    es.addEventListener('subscribed', onMessage);
+    es.onerror = () => { if (stream.es === es) this._onStreamError(stream); };
+    if (register) this._streams.push(stream);
+    return stream;
+  }
+
+  _onStreamMessage(stream, ev) {
+    if (typeof ev.data !== 'string') return;
+    const msg = parseMessage(ev.data);
+    if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return;
+    if (msg.type === 'connected') {
+      stream.opened = true;
+      this._onStreamConnected(msg);
+      this._emit('message', msg);
+      return;
+    }
+    if (msg.type === 'subscribed' && msg.id === undefined) {
+      this._emit('message', msg);
+      const entry = this._subs.get(msg.channel);
+      if (entry) {
+        this._onSubscribed(msg.channel, entry, msg);
+        if (entry.resolve) { entry.resolve(msg); entry.resolve = entry.reject = null; }
+      } else {
+        this._emit('subscribed', msg);
+      }
+      return;
+    }
+    this._dispatch(msg);
+  }
+
+  /** A stream is up: the first one makes the client connected. */
+  _onStreamConnected(msg) {
+    this._session = {
+      connectionId: msg.connectionId,
+      user: msg.user || null,
+      authorizedChannels: Array.isArray(msg.authorizedChannels) ? msg.authorizedChannels : [],
+    };
+    this._sseFailures = 0;
+    if (this._state === 'connected') return;
+    const reconnected = this._everConnected;
+    this._everConnected = true;
+    this._attempt = 0;
+    this._authRetried = false;
+    this._log('connected over event streams', msg.connectionId);
+    this._setState('connected');
+    for (const item of this._buffer.splice(0)) {
+      if (item.request) item.request.reject(new HeraldError('unsupported_transport', 'requests need the WebSocket transport'));
+      else this._buffer.push(item);
+    }
+    this._emit('connected', { reconnected, ...this._session });
+  }
+
+  /**
+   * A stream failed. Before its `connected`: find out why (a refused token
+   * fails like close 4001; a refused channel fails that subscription only);
+   * otherwise every stream is closed and the client reconnects with backoff.
+   */
+  async _onStreamError(stream) {
+    if (!this._streams.includes(stream)) return; // replaced or closed meanwhile
+    const opened = stream.opened;
+    this._closeStream(stream);
+    if (!opened) {
+      const generation = this._generation;
+      const refusal = await this._streamRefusal(stream.url);
+      if (generation !== this._generation || !this._streams.includes(stream)) return;
+      if (refusal && refusal.status === 401) {
+        const wasConnected = this._state === 'connected';
+        this._closeStreams();
+        this._session = null;
+        if (wasConnected) this._emit('disconnected', { code: CLOSE_UNAUTHORIZED, reason: refusal.message, intentional: false });
+        this._lastError = { type: 'error', code: 'unauthorized', message: refusal.message };
+        this._onUnauthorized(refusal.message);
+        return;
+      }
+      if (refusal && (refusal.status === 403 || refusal.status === 400)) {
+        const channel = stream.channels.find((c) => refusal.message.endsWith(`: ${c}`)) ||
+                        (stream.channels.length === 1 ? stream.channels[0] : null);
+        if (channel) {
+          this._refuseChannel(channel, refusal);
+          this._streams = this._streams.filter((st) => st !== stream);
+          if (this._state === 'connected') this._reopenStreams();
+          else this._openStreams();
+          return;
+        }
+      }
+      this._sseFailures++;
+    }
+    const wasConnected = this._state === 'connected';
+    this._closeStreams();
+    this._session = null;
+    this._log('event stream closed');
+    if (wasConnected) this._emit('disconnected', { code: 1006, reason: 'event stream closed', intentional: false });
+    if (this._state === 'disconnected' || this._state === 'failed') return;
+    this._scheduleReconnect();
+  }
+
+  /** The status and text of a refused stream request, or null (it works, or the network fails). */
+  async _streamRefusal(url) {
+    if (!this._fetch) return null;
+    const abort = typeof AbortController === 'function' ? new AbortController() : null;
+    try {
+      const res = await this._fetch(url, { headers: { Accept: 'text/event-stream' }, cache: 'no-store',
+                                           signal: abort ? abort.signal : undefined });
+      if (res.status === 200) return null;
+      const text = (await res.text()).trim().slice(0, 500);
+      return { status: res.status, message: text || `HTTP ${res.status}` };
+    } catch {
+      return null;
+    } finally {
+      if (abort) abort.abort();
+    }
+  }
+
+  /** The gateway refused to stream a channel: that subscription fails like an error reply. */
+  _refuseChannel(channel, refusal) {
+    const entry = this._subs.get(channel);
+    if (!entry) return;
+    this._subs.delete(channel);
+    const code = refusal.status === 403 ? 'forbidden' : 'invalid_channel';
+    const err = new HeraldError(code, refusal.message);
+    if (entry.reject) { entry.reject(err); entry.resolve = entry.reject = null; }
+    this._emit('error', { type: 'error', code, message: refusal.message, channel });
+  }
+
+  _closeStream(stream) {
+    const es = stream.es;
+    stream.es = null;
+    if (!es) return;
+    es.onmessage = null;
+    es.onerror = null;
+    try { es.close(); } catch { /* ignore */ }
+  }
+
+  _closeStreams() {
+    for (const stream of this._streams) this._closeStream(stream);
+    this._streams = [];
+  }
+
+  // ---- probing WebSocket while on event streams ---------------------------------
+
+  _scheduleProbe() {
+    this._stopProbe();
+    if (!(this.options.probeInterval > 0)) return;
+    this._probeTimer = setTimeout(() => {
+      this._probeTimer = null;
+      this._probeWebSocket();
+    }, this.options.probeInterval);
+  }
+
+  _stopProbe() {
+    if (this._probeTimer) clearTimeout(this._probeTimer);
+    this._probeTimer = null;
+    const ws = this._probeWs;
+    this._probeWs = null;
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000, 'probe'); } catch { /* ignore */ }
+    }
+  }
+
+  /** Tries WebSocket; when it reaches `connected`, it becomes the connection and the streams close. */
+  async _probeWebSocket() {
+    if (this._transport !== 'sse' || this._state === 'disconnected' || this._state === 'failed') return;
+    const generation = this._generation;
+    let token;
+    try { token = await this._fetchToken(); } catch { token = undefined; }
+    if (generation !== this._generation || this._transport !== 'sse') return;
+    let ws;
+    try {
+      ws = token ? new this._WebSocket(this.url, [`token-${token}`]) : new this._WebSocket(this.url);
+    } catch {
+      this._scheduleProbe();
+      return;
+    }
+    this._log('probing WebSocket');
+    this._probeWs = ws;
+    ws.onmessage = (ev) => {
+      if (this._probeWs !== ws) return;
+      const msg = typeof ev.data === 'string' ? parseMessage(ev.data) : undefined;
+      if (!msg || msg.type !== 'connected') return;
+      this._probeWs = null;
+      this._adoptWebSocket(ws, token, msg);
+    };
+    ws.onclose = () => {
+      if (this._probeWs !== ws) return;
+      this._probeWs = null;
+      this._log('WebSocket probe failed');
+      this._scheduleProbe();
+    };
+    ws.onerror = () => {};
+  }
+
+  _adoptWebSocket(ws, token, connected) {
+    this._log('WebSocket works again: leaving the event streams');
+    this._closeStreams();
+    this._clearReconnect();
+    this._setTransport('websocket', 'WebSocket probe connected');
+    this._token = token || null;
+    this._lastError = null;
+    this._ws = ws;
+    ws.onmessage = (ev) => { if (this._ws === ws) this._onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this._ws === ws) this._onClose(ev.code, ev.reason); };
+    ws.onerror = () => this._log('socket error');
+    this._dispatch(connected);
   }
 
   // ---- environment, state and events ---------------------------------------
