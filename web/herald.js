@@ -336,6 +336,9 @@ export class Herald {
                 recoverUntil: null,   // while recovering: the gateway's newest offset at `subscribed`
                 recoveredCount: 0,
                 gapAnnounced: false,  // recovered:false already reported this gap
+                checkReply: null,     // subscribed afresh without a known epoch: compare the reply
+                sawRaw: false,        // events without an offset (no history) came on this channel
+                epochProbe: false,    // a subscribe asking for the epoch is in flight
                 afterGap: false };    // the next event starts afresh (no order check)
       entry.ready = new Promise((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
       entry.ready.catch(() => {}); // the caller may ignore it; failures also go to the `error` event
@@ -345,7 +348,8 @@ export class Herald {
                            epoch: typeof since.epoch === 'string' ? since.epoch : null };
       }
       this._subs.set(channel, entry);
-      if (this._state === 'connected') this._channelsChanged(channel, entry);
+      // (event streams waiting for a first channel open with this one)
+      if (this._state === 'connected' || this._transport === 'sse') this._channelsChanged(channel, entry);
     }
     entry.handlers.add(handler);
     if (options && (options.onGap || options.onSubscribed || options.onRecovered)) entry.hooks.set(handler, options);
@@ -706,10 +710,24 @@ export class Herald {
       },
     };
     const message = { type: 'subscribe', channel, id };
-    if (entry.position) message.since = { offset: entry.position.offset, epoch: entry.position.epoch };
+    if (this._prepareResubscribe(entry)) message.since = { offset: entry.position.offset, epoch: entry.position.epoch };
+    this._transmit(message, request);
+  }
+
+  /**
+   * Before a (re)subscription: true when the gateway can be asked to recover
+   * (`since`: the channel's epoch is known). A channel without a known epoch
+   * (no history when subscribed, or history that began since, whose epoch no
+   * event carries) is subscribed afresh and checked on the reply instead.
+   */
+  _prepareResubscribe(entry) {
     entry.recoverUntil = null;
     entry.gapAnnounced = false;
-    this._transmit(message, request);
+    entry.checkReply = null;
+    if (!entry.position) return false;
+    if (entry.position.epoch) return true;
+    entry.checkReply = { offset: entry.position.offset, sawRaw: entry.sawRaw };
+    return false;
   }
 
   /**
@@ -720,6 +738,12 @@ export class Herald {
   _onSubscribed(channel, entry, reply) {
     const offset = typeof reply.offset === 'string' ? reply.offset : null;
     const epoch = typeof reply.epoch === 'string' ? reply.epoch : null;
+    // Subscribed afresh without a known epoch: events were missed when the
+    // channel's newest offset moved meanwhile, or when it carries events
+    // without history (those are never recoverable).
+    const check = entry.checkReply;
+    entry.checkReply = null;
+    const missed = !!check && reply.recovered === undefined && (check.sawRaw || offset !== check.offset);
     if (reply.recovered === true && entry.position) {
       entry.position.epoch = epoch;
       const from = entry.position.offset;
@@ -736,6 +760,8 @@ export class Herald {
     if (reply.recovered === true && entry.recoverUntil === null) this._recoveryDone(channel, entry, 0);
     if (reply.recovered === false) {
       entry.gapAnnounced = true; // the gateway's gap message that follows is this same gap
+      this._emitGap([channel]);
+    } else if (missed) {
       this._emitGap([channel]);
     }
   }
@@ -757,7 +783,8 @@ export class Herald {
     let recovered = false;
     if (entry) {
       entry.gapAnnounced = false;
-      if (typeof msg.offset === 'string') {
+      if (typeof msg.offset !== 'string') entry.sawRaw = true;
+      else {
         const last = entry.position && entry.position.offset;
         if (last && !entry.afterGap && !(compareOffsets(msg.offset, last) > 0)) {
           this._duplicates++;
@@ -766,6 +793,7 @@ export class Herald {
         }
         entry.position = { offset: msg.offset, epoch: entry.position ? entry.position.epoch : null };
         entry.afterGap = false;
+        if (!entry.position.epoch) this._learnEpoch(msg.channel, entry);
         if (entry.recoverUntil !== null) {
           recovered = true;
           entry.recoveredCount++;
@@ -778,6 +806,29 @@ export class Herald {
       }
     }
     this._emit('event', msg);
+  }
+
+  /**
+   * An event with an offset on a channel whose epoch is unknown (its history
+   * began after the subscription; events do not carry the epoch): a repeated
+   * `subscribe` (idempotent) answers with the channel's epoch, which makes the
+   * next reconnect recoverable. Only the epoch is taken from that reply.
+   */
+  _learnEpoch(channel, entry) {
+    if (entry.epochProbe || this._state !== 'connected' || this._transport !== 'websocket' || !this._ws) return;
+    entry.epochProbe = true;
+    const request = {
+      id: String(this._nextId++), timer: null, timeout: this.options.requestTimeout, survivesClose: false,
+      resolve: (reply) => {
+        entry.epochProbe = false;
+        if (this._subs.get(channel) === entry && entry.position && !entry.position.epoch && typeof reply.epoch === 'string') {
+          entry.position.epoch = reply.epoch;
+          this._log('epoch of', channel, 'is', reply.epoch);
+        }
+      },
+      reject: () => { entry.epochProbe = false; },
+    };
+    this._transmit({ type: 'subscribe', channel, id: request.id }, request);
   }
 
   /** A gap message: channels on which events may have been lost. */
@@ -1004,18 +1055,14 @@ export class Herald {
    * the order of the lastEventId that asks to recover them; new ones after.
    */
   _openStream(channels, register = true) {
-    const known = channels.filter((c) => this._subs.get(c).position);
-    const fresh = channels.filter((c) => !this._subs.get(c).position);
+    const known = [];
+    const fresh = [];
+    for (const channel of channels) (this._prepareResubscribe(this._subs.get(channel)) ? known : fresh).push(channel);
     const order = [...known, ...fresh];
     const url = new URL(this._sseUrl());
     for (const channel of order) url.searchParams.append('channel', channel);
     if (this._token) url.searchParams.set('token', this._token); // EventSource cannot send headers
     if (known.length) url.searchParams.set('lastEventId', known.map((c) => streamPosition(this._subs.get(c).position)).join(','));
-    for (const channel of order) {
-      const entry = this._subs.get(channel);
-      entry.recoverUntil = null;
-      entry.gapAnnounced = false;
-    }
     const stream = { channels: order, es: null, opened: false, url: url.toString() };
     this._log('opening event stream for', order.join(', '));
     let es;
@@ -1056,9 +1103,25 @@ export class Herald {
       } else {
         this._emit('subscribed', msg);
       }
-      return;
+    } else {
+      this._dispatch(msg);
     }
-    this._dispatch(msg);
+    if (typeof ev.lastEventId === 'string' && ev.lastEventId) this._learnStreamEpochs(stream, ev.lastEventId);
+  }
+
+  /**
+   * The stream's id holds every channel's `<epoch>/<offset>` in URL order:
+   * it tells the epoch of a channel whose history began after it was
+   * subscribed (only the epoch is taken; offsets come from the events).
+   */
+  _learnStreamEpochs(stream, id) {
+    const positions = id.split(',');
+    stream.channels.forEach((channel, i) => {
+      const entry = this._subs.get(channel);
+      const slash = positions[i] ? positions[i].indexOf('/') : -1;
+      if (!entry || !entry.position || entry.position.epoch || slash <= 0) return;
+      entry.position.epoch = positions[i].slice(0, slash);
+    });
   }
 
   /** A stream is up: the first one makes the client connected. */

@@ -516,7 +516,7 @@ test('the first subscribe has no since; after a forced disconnect it resubscribe
   ws.accept();
   const bySince = Object.fromEntries(ws.sentOfType('subscribe').map((m) => [m.channel, m.since]));
   assert.deepEqual(bySince, { 'apps:created': { offset: '102-0', epoch: '1733149000123456' },
-                              announcements: { offset: null, epoch: null } });
+                              announcements: undefined }, 'no since for a channel without a known epoch');
   answerSubscribe(ws, 'apps:created', { offset: '104-0', epoch: '1733149000123456', recovered: true });
   ws.receive(event('apps:created', '101-0', 1)); // repeats, e.g. from an overlapping read
   ws.receive(event('apps:created', '102-0', 2));
@@ -585,6 +585,61 @@ test('after a gap the next event is taken whatever its offset (offsets of a new 
   last().receive(event('apps:created', '3-0', 1));
   last().receive(event('apps:created', '4-0', 2));
   assert.deepEqual(got, [1, 2]);
+});
+
+test('a channel without a known epoch is resubscribed afresh: a gap only when its history moved meanwhile or it carries raw events', async () => {
+  const h = await connected();
+  const gaps = [];
+  h.on('gap', (e) => gaps.push(...e.channels));
+  for (const c of ['idle:a', 'started:b', 'seen:c', 'raw:d']) h.subscribe(c, () => {});
+  let ws = last();
+  for (const c of ['idle:a', 'started:b', 'seen:c', 'raw:d']) answerSubscribe(ws, c, { offset: null, epoch: null });
+  ws.receive(event('seen:c', '5-0', 1)); // history began while connected: the epoch is not on events
+  ws.receive({ type: 'event', channel: 'raw:d', data: { n: 1 } });
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [undefined, undefined, undefined, undefined]);
+  answerSubscribe(ws, 'idle:a', { offset: null, epoch: null });               // still nothing: no gap
+  answerSubscribe(ws, 'started:b', { offset: '9-0', epoch: '3' });            // history began while away: gap
+  answerSubscribe(ws, 'seen:c', { offset: '5-0', epoch: '4' });               // nothing new: no gap
+  answerSubscribe(ws, 'raw:d', { offset: null, epoch: null });                // raw events cannot be recovered: gap
+  assert.deepEqual(gaps, ['started:b', 'raw:d']);
+  assert.deepEqual(h.position('seen:c'), { offset: '5-0', epoch: '4' }, 'the epoch is known from now on');
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').find((m) => m.channel === 'seen:c').since, { offset: '5-0', epoch: '4' });
+});
+
+test('history that begins after the subscription: a repeated subscribe learns its epoch, so the next reconnect recovers', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  let ws = last();
+  answerSubscribe(ws, 'apps:created', { offset: null, epoch: null });
+  ws.receive(event('apps:created', '5-0', 5));
+  const probe = ws.sentOfType('subscribe');
+  assert.equal(probe.length, 2, 'one subscribe asks for the epoch');
+  ws.receive(event('apps:created', '6-0', 6)); // no second probe while one is in flight
+  assert.equal(ws.sentOfType('subscribe').length, 2);
+  // the reply may already count an event still on its way: only its epoch is taken
+  ws.receive({ type: 'subscribed', channel: 'apps:created', id: probe[1].id, offset: '7-0', epoch: '3' });
+  ws.receive(event('apps:created', '7-0', 7));
+  assert.deepEqual(got, [5, 6, 7]);
+  assert.deepEqual(h.position('apps:created'), { offset: '7-0', epoch: '3' });
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [{ offset: '7-0', epoch: '3' }]);
+});
+
+test('on event streams the epoch of a channel comes from the stream id', async () => {
+  const h = await onStreams({}, (c) => c.subscribe('apps:created', () => {}));
+  const es = lastStream();
+  es.open();
+  es.subscribed('apps:created', { offset: null, epoch: null });
+  const ev = { type: 'message', data: JSON.stringify({ type: 'event', channel: 'apps:created', data: {}, offset: '4-0' }),
+               lastEventId: '77/4-0' };
+  es.onmessage(ev);
+  assert.deepEqual(h.position('apps:created'), { offset: '4-0', epoch: '77' });
 });
 
 test('events without an offset (raw PUBLISH) are never dropped', async () => {
@@ -772,8 +827,8 @@ test('subscribe and unsubscribe on event streams reopen the stream recovering fr
   await flush();
   assert.equal(es.closed, true);
   es = lastStream();
+  assert.equal(es.param('lastEventId'), '7/1-0', 'a channel without a known epoch comes after, subscribed afresh');
   assert.deepEqual(es.channels, ['apps:updated', 'announcements']);
-  assert.equal(es.param('lastEventId'), '7/1-0,', 'a channel without history has an empty position');
 });
 
 test('a dropped stream reconnects with backoff, a fresh token and the positions as lastEventId', async () => {

@@ -17,13 +17,14 @@ rm -f "$OUT"/*.tap "$OUT"/*.log "$OUT"/*.png "$OUT/pids"
 
 # The e2e harness keeps $OUT/pids listing the processes it started and that
 # still run; it stops them itself. Should it die first, stop those left over
-# (only a PID that still runs redis-server or herald-gateway).
+# (only a PID that still runs redis-server, herald-gateway or nginx's master,
+# which stops its workers on SIGTERM).
 cleanup() {
     [ -s "$OUT/pids" ] || return 0
     while read -r pid; do
         [ -n "$pid" ] || continue
         case $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) in
-            *redis-server*|*herald-gateway*) kill "$pid" 2>/dev/null ;;
+            *redis-server*|*herald-gateway*|nginx:\ master*) kill "$pid" 2>/dev/null ;;
         esac
     done < "$OUT/pids"
     rm -f "$OUT/pids"
