@@ -23,7 +23,9 @@
 #include "log.h"
 #include "netaddr.h"
 #include "protocol.h"
+#include "publish_api.h"
 #include "session.h"
+#include "sse.h"
 #include "worker.h"
 #include "ws_codec.h"
 
@@ -42,9 +44,14 @@ struct conn {
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
-    bool upgraded;   /* counted in worker->conn_count */
-    bool peer_done;  /* nothing more to wait for from the peer once flushed */
-    bool ip_counted; /* holds a slot in the per-address limit */
+    bool upgraded;              /* counted in worker->conn_count */
+    bool peer_done;             /* nothing more to wait for from the peer once flushed */
+    bool ip_counted;            /* holds a slot in the per-address limit */
+    bool stream;                /* an HTTP stream (server-sent events): output goes out as is */
+    bool waiting;               /* a plain HTTP request waits for its reply: input is ignored */
+    const char *stream_ping;    /* what a ping is on a stream (static storage) */
+    void (*on_free)(void *arg); /* told when the connection goes (conn_http_wait) */
+    void *on_free_arg;
     uint32_t ip_bucket;
     double deadline;             /* handshake or close deadline, monotonic seconds */
     double last_activity;        /* last bytes from the peer */
@@ -143,6 +150,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
 
 void conn_free(struct conn *c) {
     struct worker *w = c->w;
+    if (c->on_free) c->on_free(c->on_free_arg);
     wheel_cancel(&c->timer);
     if (c->upgraded) session_free(&c->session);
     if (c->ip_counted) iplimit_release(w->iplimit, w->index, c->ip_bucket);
@@ -164,6 +172,10 @@ void conn_free(struct conn *c) {
 
 bool conn_is_open(const struct conn *c) {
     return c->state == CONN_OPEN;
+}
+
+struct worker *conn_worker(const struct conn *c) {
+    return c->w;
 }
 
 struct conn *conn_next(const struct conn *c) {
@@ -248,13 +260,29 @@ static void send_control(struct conn *c, enum ws_opcode opcode, const uint8_t *p
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
 }
 
+/* A stream's ping (a comment line for server-sent events), under the cap. */
+static void send_stream_ping(struct conn *c) {
+    size_t len = strlen(c->stream_ping);
+    if (over_queue_limit(c, len)) {
+        slow_consumer(c);
+        return;
+    }
+    if (bufferevent_write(c->bev, c->stream_ping, len) != 0)
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
+    else
+        c->w->stats.bytes_out += len;
+}
+
 /* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
 static void send_built(struct conn *c, char *text, size_t len) {
     if (!text) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
-    conn_send_text(c, text, len);
+    if (c->upgraded)
+        session_send(&c->session, text, len);
+    else
+        conn_send_text(c, text, len);
     free(text);
 }
 
@@ -306,6 +334,12 @@ void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state != CONN_OPEN) return; /* closing already, or not a WebSocket yet */
     if (!reason) reason = ws_close_reason(code);
     log_debug("event=closing conn=%s code=%u reason=%s", c->id, code, log_q(reason ? reason : ""));
+    if (c->stream) { /* the stream ends once its queued bytes are out */
+        enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+        if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+        return;
+    }
     queue_close(c, code, reason, false);
 }
 
@@ -316,7 +350,39 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
     c->w->stats.handshake_failures++;
     log_debug("event=http_refused peer=%s status=%d", log_q(c->peer), status);
+    c->waiting = false;
+    c->on_free = NULL;
     enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+}
+
+void conn_http_refuse(struct conn *c, int status, const char *message) {
+    if (c->state == CONN_HANDSHAKE) http_refuse(c, status, message);
+}
+
+void conn_http_reply(struct conn *c, const char *head, size_t head_len, const char *body,
+                     size_t body_len) {
+    if (c->state != CONN_HANDSHAKE) return;
+    if (bufferevent_write(c->bev, head, head_len) != 0 ||
+        (body_len && bufferevent_write(c->bev, body, body_len) != 0))
+        log_warn("event=http_reply_failed conn=%s", c->id);
+    c->waiting = false;
+    c->on_free = NULL;
+    enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+}
+
+void conn_http_wait(struct conn *c, size_t max_input, void (*on_free)(void *arg), void *arg) {
+    if (max_input) bufferevent_setwatermark(c->bev, EV_READ, 0, max_input);
+    c->on_free = on_free;
+    c->on_free_arg = arg;
+    if (on_free) c->waiting = true;
+}
+
+size_t conn_input_length(struct conn *c) {
+    return evbuffer_get_length(bufferevent_get_input(c->bev));
+}
+
+const char *conn_input_bytes(struct conn *c, size_t len) {
+    return (const char *)evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)len);
 }
 
 /* ---- WebSocket frames ------------------------------------------------------ */
@@ -508,7 +574,50 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     schedule_open(c, clock_now());
 }
 
+struct session *conn_open_stream(struct conn *c, size_t request_len, const char *client,
+                                 herald_user *user, const char *head, size_t head_len,
+                                 const char *ping) {
+    struct worker *w = c->w;
+    snprintf(c->peer, sizeof c->peer, "%s", client);
+    c->ip_bucket = iplimit_bucket(c->peer);
+    if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
+        log_info("event=ip_limit peer=%s", log_q(c->peer));
+        herald_user_free(user);
+        http_refuse(c, handshake_status(HANDSHAKE_TOO_MANY_FROM_IP),
+                    handshake_message(HANDSHAKE_TOO_MANY_FROM_IP));
+        return NULL;
+    }
+    c->ip_counted = true;
+    evbuffer_drain(bufferevent_get_input(c->bev), request_len);
+    if (bufferevent_write(c->bev, head, head_len) != 0) {
+        herald_user_free(user);
+        http_refuse(c, 500, "Internal error");
+        return NULL;
+    }
+    c->state = CONN_OPEN;
+    c->upgraded = true;
+    c->stream = true;
+    c->stream_ping = ping;
+    w->conn_count++;
+    w->stats.connections_total++;
+    c->last_ping = clock_now();
+    session_init(&c->session, c, w, user, c->last_ping);
+    log_debug("event=open conn=%s peer=%s user=%s tls=%d stream=1", c->id, log_q(c->peer),
+              log_q(user ? user->user_id : NULL), c->tls);
+    schedule_open(c, c->last_ping);
+    return &c->session;
+}
+
+static bool path_is(const struct http_request *req, const char *path) {
+    return req->path.len == strlen(path) && memcmp(req->path.ptr, path, req->path.len) == 0;
+}
+
 static void read_handshake(struct conn *c) {
+    if (c->waiting) { /* the reply is on its way; nothing more is read */
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in);
     size_t scan = len < HTTP_MAX_HEADER_BYTES ? len : HTTP_MAX_HEADER_BYTES;
@@ -523,7 +632,15 @@ static void read_handshake(struct conn *c) {
         http_refuse(c, 400, "Malformed HTTP request");
         return;
     }
-    if (!(req.path.len == 3 && memcmp(req.path.ptr, "/ws", 3) == 0)) {
+    if (path_is(&req, SSE_PATH)) {
+        sse_start(c, &req, (size_t)n);
+        return;
+    }
+    if (path_is(&req, PUBLISH_API_PATH)) {
+        publish_api_serve(c, &req, (size_t)n);
+        return;
+    }
+    if (!path_is(&req, "/ws")) {
         struct http_response resp;
         if (http_routes_serve(c->w, &req, &resp) == 0) {
             bufferevent_write(c->bev, resp.head, resp.head_len);
@@ -545,7 +662,7 @@ static void read_cb(struct bufferevent *bev, void *arg) {
     c->last_activity = clock_now();
     if (c->state == CONN_HANDSHAKE)
         read_handshake(c);
-    else if (c->upgraded)
+    else if (c->upgraded && !c->stream)
         read_frames(c);
     else
         evbuffer_drain(bufferevent_get_input(c->bev),
@@ -582,7 +699,7 @@ static void schedule_open(struct conn *c, double now) {
     const struct config *cfg = c->w->cfg;
     double next = c->last_ping + cfg->ping_interval;
     double idle_at = c->last_activity + cfg->idle_timeout;
-    if (idle_at < next) next = idle_at;
+    if (idle_at < next && !c->stream) next = idle_at; /* a stream's client never speaks */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         double stall_at = c->write_progress + cfg->write_timeout;
         if (stall_at < next) next = stall_at;
@@ -606,7 +723,7 @@ static void check_open(struct conn *c, double now) {
         conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
         return;
     }
-    if (now - c->last_activity >= cfg->idle_timeout) {
+    if (!c->stream && now - c->last_activity >= cfg->idle_timeout) {
         w->stats.idle_closes++;
         log_debug("event=idle_close conn=%s", c->id);
         conn_close(c, WS_CLOSE_GOING_AWAY, "idle timeout");
@@ -620,7 +737,10 @@ static void check_open(struct conn *c, double now) {
         return;
     }
     if (now - c->last_ping >= cfg->ping_interval) {
-        send_control(c, WS_OP_PING, NULL, 0);
+        if (c->stream)
+            send_stream_ping(c);
+        else
+            send_control(c, WS_OP_PING, NULL, 0);
         c->last_ping = now;
     }
     schedule_open(c, now);

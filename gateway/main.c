@@ -17,6 +17,7 @@
 #include "jwt_auth.h"
 #include "log.h"
 #include "netaddr.h"
+#include "publish_api.h"
 #include "redis_url.h"
 #include "worker.h"
 #include "workers.h"
@@ -78,6 +79,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (tmpl.owned_rules) tmpl.rules = tmpl.owned_rules;
+    if (publish_api_load_key(&cfg, &tmpl.api_key, err, sizeof err) != 0) {
+        fprintf(stderr, "herald-gateway: %s\n", err);
+        return 2;
+    }
     if (netaddr_parse_list(cfg.trusted_proxies, &tmpl.trusted, &tmpl.trusted_count, err,
                            sizeof err) != 0) {
         fprintf(stderr, "herald-gateway: --trusted-proxies: %s\n", err);

@@ -293,6 +293,15 @@ static void reload(struct worker *w) {
         log_error("event=reload_failed reason=%s", log_q(err));
         return;
     }
+    struct publish_api_key key;
+    if (publish_api_load_key(w->cfg, &key, err, sizeof err) != 0) {
+        log_error("event=reload_failed reason=%s", log_q(err));
+        jwt_auth_free(&auth);
+        acl_rules_free(rules);
+        return;
+    }
+    w->api_key = key;
+    OPENSSL_cleanse(&key, sizeof key);
     jwt_auth_free(&w->auth);
     w->auth = auth;
     acl_rules_free(w->owned_rules);
@@ -342,7 +351,8 @@ int worker_run(struct worker *w) {
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};
     w->subs = w->bus ? subs_new(w->bus, w->base, &limits, &hooks) : NULL;
     wheel_init(&w->wheel, (uint64_t)floor(w->started));
-    if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
+    if (w->restarted &&
+        (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file || w->cfg->api_key_file))
         reload(w); /* the files may have changed since the supervisor read them */
     w->resume_accept = evtimer_new(w->base, resume_accept_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
