@@ -56,7 +56,37 @@ class SseStream(RawWS):
         raw = ("%s %s HTTP/1.1\r\n" % (method, self.path) +
                "".join("%s: %s\r\n" % kv for kv in self.headers) + "\r\n").encode()
         self.send(raw)
-        return self.read_http()
+        r = self.read_http()
+        # A proxy (nginx) may pass the stream on chunked.
+        self.chunked = (r.header("transfer-encoding") or "").lower() == "chunked"
+        if self.chunked:
+            self.raw, self.buf = self.buf, b""
+            self._dechunk()
+        return r
+
+    def _dechunk(self):
+        """Moves the complete chunks of self.raw into self.buf; False at the last chunk."""
+        while True:
+            i = self.raw.find(b"\r\n")
+            if i < 0:
+                return True
+            size = int(self.raw[:i].split(b";")[0], 16)
+            if size == 0:
+                return False
+            if len(self.raw) < i + 2 + size + 2:
+                return True
+            self.buf += self.raw[i + 2:i + 2 + size]
+            self.raw = self.raw[i + 2 + size + 2:]
+
+    def _fill(self, deadline):
+        if not getattr(self, "chunked", False):
+            return super()._fill(deadline)
+        decoded, self.buf = self.buf, self.raw
+        try:
+            more = super()._fill(deadline)
+        finally:
+            self.raw, self.buf = self.buf, decoded
+        return self._dechunk() and more
 
     def _line(self, deadline):
         while b"\n" not in self.buf:

@@ -274,3 +274,53 @@ def test_streams_work_over_tls(ops, tmp_path):
         s.opened()
         publish(gw, "apps:tls", {"secure": True})
         assert s.next_json()["data"] == {"secure": True}
+
+
+# ----------------------------------------------------------------- behind nginx
+
+def test_stream_recovers_through_nginx_after_its_gateway_is_killed(tmp_path):
+    from harness_topology import Topology, require_nginx
+    require_nginx()
+    with Topology(tmp_path) as topo:
+        publisher = topo.procs.gateway(topo.redis, extra=["--api-key", KEY])
+        ch = chan()
+        s = SseStream(topo.lb.port, [ch], token=tok("u1"))
+        with s:
+            assert s.open().status == 200
+            hello = s.opened()[0].json()
+            for i in range(3):
+                publish(publisher, ch, {"n": i})
+            got = [s.next_json()["data"]["n"] for _ in range(3)]
+            assert got == [0, 1, 2]
+            last_id = s.last_id
+            victim = topo.by_id(topo.conn_map()[hello["connectionId"]])
+            victim.kill9()
+            assert s.ended(timeout=10)
+        for i in range(3, 6):
+            publish(publisher, ch, {"n": i})
+        # What EventSource does next: the same URL again, with Last-Event-ID.
+        s2 = SseStream(topo.lb.port, [ch], token=tok("u1"), last_event_id=last_id)
+        with s2:
+            r = s2.open()
+            assert r.status == 200, r
+            opened = s2.opened()
+            assert opened[1].json()["recovered"] is True
+            assert topo.conn_map()[opened[0].json()["connectionId"]] != victim.gateway_id
+            got = [s2.next_json()["data"]["n"] for _ in range(3)]
+            publish(publisher, ch, {"n": 6})
+            got.append(s2.next_json()["data"]["n"])
+            assert got == [3, 4, 5, 6]  # nothing lost, nothing twice
+
+
+def test_publish_api_through_nginx(ops, tmp_path):
+    from harness_topology import NginxLB, require_nginx
+    require_nginx()
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--api-key", KEY])
+    lb = ops.own(NginxLB(tmp_path, [gw.port] * 3))
+    status, body = api_publish(lb.port, {"channel": "apps:via-nginx", "data": {"a": 1}}, key=KEY)
+    assert status == 200 and body["offset"], body
+    status, body = api_publish(lb.port, {"channel": "apps:via-nginx", "data": 1}, key="wrong")
+    assert status == 401
+    status, _ = api_publish(lb.port, {"channel": "apps:x", "data": "x" * (1 << 20)}, key=KEY)
+    assert status == 413  # nginx's client_max_body_size, before any gateway
