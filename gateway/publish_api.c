@@ -127,7 +127,8 @@ static void item_done(redisAsyncContext *ac, void *r, void *privdata) {
     struct publish_request *req = item->req;
     const redisReply *reply = r;
     json_t *result = NULL;
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+    /* The publish script answers {offset, epoch, receivers}. */
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING &&
         reply->element[1]->type == REDIS_REPLY_STRING) {
         result = json_pack("{s:s, s:s}", "offset", reply->element[0]->str, "epoch",
@@ -135,10 +136,13 @@ static void item_done(redisAsyncContext *ac, void *r, void *privdata) {
     } else if (reply && reply->type == REDIS_REPLY_INTEGER) { /* no history: a plain PUBLISH */
         result = json_pack("{s:n, s:n}", "offset", "epoch");
     } else if (!req->failed) {
-        snprintf(req->error, sizeof req->error, "%s",
-                 !reply                             ? "connection lost"
-                 : reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                    : "unexpected reply");
+        if (!reply)
+            snprintf(req->error, sizeof req->error, "connection lost");
+        else if (reply->type == REDIS_REPLY_ERROR)
+            snprintf(req->error, sizeof req->error, "%s", reply->str);
+        else
+            snprintf(req->error, sizeof req->error, "unexpected reply (type %d, %zu elements)",
+                     reply->type, reply->elements);
     }
     if (!result || json_array_set_new(req->results, item->index, result) != 0) req->failed = true;
     if (++req->answered == req->count) finish(req);
