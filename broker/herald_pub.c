@@ -298,9 +298,9 @@ static redisReply *run_script(herald_pub *p, const struct publish_plan *plan) {
                             "PUBLISH"};
     size_t lens[11];
 
-    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
-    lens[5] = plan->channel_len;
-    lens[6] = plan->json_len;
+    /* The channel (argv[5]) is not NUL-terminated in channel_buf. */
+    for (int i = 0; i < 10; i++)
+        lens[i] = i == 5 ? plan->channel_len : i == 6 ? plan->json_len : strlen(argv[i]);
     redisReply *reply = redisCommandArgv(p->redis, 10, argv, lens);
     if (sha && reply && reply->type == REDIS_REPLY_ERROR &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {

@@ -10,7 +10,13 @@
  * each one's offset is printed on stdout, one line per event. Exit status: 0
  * when every event was published, 1 on a Redis failure, 2 on bad usage (an
  * option out of range, a bad rules file), a bad URL, a bad channel name or bad
- * JSON (for stdin input the message names the line). */
+ * JSON (for stdin input the message names the line).
+ *
+ *     herald-pub --user-channel ID
+ *
+ * prints the channel user ID receives its own events on (user:<id>, or
+ * userhash:<sha256 hex> for ids outside the channel alphabet) and exits,
+ * without touching Redis. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -35,6 +41,7 @@ static void usage(FILE *out) {
         out,
         "usage: herald-pub [--redis URL] [--prefix P] [--history-size N] [--history-ttl S]\n"
         "                 [--no-history] [--channel-rules FILE] [-v] CHANNEL [JSON]\n"
+        "       herald-pub --user-channel ID\n"
         "\n"
         "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
         "Without JSON, or with \"-\", reads one event per line from stdin.\n"
@@ -57,6 +64,9 @@ static void usage(FILE *out) {
         "                       a rule's values win over --history-size/--history-ttl\n"
         "  -v, --verbose        print \"OFFSET published to N receivers (epoch E)\"\n"
         "                       (\"published to N receivers\" without history)\n"
+        "  --user-channel ID    print the channel of user ID (user:<id>, or\n"
+        "                       userhash:<sha256> for ids outside [A-Za-z0-9_.:-] or too\n"
+        "                       long) and exit\n"
         "  -h, --help           this help\n"
         "\n"
         "Exit status: 0 every event published, 1 Redis failure, 2 bad usage (an\n"
@@ -149,6 +159,7 @@ int main(int argc, char **argv) {
         {"prefix", required_argument, NULL, 'p'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"user-channel", required_argument, NULL, 'u'},
         {"history-size", required_argument, NULL, 'S'},
         {"history-ttl", required_argument, NULL, 'T'},
         {"no-history", no_argument, NULL, 'N'},
@@ -160,6 +171,7 @@ int main(int argc, char **argv) {
     const char *rules_path = NULL;
     const char *url = getenv("HERALD_REDIS");
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
+    const char *user_id = NULL;
     int verbose = 0, opt;
 
     if (!url || !*url) url = HERALD_PUB_DEFAULT_URL;
@@ -170,6 +182,7 @@ int main(int argc, char **argv) {
             case 'p': prefix = optarg; break;
             case 'v': verbose = 1; break;
             case 'h': usage(stdout); return EXIT_PUBLISHED;
+            case 'u': user_id = optarg; break;
             case 'S':
                 if (parse_range(optarg, 1, HISTORY_MAX_SIZE, &history_size) < 0) {
                     fprintf(stderr,
@@ -193,6 +206,19 @@ int main(int argc, char **argv) {
         }
     }
     int args = argc - optind;
+    if (user_id) {
+        char channel[ACL_MAX_CHANNEL + 1];
+        if (args != 0) {
+            fprintf(stderr, "herald-pub: --user-channel takes no other arguments\n");
+            return EXIT_USAGE;
+        }
+        if (!*user_id || acl_user_channel(user_id, channel, sizeof channel) < 0) {
+            fprintf(stderr, "herald-pub: --user-channel needs a non-empty user id\n");
+            return EXIT_USAGE;
+        }
+        printf("%s\n", channel);
+        return EXIT_PUBLISHED;
+    }
     if (args < 1 || args > 2) {
         fprintf(stderr, "herald-pub: %s\n", args < 1 ? "missing CHANNEL" : "too many arguments");
         usage(stderr);

@@ -4,6 +4,7 @@
 #include "history.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,37 +58,89 @@ const struct acl_rules *acl_default_rules(void) {
     return &defaults;
 }
 
+static bool is_channel_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == ':' || c == '-';
+}
+
 bool acl_channel_name_valid(const char *name, size_t len) {
     if (len == 0 || len > ACL_MAX_CHANNEL) return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == ':' || c == '-';
-        if (!ok) return false;
-    }
+    for (size_t i = 0; i < len; i++)
+        if (!is_channel_char((unsigned char)name[i])) return false;
     return true;
 }
 
-/* The rule covering channel: an exact name, or "<namespace>:<non-empty rest>". */
+int acl_owner_channel(const char *ns, const char *user_id, char *out, size_t size) {
+    size_t ns_len = strlen(ns), id_len = strlen(user_id);
+    bool plain = id_len > 0 && ns_len + 1 + id_len <= ACL_MAX_CHANNEL;
+
+    for (size_t i = 0; plain && i < id_len; i++) plain = is_channel_char((unsigned char)user_id[i]);
+    if (plain) {
+        if (ns_len + 1 + id_len + 1 > size) return -1;
+        memcpy(out, ns, ns_len);
+        out[ns_len] = ':';
+        memcpy(out + ns_len + 1, user_id, id_len + 1);
+        return (int)(ns_len + 1 + id_len);
+    }
+
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    size_t prefix = ns_len + sizeof ACL_HASH_SUFFIX - 1 + 1, len;
+
+    if (EVP_Digest(user_id, id_len, md, &md_len, EVP_sha256(), NULL) != 1) return -1;
+    len = prefix + 2 * (size_t)md_len;
+    if (len > ACL_MAX_CHANNEL || len + 1 > size) return -1;
+    snprintf(out, size, "%s" ACL_HASH_SUFFIX ":", ns);
+    for (unsigned int i = 0; i < md_len; i++) {
+        out[prefix + 2 * i] = hex[md[i] >> 4];
+        out[prefix + 2 * i + 1] = hex[md[i] & 15];
+    }
+    out[len] = '\0';
+    return (int)len;
+}
+
+int acl_user_channel(const char *user_id, char *out, size_t size) {
+    return acl_owner_channel("user", user_id, out, size);
+}
+
+/* True when channel is "<prefix>:<non-empty rest>" for prefix[0..n). */
+static bool in_namespace(const char *channel, const char *prefix, size_t n) {
+    return strncmp(channel, prefix, n) == 0 && channel[n] == ':' && channel[n + 1] != '\0';
+}
+
+/* The rule covering channel: an exact name, "<namespace>:<non-empty rest>", or,
+ * for an owner namespace, "<namespace>hash:<non-empty rest>". */
 static const struct acl_rule *find_rule(const struct acl_rules *rules, const char *channel) {
     for (size_t i = 0; i < rules->count; i++) {
         const struct acl_rule *r = &rules->rules[i];
         size_t n = strlen(r->pattern);
         if (!r->is_namespace) {
             if (strcmp(channel, r->pattern) == 0) return r;
-        } else if (strncmp(channel, r->pattern, n) == 0 && channel[n] == ':' &&
-                   channel[n + 1] != '\0') {
+        } else if (in_namespace(channel, r->pattern, n)) {
+            return r;
+        } else if (r->access == ACL_OWNER && strncmp(channel, r->pattern, n) == 0 &&
+                   in_namespace(channel + n, ACL_HASH_SUFFIX, sizeof ACL_HASH_SUFFIX - 1)) {
             return r;
         }
     }
     return NULL;
 }
 
-static bool access_granted(enum acl_access access, const herald_user *user, const char *rest) {
-    switch (access) {
+/* An owner channel belongs to the one user whose id maps to exactly that name,
+ * so a plain id never reaches the hash namespace and no id reaches another's. */
+static bool owns(const struct acl_rule *r, const herald_user *user, const char *channel) {
+    char own[ACL_MAX_CHANNEL + 1];
+
+    if (acl_owner_channel(r->pattern, user->user_id, own, sizeof own) < 0) return false;
+    return strcmp(own, channel) == 0;
+}
+
+static bool access_granted(const struct acl_rule *r, const herald_user *user, const char *channel) {
+    switch (r->access) {
         case ACL_PUBLIC: return true;
         case ACL_AUTHENTICATED: return user != NULL;
-        case ACL_OWNER: return user != NULL && (user->admin || strcmp(rest, user->user_id) == 0);
+        case ACL_OWNER: return user != NULL && (user->admin || owns(r, user, channel));
         case ACL_ADMIN: return user != NULL && user->admin;
     }
     return false;
@@ -98,23 +151,21 @@ enum acl_result acl_may_subscribe(const struct acl_rules *rules, const herald_us
     if (!acl_channel_name_valid(channel, strlen(channel))) return ACL_INVALID_NAME;
     const struct acl_rule *r = find_rule(rules, channel);
     if (!r) return ACL_UNKNOWN_CHANNEL;
-    const char *rest = r->is_namespace ? channel + strlen(r->pattern) + 1 : "";
-    return access_granted(r->access, user, rest) ? ACL_ALLOW : ACL_FORBIDDEN;
+    return access_granted(r, user, channel) ? ACL_ALLOW : ACL_FORBIDDEN;
 }
 
 int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
                         int (*fn)(const char *channel, void *arg), void *arg) {
-    char own[ACL_MAX_CHANNEL + 1];
+    char own[ACL_MAX_CHANNEL + 1], ns[ACL_MAX_CHANNEL + 1];
     int calls = 0;
     for (size_t i = 0; i < rules->known_count; i++) {
         const char *name = rules->known[i];
         size_t n = strlen(name);
         if (n > 0 && name[n - 1] == ':') { /* a per-user namespace: the user's own channel */
             if (!user) continue;
-            size_t id_len = strlen(user->user_id);
-            if (n + id_len > ACL_MAX_CHANNEL) continue;
-            memcpy(own, name, n);
-            memcpy(own + n, user->user_id, id_len + 1);
+            memcpy(ns, name, n - 1);
+            ns[n - 1] = '\0';
+            if (acl_owner_channel(ns, user->user_id, own, sizeof own) < 0) continue;
             name = own;
         }
         if (acl_may_subscribe(rules, user, name) != ACL_ALLOW) continue;

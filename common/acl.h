@@ -3,8 +3,8 @@
  * Pure functions of (user, channel): no I/O, no state besides the rules table
  * the caller passes. The defaults are DESIGN.md's table: "announcements" for
  * everyone, apps/users/database/deployments/storage for any authenticated
- * user, user:<id> for that user or an admin, system:* for admins only, and
- * nothing else. */
+ * user, the user's own channel (acl_user_channel) for that user or an admin,
+ * system:* for admins only, and nothing else. */
 #ifndef HERALD_ACL_H
 #define HERALD_ACL_H
 
@@ -13,12 +13,14 @@
 
 #include "jwt_auth.h"
 
-#define ACL_MAX_CHANNEL 128 /* bytes, inclusive */
+#define ACL_MAX_CHANNEL 128    /* bytes, inclusive */
+#define ACL_HASH_SUFFIX "hash" /* an owner namespace NS also owns NShash:<sha256 hex> */
 
 enum acl_access {
     ACL_PUBLIC,        /* anyone, anonymous included */
     ACL_AUTHENTICATED, /* any authenticated user */
-    ACL_OWNER,         /* user:<id>: that user, or an admin */
+    ACL_OWNER,         /* NS:<id> or NShash:<hex>, as acl_owner_channel maps: that user, or an
+                          admin */
     ACL_ADMIN,         /* admins only */
 };
 
@@ -44,7 +46,8 @@ struct acl_rule {
 struct acl_rules {
     const struct acl_rule *rules;
     size_t count;
-    const char *const *known; /* the channel names listed to clients; "user:" means user:<own id> */
+    const char *const *known; /* the channel names listed to clients; "NS:" means the user's
+                                 own channel in owner namespace NS (acl_owner_channel) */
     size_t known_count;
 };
 
@@ -76,8 +79,23 @@ bool acl_channel_name_valid(const char *name, size_t len);
 enum acl_result acl_may_subscribe(const struct acl_rules *rules, const herald_user *user,
                                   const char *channel);
 
+/* The channel a user owns in owner namespace ns, written NUL-terminated to out:
+ *   - "<ns>:<id>" when id is made only of channel-name characters [A-Za-z0-9_.:-]
+ *     and the result fits in ACL_MAX_CHANNEL bytes;
+ *   - otherwise "<ns>hash:<64 lowercase hex of SHA-256(id)>".
+ * The mapping is injective: plain ids are kept as they are, every other id lands
+ * in the separate "<ns>hash" namespace, which no plain id can reach. Returns the
+ * length written, or -1 when out is too small, the result would be over
+ * ACL_MAX_CHANNEL, or hashing failed. */
+int acl_owner_channel(const char *ns, const char *user_id, char *out, size_t size);
+
+/* The user's own channel in the default "user" namespace: "user:<id>" or
+ * "userhash:<hex>" (acl_owner_channel("user", ...)). out needs ACL_MAX_CHANNEL + 1
+ * bytes. Publishers compute a user's channel with this (herald-pub --user-channel). */
+int acl_user_channel(const char *user_id, char *out, size_t size);
+
 /* Calls fn for every known channel user may subscribe to, in table order, with
- * user:<id> expanded to the user's own channel. Returns the number of calls,
+ * "NS:" expanded to the user's own channel in NS (acl_owner_channel). Returns the number of calls,
  * or the first negative value fn returned. */
 int acl_each_authorized(const struct acl_rules *rules, const herald_user *user,
                         int (*fn)(const char *channel, void *arg), void *arg);

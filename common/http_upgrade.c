@@ -160,6 +160,9 @@ static const struct {
     {"authorization", offsetof(struct http_request, authorization)},
     {"sec-websocket-key", offsetof(struct http_request, ws_key)},
     {"sec-websocket-version", offsetof(struct http_request, ws_version)},
+    {"last-event-id", offsetof(struct http_request, last_event_id)},
+    {"content-length", offsetof(struct http_request, content_length)},
+    {"transfer-encoding", offsetof(struct http_request, transfer_encoding)},
 };
 
 /* The list headers kept line by line. */
@@ -320,23 +323,33 @@ static int url_decode(const char *in, size_t len, char *out, size_t out_size) {
     return (int)n;
 }
 
-int http_query_param(const struct http_slice *query, const char *name, char *out, size_t out_size) {
+int http_query_param_next(const struct http_slice *query, size_t *pos, const char *name, char *out,
+                          size_t out_size) {
     if (out_size == 0) return -2;
     if (query->len == 0) return -1;
     size_t name_len = strlen(name);
-    const char *p = query->ptr, *end = query->ptr + query->len;
+    const char *p = query->ptr + (*pos < query->len ? *pos : query->len);
+    const char *end = query->ptr + query->len;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(stop - p));
         const char *name_end = eq ? eq : stop;
+        const char *next = amp ? amp + 1 : end;
         if ((size_t)(name_end - p) == name_len && memcmp(p, name, name_len) == 0) {
             const char *value = eq ? eq + 1 : stop;
+            *pos = (size_t)(next - query->ptr);
             return url_decode(value, (size_t)(stop - value), out, out_size);
         }
-        p = amp ? amp + 1 : end;
+        p = next;
     }
+    *pos = query->len;
     return -1;
+}
+
+int http_query_param(const struct http_slice *query, const char *name, char *out, size_t out_size) {
+    size_t pos = 0;
+    return http_query_param_next(query, &pos, name, out, out_size);
 }
 
 bool http_list_next(const struct http_list *list, struct http_list_iter *it,
@@ -442,7 +455,10 @@ const char *http_status_text(int status) {
         case 400: return "Bad Request";
         case 403: return "Forbidden";
         case 404: return "Not Found";
+        case 401: return "Unauthorized";
         case 405: return "Method Not Allowed";
+        case 411: return "Length Required";
+        case 413: return "Content Too Large";
         case 426: return "Upgrade Required";
         case 429: return "Too Many Requests";
         case 431: return "Request Header Fields Too Large";

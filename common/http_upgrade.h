@@ -43,6 +43,9 @@ struct http_request {
     struct http_slice authorization;
     struct http_slice ws_key;
     struct http_slice ws_version;
+    struct http_slice last_event_id;     /* Last-Event-ID (server-sent events) */
+    struct http_slice content_length;    /* Content-Length (a request with a body) */
+    struct http_slice transfer_encoding; /* Transfer-Encoding: only ever refused */
     /* List headers: every line counts, as one list. */
     struct http_list ws_protocol;
     struct http_list forwarded_for; /* X-Forwarded-For */
@@ -78,6 +81,11 @@ int http_ws_accept(const struct http_slice *key, char out[29]);
  * (NUL-terminated, at most out_size - 1 bytes). Returns the decoded length,
  * -1 when absent, -2 when it does not fit or is badly %-encoded. */
 int http_query_param(const struct http_slice *query, const char *name, char *out, size_t out_size);
+
+/* As http_query_param, for a parameter that may repeat: finds the next one
+ * at or after byte *pos of query and moves *pos past it. Start with *pos 0. */
+int http_query_param_next(const struct http_slice *query, size_t *pos, const char *name, char *out,
+                          size_t out_size);
 
 /* Walks the elements of a list header across its lines. Start with *it zeroed;
  * each call sets *item to the next non-empty element (whitespace trimmed) and

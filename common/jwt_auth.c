@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ static const struct {
     [-JWT_AUTH_BAD_ISSUER] = {"bad_issuer", "Token issuer not accepted"},
     [-JWT_AUTH_BAD_AUDIENCE] = {"bad_audience", "Token audience not accepted"},
     [-JWT_AUTH_NO_SUBJECT] = {"no_subject", "Token names no user"},
+    [-JWT_AUTH_BAD_USER_ID] = {"bad_user_id", "Token user id is not a non-empty string"},
     [-JWT_AUTH_NO_MEMORY] = {"no_memory", "Out of memory while verifying token"},
 };
 
@@ -334,15 +336,24 @@ static enum jwt_auth_result decode_json_part(const char *part, size_t len, json_
     return JWT_AUTH_OK;
 }
 
-/* Reads a NumericDate claim. Returns 1 when present (*value set), 0 when
- * absent, -1 when present but not an integer. */
-static int get_time_claim(json_t *claims, const char *name, int64_t *value) {
+/* Reads a NumericDate claim: any JSON number, as RFC 7519 allows fractional
+ * seconds ("exp": 1.79e9). Returns 1 when present (*value set), 0 when absent,
+ * -1 when present but not a number. */
+static int get_time_claim(json_t *claims, const char *name, double *value) {
     json_t *v = json_object_get(claims, name);
 
     if (!v) return 0;
-    if (!json_is_integer(v)) return -1;
-    *value = (int64_t)json_integer_value(v);
+    if (!json_is_number(v)) return -1;
+    *value = json_number_value(v);
     return 1;
+}
+
+/* An expiry as whole seconds for herald_user.exp: the last second at which the
+ * token is still valid is floor(exp), clamped to int64_t. */
+static int64_t exp_seconds(double exp) {
+    if (exp >= 9.2e18) return INT64_MAX;
+    if (exp <= -9.2e18) return INT64_MIN;
+    return (int64_t)floor(exp);
 }
 
 static bool audience_matches(json_t *aud, const char *audience) {
@@ -357,27 +368,25 @@ static bool audience_matches(json_t *aud, const char *audience) {
     return false;
 }
 
-/* Returns a new copy of the user id claim: "userId" (string, or integer printed
- * in decimal), else "sub"; NULL with *result set when neither is usable. */
+/* Returns a new copy of the user id: the "userId" claim when present, else
+ * "sub". The claim chosen must be a non-empty string: a present userId of any
+ * other type (number, array, object, bool, null, "") refuses the token rather
+ * than falling back to sub, so a token never names a user it did not mean.
+ * NULL with *result set when no usable id. */
 static char *get_user_id(json_t *claims, enum jwt_auth_result *result) {
     json_t *v = json_object_get(claims, "userId");
-    char *id = NULL;
+    char *id;
 
-    if (json_is_integer(v)) {
-        char buf[32];
-
-        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        id = strdup(buf);
-    } else if (json_is_string(v) && *json_string_value(v)) {
-        id = strdup(json_string_value(v));
-    } else {
-        v = json_object_get(claims, "sub");
-        if (!json_is_string(v) || !*json_string_value(v)) {
-            *result = JWT_AUTH_NO_SUBJECT;
-            return NULL;
-        }
-        id = strdup(json_string_value(v));
+    if (!v) v = json_object_get(claims, "sub");
+    if (!v) {
+        *result = JWT_AUTH_NO_SUBJECT;
+        return NULL;
     }
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        *result = JWT_AUTH_BAD_USER_ID;
+        return NULL;
+    }
+    id = strdup(json_string_value(v));
     if (!id) *result = JWT_AUTH_NO_MEMORY;
     return id;
 }
@@ -394,19 +403,23 @@ static int copy_optional_string(json_t *claims, const char *name, char **out) {
 
 static enum jwt_auth_result check_claims(const struct jwt_auth *auth, json_t *claims, time_t now,
                                          int64_t *exp_out) {
-    int64_t exp = 0, nbf = 0;
+    double exp = 0, nbf = 0, iat = 0;
     int has;
 
+    /* Compared as doubles: exact for every integer second up to 2^53, and a
+     * huge exp cannot overflow. */
     has = get_time_claim(claims, "exp", &exp);
     if (has < 0) return JWT_AUTH_MALFORMED;
     if (has == 0 && auth->require_exp) return JWT_AUTH_MISSING_EXP;
-    /* Written as now - leeway > exp so that a huge exp cannot overflow. */
-    if (has == 1 && (int64_t)now - auth->leeway > exp) return JWT_AUTH_EXPIRED;
-    *exp_out = has == 1 ? exp : 0;
+    if (has == 1 && (double)now - auth->leeway > exp) return JWT_AUTH_EXPIRED;
+    *exp_out = has == 1 ? exp_seconds(exp) : 0;
 
     has = get_time_claim(claims, "nbf", &nbf);
     if (has < 0) return JWT_AUTH_MALFORMED;
-    if (has == 1 && (int64_t)now + auth->leeway < nbf) return JWT_AUTH_NOT_YET_VALID;
+    if (has == 1 && (double)now + auth->leeway < nbf) return JWT_AUTH_NOT_YET_VALID;
+
+    /* iat is informational, but must still be a NumericDate when present. */
+    if (get_time_claim(claims, "iat", &iat) < 0) return JWT_AUTH_MALFORMED;
 
     if (auth->issuer) {
         json_t *iss = json_object_get(claims, "iss");

@@ -4,7 +4,10 @@
  * header is read first and any other "alg" (none included, and an HMAC token
  * against an RSA/EC public key) is refused before libjwt sees a key. Then the
  * signature, exp (required unless configured otherwise), nbf, iss and aud are
- * checked with a leeway. Knows nothing of sockets or channels. */
+ * checked with a leeway. exp, nbf and iat are NumericDates (RFC 7519 2): any
+ * JSON number, fractions included. The user id is "userId" when that claim is
+ * present, else "sub"; the claim used must be a non-empty string, or the token
+ * is refused. Knows nothing of sockets or channels. */
 #ifndef HERALD_JWT_AUTH_H
 #define HERALD_JWT_AUTH_H
 
@@ -18,11 +21,12 @@
 
 /* An authenticated user. All strings are owned by the struct (herald_user_free). */
 typedef struct {
-    char *user_id; /* from "userId", else "sub"; never NULL */
+    char *user_id; /* from "userId", else (userId absent) "sub"; never NULL or empty */
     char *email;   /* NULL when absent */
     char *role;    /* NULL when absent */
     bool admin;    /* role == "admin" */
-    int64_t exp;   /* expiry (seconds since the epoch), 0 when the token has none */
+    int64_t exp;   /* expiry in whole seconds since the epoch (a fractional exp rounded down,
+                      clamped to int64_t), 0 when the token has none */
 } herald_user;
 
 void herald_user_free(herald_user *user);
@@ -56,8 +60,10 @@ enum jwt_auth_result {
     JWT_AUTH_MISSING_EXP = -6,
     JWT_AUTH_BAD_ISSUER = -7,
     JWT_AUTH_BAD_AUDIENCE = -8,
-    JWT_AUTH_NO_SUBJECT = -9, /* neither userId nor sub */
-    JWT_AUTH_NO_MEMORY = -10,
+    JWT_AUTH_NO_SUBJECT = -9,   /* neither userId nor sub */
+    JWT_AUTH_BAD_USER_ID = -10, /* userId (or, without userId, sub) present but not a
+                                   non-empty string */
+    JWT_AUTH_NO_MEMORY = -11,   /* the last result: metrics count -1 .. -JWT_AUTH_NO_MEMORY */
 };
 
 /* Verifies token at time now. On JWT_AUTH_OK, *user is a new user the caller

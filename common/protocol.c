@@ -281,6 +281,35 @@ void proto_write_event(char *out, const char *channel, size_t channel_len, const
     *p = '}';
 }
 
+int proto_event_parts(const char *msg, size_t len, const char **channel, size_t *channel_len,
+                      const char **offset, size_t *offset_len) {
+    const size_t head = sizeof event_head - 1,
+                 tail = sizeof event_timestamp - 1 + PROTO_TIMESTAMP_LEN + 2;
+    if (len < head + tail || memcmp(msg, event_head, head) != 0) return -1;
+    const char *name = msg + head, *quote = memchr(name, '"', len - head);
+    if (!quote) return -1;
+    *channel = name;
+    *channel_len = (size_t)(quote - name);
+    /* The offset, when present, ends right before the timestamp: the payload
+     * is one JSON value, so the bytes ,"offset":" can only be ours there. */
+    const char *end = msg + len - tail, *p = end;
+    *offset = NULL;
+    *offset_len = 0;
+    if (memcmp(end, event_timestamp, sizeof event_timestamp - 1) != 0) return -1;
+    if (p > msg && p[-1] == '"') {
+        p--;
+        const char *digits_end = p;
+        while (p > msg && ((p[-1] >= '0' && p[-1] <= '9') || p[-1] == '-')) p--;
+        size_t marker = sizeof event_offset - 1;
+        if (digits_end > p && (size_t)(p - msg) >= marker &&
+            memcmp(p - marker, event_offset, marker) == 0) {
+            *offset = p;
+            *offset_len = (size_t)(digits_end - p);
+        }
+    }
+    return 0;
+}
+
 char *proto_build_event(const char *channel, const char *data, size_t data_len, const char *offset,
                         size_t *len, enum proto_error *err) {
     if (proto_payload_check(data, data_len, NULL, 0) != 0) {

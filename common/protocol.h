@@ -61,7 +61,7 @@ struct proto_command {
     bool has_since;
     const char *since_offset;
     const char *since_epoch;
-    json_t *id;          /* the request's "id" (string or number), NULL when absent */
+    json_t *id; /* the request's "id" (string or number), NULL when absent */
     json_t *root;
 };
 
@@ -111,6 +111,12 @@ size_t proto_event_size(size_t channel_len, size_t data_len, size_t offset_len);
 void proto_write_event(char *out, const char *channel, size_t channel_len, const char *data,
                        size_t data_len, const char *offset, size_t offset_len,
                        const char timestamp[PROTO_TIMESTAMP_LEN]);
+
+/* Reads back the channel and offset (offset_len 0: none) of a message that
+ * proto_write_event wrote; returns 0, or -1 when msg is not such a message.
+ * Both point into msg. */
+int proto_event_parts(const char *msg, size_t len, const char **channel, size_t *channel_len,
+                      const char **offset, size_t *offset_len);
 
 /* Builds the "event" message for a published payload. data[0..data_len) must be
  * one JSON value; it is validated here and embedded as is (no re-encoding).

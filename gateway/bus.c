@@ -75,7 +75,7 @@ static void note_error(struct bus *bus, struct link *l, const char *what, const 
     bool repeat = strcmp(bus->last_error, err) == 0;
     snprintf(bus->last_error, sizeof bus->last_error, "%s", err);
     if (!repeat || l->attempts % 20 == 0)
-        log_warn("event=%s link=%s error=\"%s\" attempts=%u", what, l->name, err, l->attempts);
+        log_warn("event=%s link=%s error=%s attempts=%u", what, l->name, log_q(err), l->attempts);
 }
 
 static void link_connect(struct link *l);
@@ -111,7 +111,7 @@ static void set_up(struct bus *bus) {
         bus->last_outage_seconds = now - bus->down_since;
         log_warn("event=redis_restored outage_seconds=%.3f", bus->last_outage_seconds);
     } else {
-        log_info("event=redis_connected host=%s port=%d", bus->url->host, bus->url->port);
+        log_info("event=redis_connected host=%s port=%d", log_q(bus->url->host), bus->url->port);
     }
     bus->state = BUS_UP;
     bus->was_up = true;
@@ -187,8 +187,9 @@ static void channel_reply(struct resp_link *rl, redisReply *reply, void *privdat
             link_lost(&bus->sub, reason);
             return;
         }
-        log_warn("event=redis_refused command=%s channel=%s error=\"%s\"",
-                 tag->verb == 'S' ? "SUBSCRIBE" : "UNSUBSCRIBE", tag->channel, reply->str);
+        log_warn("event=redis_refused command=%s channel=%s error=%s",
+                 tag->verb == 'S' ? "SUBSCRIBE" : "UNSUBSCRIBE", log_q(tag->channel),
+                 log_q(reply->str));
         snprintf(bus->last_error, sizeof bus->last_error, "%s", reply->str);
         if (tag->verb == 'S' && bus->cb.on_refused)
             bus->cb.on_refused(bus->cb.arg, tag->channel, reply->str);
@@ -243,7 +244,7 @@ static void link_lost(struct link *l, const char *reason) {
         if (bus->state == BUS_UP) {
             bus->outages++;
             bus->down_since = clock_now();
-            log_warn("event=redis_lost error=\"%s\"", reason);
+            log_warn("event=redis_lost error=%s", log_q(reason));
             bus->state = BUS_DOWN;
             if (bus->cb.on_down) bus->cb.on_down(bus->cb.arg);
         } else {
@@ -251,7 +252,7 @@ static void link_lost(struct link *l, const char *reason) {
         }
         bus->state = BUS_DOWN;
     } else if (was_ready) {
-        log_warn("event=redis_command_lost error=\"%s\"", reason);
+        log_warn("event=redis_command_lost error=%s", log_q(reason));
     } else {
         note_error(bus, l, "redis_connect_failed", reason);
     }

@@ -69,6 +69,12 @@ static const struct option_spec options[] = {
     {"max-connections", OPT_LONG, FIELD(max_connections), "100000", "per worker (HTTP 503)"},
     {"trusted-proxies", OPT_STRING, FIELD(trusted_proxies), NULL,
      "comma-separated IPs/CIDRs whose X-Forwarded-For is honoured"},
+    {"api-key", OPT_STRING, FIELD(api_key), NULL,
+     "key for POST /api/publish (Authorization: apikey KEY); unset: endpoint off"},
+    {"api-key-file", OPT_STRING, FIELD(api_key_file), NULL,
+     "file holding the /api/publish key (re-read on SIGHUP)"},
+    {"api-max-body", OPT_LONG, FIELD(api_max_body), "1048576",
+     "largest /api/publish body, bytes (larger: 413)"},
 };
 
 #define OPTION_COUNT (sizeof options / sizeof options[0])

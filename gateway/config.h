@@ -42,6 +42,9 @@ struct config {
     long max_connections_per_ip; /* across the gateway's workers */
     long max_connections;        /* per worker */
     const char *trusted_proxies; /* peers whose X-Forwarded-For is honoured */
+    const char *api_key;         /* POST /api/publish key (unset: endpoint off) */
+    const char *api_key_file;    /* the key from a file, re-read on SIGHUP */
+    long api_max_body;           /* bytes of one /api/publish body */
 };
 
 /* Fills cfg from defaults, then HERALD_* variables, then argv. On a bad option

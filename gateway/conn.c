@@ -23,7 +23,9 @@
 #include "log.h"
 #include "netaddr.h"
 #include "protocol.h"
+#include "publish_api.h"
 #include "session.h"
+#include "sse.h"
 #include "worker.h"
 #include "ws_codec.h"
 
@@ -42,9 +44,14 @@ struct conn {
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
-    bool upgraded;   /* counted in worker->conn_count */
-    bool peer_done;  /* nothing more to wait for from the peer once flushed */
-    bool ip_counted; /* holds a slot in the per-address limit */
+    bool upgraded;              /* counted in worker->conn_count */
+    bool peer_done;             /* nothing more to wait for from the peer once flushed */
+    bool ip_counted;            /* holds a slot in the per-address limit */
+    bool stream;                /* an HTTP stream (server-sent events): output goes out as is */
+    bool waiting;               /* a plain HTTP request waits for its reply: input is ignored */
+    const char *stream_ping;    /* what a ping is on a stream (static storage) */
+    void (*on_free)(void *arg); /* told when the connection goes (conn_http_wait) */
+    void *on_free_arg;
     uint32_t ip_bucket;
     double deadline;             /* handshake or close deadline, monotonic seconds */
     double last_activity;        /* last bytes from the peer */
@@ -143,6 +150,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
 
 void conn_free(struct conn *c) {
     struct worker *w = c->w;
+    if (c->on_free) c->on_free(c->on_free_arg);
     wheel_cancel(&c->timer);
     if (c->upgraded) session_free(&c->session);
     if (c->ip_counted) iplimit_release(w->iplimit, w->index, c->ip_bucket);
@@ -164,6 +172,10 @@ void conn_free(struct conn *c) {
 
 bool conn_is_open(const struct conn *c) {
     return c->state == CONN_OPEN;
+}
+
+struct worker *conn_worker(const struct conn *c) {
+    return c->w;
 }
 
 struct conn *conn_next(const struct conn *c) {
@@ -193,7 +205,7 @@ static bool over_queue_limit(struct conn *c, size_t adding) {
 
 static void slow_consumer(struct conn *c) {
     c->w->stats.slow_consumer_closes++;
-    log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, c->peer,
+    log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, log_q(c->peer),
              evbuffer_get_length(bufferevent_get_output(c->bev)));
     conn_close(c, WS_CLOSE_SLOW_CONSUMER, NULL);
 }
@@ -248,13 +260,29 @@ static void send_control(struct conn *c, enum ws_opcode opcode, const uint8_t *p
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
 }
 
+/* A stream's ping (a comment line for server-sent events), under the cap. */
+static void send_stream_ping(struct conn *c) {
+    size_t len = strlen(c->stream_ping);
+    if (over_queue_limit(c, len)) {
+        slow_consumer(c);
+        return;
+    }
+    if (bufferevent_write(c->bev, c->stream_ping, len) != 0)
+        conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
+    else
+        c->w->stats.bytes_out += len;
+}
+
 /* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
 static void send_built(struct conn *c, char *text, size_t len) {
     if (!text) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
-    conn_send_text(c, text, len);
+    if (c->upgraded)
+        session_send(&c->session, text, len);
+    else
+        conn_send_text(c, text, len);
     free(text);
 }
 
@@ -305,7 +333,13 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
 void conn_close(struct conn *c, uint16_t code, const char *reason) {
     if (c->state != CONN_OPEN) return; /* closing already, or not a WebSocket yet */
     if (!reason) reason = ws_close_reason(code);
-    log_debug("event=closing conn=%s code=%u reason=\"%s\"", c->id, code, reason ? reason : "");
+    log_debug("event=closing conn=%s code=%u reason=%s", c->id, code, log_q(reason ? reason : ""));
+    if (c->stream) { /* the stream ends once its queued bytes are out */
+        enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+        if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+        return;
+    }
     queue_close(c, code, reason, false);
 }
 
@@ -315,15 +349,47 @@ static void http_refuse(struct conn *c, int status, const char *message) {
     int n = http_build_error(reply, sizeof reply, status, message);
     if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
     c->w->stats.handshake_failures++;
-    log_debug("event=http_refused peer=%s status=%d", c->peer, status);
+    log_debug("event=http_refused peer=%s status=%d", log_q(c->peer), status);
+    c->waiting = false;
+    c->on_free = NULL;
     enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+}
+
+void conn_http_refuse(struct conn *c, int status, const char *message) {
+    if (c->state == CONN_HANDSHAKE) http_refuse(c, status, message);
+}
+
+void conn_http_reply(struct conn *c, const char *head, size_t head_len, const char *body,
+                     size_t body_len) {
+    if (c->state != CONN_HANDSHAKE) return;
+    if (bufferevent_write(c->bev, head, head_len) != 0 ||
+        (body_len && bufferevent_write(c->bev, body, body_len) != 0))
+        log_warn("event=http_reply_failed conn=%s", c->id);
+    c->waiting = false;
+    c->on_free = NULL;
+    enter_closing(c, clock_now() + CLOSE_TIMEOUT);
+}
+
+void conn_http_wait(struct conn *c, size_t max_input, void (*on_free)(void *arg), void *arg) {
+    if (max_input) bufferevent_setwatermark(c->bev, EV_READ, 0, max_input);
+    c->on_free = on_free;
+    c->on_free_arg = arg;
+    if (on_free) c->waiting = true;
+}
+
+size_t conn_input_length(struct conn *c) {
+    return evbuffer_get_length(bufferevent_get_input(c->bev));
+}
+
+const char *conn_input_bytes(struct conn *c, size_t len) {
+    return (const char *)evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)len);
 }
 
 /* ---- WebSocket frames ------------------------------------------------------ */
 
 static void fail(struct conn *c, uint16_t code) {
-    log_debug("event=protocol_error conn=%s code=%u reason=\"%s\"", c->id, code,
-              ws_close_reason(code));
+    log_debug("event=protocol_error conn=%s code=%u reason=%s", c->id, code,
+              log_q(ws_close_reason(code)));
     conn_close(c, code, NULL);
 }
 
@@ -453,7 +519,8 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     struct handshake_decision decision;
     handshake_decide(req, c->peer, &policy, &decision);
     if (decision.forwarded_invalid)
-        log_debug("event=bad_forwarded_for peer=%s", c->peer); /* the peer stands for the client */
+        log_debug("event=bad_forwarded_for peer=%s",
+                  log_q(c->peer)); /* the peer stands for the client */
     memcpy(c->peer, decision.client, sizeof c->peer);
     if (decision.outcome != HANDSHAKE_ACCEPT) {
         http_refuse(c, handshake_status(decision.outcome), handshake_message(decision.outcome));
@@ -461,7 +528,7 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     }
     c->ip_bucket = iplimit_bucket(c->peer);
     if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
-        log_info("event=ip_limit peer=%s", c->peer);
+        log_info("event=ip_limit peer=%s", log_q(c->peer));
         http_refuse(c, handshake_status(HANDSHAKE_TOO_MANY_FROM_IP),
                     handshake_message(HANDSHAKE_TOO_MANY_FROM_IP));
         return;
@@ -495,19 +562,62 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
     if (result != JWT_AUTH_OK) {
         w->stats.auth_failures++;
         w->stats.auth_failures_by_reason[-result]++;
-        log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, c->peer,
+        log_info("event=auth_failed conn=%s peer=%s reason=%s", c->id, log_q(c->peer),
                  jwt_auth_result_name(result));
         send_error(c, PROTO_ERR_UNAUTHORIZED, jwt_auth_reason(result));
         conn_close(c, WS_CLOSE_UNAUTHORIZED, jwt_auth_reason(result));
         return;
     }
-    log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, c->peer,
-              user ? user->user_id : "-", c->tls);
+    log_debug("event=open conn=%s peer=%s user=%s tls=%d", c->id, log_q(c->peer),
+              log_q(user ? user->user_id : NULL), c->tls);
     send_connected(c);
     schedule_open(c, clock_now());
 }
 
+struct session *conn_open_stream(struct conn *c, size_t request_len, const char *client,
+                                 herald_user *user, const char *head, size_t head_len,
+                                 const char *ping) {
+    struct worker *w = c->w;
+    snprintf(c->peer, sizeof c->peer, "%s", client);
+    c->ip_bucket = iplimit_bucket(c->peer);
+    if (!iplimit_acquire(w->iplimit, w->index, c->ip_bucket, w->cfg->max_connections_per_ip)) {
+        log_info("event=ip_limit peer=%s", log_q(c->peer));
+        herald_user_free(user);
+        http_refuse(c, handshake_status(HANDSHAKE_TOO_MANY_FROM_IP),
+                    handshake_message(HANDSHAKE_TOO_MANY_FROM_IP));
+        return NULL;
+    }
+    c->ip_counted = true;
+    evbuffer_drain(bufferevent_get_input(c->bev), request_len);
+    if (bufferevent_write(c->bev, head, head_len) != 0) {
+        herald_user_free(user);
+        http_refuse(c, 500, "Internal error");
+        return NULL;
+    }
+    c->state = CONN_OPEN;
+    c->upgraded = true;
+    c->stream = true;
+    c->stream_ping = ping;
+    w->conn_count++;
+    w->stats.connections_total++;
+    c->last_ping = clock_now();
+    session_init(&c->session, c, w, user, c->last_ping);
+    log_debug("event=open conn=%s peer=%s user=%s tls=%d stream=1", c->id, log_q(c->peer),
+              log_q(user ? user->user_id : NULL), c->tls);
+    schedule_open(c, c->last_ping);
+    return &c->session;
+}
+
+static bool path_is(const struct http_request *req, const char *path) {
+    return req->path.len == strlen(path) && memcmp(req->path.ptr, path, req->path.len) == 0;
+}
+
 static void read_handshake(struct conn *c) {
+    if (c->waiting) { /* the reply is on its way; nothing more is read */
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in);
     size_t scan = len < HTTP_MAX_HEADER_BYTES ? len : HTTP_MAX_HEADER_BYTES;
@@ -522,7 +632,15 @@ static void read_handshake(struct conn *c) {
         http_refuse(c, 400, "Malformed HTTP request");
         return;
     }
-    if (!(req.path.len == 3 && memcmp(req.path.ptr, "/ws", 3) == 0)) {
+    if (path_is(&req, SSE_PATH)) {
+        sse_start(c, &req, (size_t)n);
+        return;
+    }
+    if (path_is(&req, PUBLISH_API_PATH)) {
+        publish_api_serve(c, &req, (size_t)n);
+        return;
+    }
+    if (!path_is(&req, "/ws")) {
         struct http_response resp;
         if (http_routes_serve(c->w, &req, &resp) == 0) {
             bufferevent_write(c->bev, resp.head, resp.head_len);
@@ -544,7 +662,7 @@ static void read_cb(struct bufferevent *bev, void *arg) {
     c->last_activity = clock_now();
     if (c->state == CONN_HANDSHAKE)
         read_handshake(c);
-    else if (c->upgraded)
+    else if (c->upgraded && !c->stream)
         read_frames(c);
     else
         evbuffer_drain(bufferevent_get_input(c->bev),
@@ -581,7 +699,7 @@ static void schedule_open(struct conn *c, double now) {
     const struct config *cfg = c->w->cfg;
     double next = c->last_ping + cfg->ping_interval;
     double idle_at = c->last_activity + cfg->idle_timeout;
-    if (idle_at < next) next = idle_at;
+    if (idle_at < next && !c->stream) next = idle_at; /* a stream's client never speaks */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         double stall_at = c->write_progress + cfg->write_timeout;
         if (stall_at < next) next = stall_at;
@@ -600,12 +718,12 @@ static void check_open(struct conn *c, double now) {
     const struct config *cfg = w->cfg;
     const herald_user *user = c->session.user;
     if (user && user->exp && time(NULL) - w->auth.leeway > user->exp) {
-        log_info("event=token_expired conn=%s user=%s", c->id, user->user_id);
+        log_info("event=token_expired conn=%s user=%s", c->id, log_q(user->user_id));
         send_error(c, PROTO_ERR_TOKEN_EXPIRED, NULL);
         conn_close(c, WS_CLOSE_UNAUTHORIZED, "token expired");
         return;
     }
-    if (now - c->last_activity >= cfg->idle_timeout) {
+    if (!c->stream && now - c->last_activity >= cfg->idle_timeout) {
         w->stats.idle_closes++;
         log_debug("event=idle_close conn=%s", c->id);
         conn_close(c, WS_CLOSE_GOING_AWAY, "idle timeout");
@@ -614,12 +732,15 @@ static void check_open(struct conn *c, double now) {
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 &&
         now - c->write_progress >= cfg->write_timeout) {
         w->stats.write_timeouts++;
-        log_info("event=write_timeout conn=%s peer=%s", c->id, c->peer);
+        log_info("event=write_timeout conn=%s peer=%s", c->id, log_q(c->peer));
         conn_free(c); /* nothing can reach this peer: no close frame */
         return;
     }
     if (now - c->last_ping >= cfg->ping_interval) {
-        send_control(c, WS_OP_PING, NULL, 0);
+        if (c->stream)
+            send_stream_ping(c);
+        else
+            send_control(c, WS_OP_PING, NULL, 0);
         c->last_ping = now;
     }
     schedule_open(c, now);

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "jwt_auth.h"
 #include "shared_frame.h"
 
 struct worker;
@@ -58,6 +59,40 @@ void conn_free(struct conn *c);
 
 /* True once upgraded and until its close starts. */
 bool conn_is_open(const struct conn *c);
+
+/* ---- plain HTTP before any upgrade (sse.h, publish_api.h) ---- */
+struct http_request;
+
+/* Answers the request with a plain-text refusal (status, message), then closes. */
+void conn_http_refuse(struct conn *c, int status, const char *message);
+
+/* Answers the request with head and body (copied), then closes. */
+void conn_http_reply(struct conn *c, const char *head, size_t head_len, const char *body,
+                     size_t body_len);
+
+/* The request's body may bring up to max_input bytes of input (0: as it
+ * was); with on_free
+ * set the request is being answered (input from now on is ignored) and
+ * on_free(arg) is called if the connection goes before conn_http_reply. */
+void conn_http_wait(struct conn *c, size_t max_input, void (*on_free)(void *arg), void *arg);
+
+/* Input received so far (the request head included), and its first len bytes
+ * as one block (NULL when out of memory). */
+size_t conn_input_length(struct conn *c);
+const char *conn_input_bytes(struct conn *c, size_t len);
+
+/* Opens an HTTP stream on a connection in its handshake: the request
+ * (request_len bytes) is consumed, the client address counted in the
+ * per-address limit (over it: 429 and NULL), head (the response head) sent.
+ * From then on its session's output goes out as is, its input is ignored, a
+ * ping sends the text ping (static storage), there is no idle timeout, and
+ * conn_close ends the stream once its bytes are out. Takes user. */
+struct session *conn_open_stream(struct conn *c, size_t request_len, const char *client,
+                                 herald_user *user, const char *head, size_t head_len,
+                                 const char *ping);
+
+/* The worker the connection belongs to. */
+struct worker *conn_worker(const struct conn *c);
 
 /* The next connection in the worker's list. */
 struct conn *conn_next(const struct conn *c);

@@ -17,6 +17,7 @@
 #include "jwt_auth.h"
 #include "log.h"
 #include "netaddr.h"
+#include "publish_api.h"
 #include "redis_url.h"
 #include "worker.h"
 #include "workers.h"
@@ -78,6 +79,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (tmpl.owned_rules) tmpl.rules = tmpl.owned_rules;
+    if (publish_api_load_key(&cfg, &tmpl.api_key, err, sizeof err) != 0) {
+        fprintf(stderr, "herald-gateway: %s\n", err);
+        return 2;
+    }
     if (netaddr_parse_list(cfg.trusted_proxies, &tmpl.trusted, &tmpl.trusted_count, err,
                            sizeof err) != 0) {
         fprintf(stderr, "herald-gateway: --trusted-proxies: %s\n", err);
@@ -112,8 +117,9 @@ int main(int argc, char **argv) {
     if (cfg.allowed_origins && strchr(cfg.allowed_origins, '*'))
         log_warn("event=config_warning msg=\"--allowed-origins * accepts every browser origin\"");
     signal(SIGPIPE, SIG_IGN);
-    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d redis=%s:%d", tmpl.gateway_id,
-             workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0, tmpl.redis.host, tmpl.redis.port);
+    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d redis=%s:%d",
+             log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
+             log_q(tmpl.redis.host), tmpl.redis.port);
     rc = workers_supervise(&tmpl, workers);
     jwt_auth_free(&tmpl.auth);
     acl_rules_free(tmpl.owned_rules);

@@ -35,8 +35,31 @@ static void reply_free(struct reply *r) {
     free(r);
 }
 
+void session_set_output(struct session *s, const struct session_output *output, void *arg) {
+    s->output = output;
+    s->output_arg = arg;
+}
+
+/* The session's output, WebSocket-framed unless it has its own. */
+void session_send(struct session *s, const char *text, size_t len) {
+    if (s->output)
+        s->output->message(s->output_arg, text, len);
+    else
+        conn_send_text(s->conn, text, len);
+}
+
+static void send_frames(struct session *s, struct evbuffer *frames) {
+    if (s->output)
+        s->output->frames(s->output_arg, frames);
+    else
+        conn_send_buffer(s->conn, frames);
+}
+
 void session_free(struct session *s) {
     subs_remove_all(s->w->subs, &s->subs);
+    if (s->output && s->output->release) s->output->release(s->output_arg);
+    s->output = NULL;
+    s->output_arg = NULL;
     s->sub_count = 0;
     while (s->replies) {
         struct reply *r = s->replies;
@@ -62,10 +85,10 @@ static void flush_replies(struct session *s) {
         s->replies = r->next;
         if (!s->replies) s->replies_tail = &s->replies;
         s->held_bytes -= r->len;
-        conn_send_text(s->conn, r->text, r->len);
+        session_send(s, r->text, r->len);
         if (r->after) {
             s->held_bytes -= evbuffer_get_length(r->after);
-            conn_send_buffer(s->conn, r->after);
+            send_frames(s, r->after);
         }
         reply_free(r);
     }
@@ -78,7 +101,7 @@ static void reply(struct session *s, char *text, size_t len) {
         return;
     }
     if (!s->replies) { /* nothing waits: straight out */
-        conn_send_text(s->conn, text, len);
+        session_send(s, text, len);
         free(text);
         return;
     }
@@ -132,7 +155,7 @@ void session_on_subscribed(struct session *s, struct sub *sub, struct subs_ready
         }
     }
     if (ready->after) { /* nobody asked (a recovery after an outage): events only */
-        conn_send_buffer(s->conn, ready->after);
+        send_frames(s, ready->after);
         evbuffer_free(ready->after);
         ready->after = NULL;
     }
@@ -162,8 +185,8 @@ void session_on_refused(struct session *s, struct sub *sub, const char *reason) 
         s->held_bytes += r->len;
         answered = true;
     }
-    log_warn("event=subscribe_refused conn=%s channel=%s reason=\"%s\"", conn_id(s->conn), channel,
-             reason);
+    log_warn("event=subscribe_refused conn=%s channel=%s reason=%s", conn_id(s->conn),
+             log_q(channel), log_q(reason));
     if (!answered) { /* a live subscription lost on a resubscribe */
         size_t len = 0;
         char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed", "channel",
@@ -178,46 +201,58 @@ int session_deliver(struct session *s, struct shared_frame *frame, unsigned even
     return conn_send_frame(s->conn, frame, events);
 }
 
+int session_deliver_sse(struct session *s, const struct subs_sse_batch *batch) {
+    if (!s->output || !s->output->batch) return -1;
+    return s->output->batch(s->output_arg, batch);
+}
+
 /* ---- commands ------------------------------------------------------------- */
 
-static void handle_subscribe(struct session *s, const struct proto_command *cmd) {
+/* A subscribe to channel, recovering from since (NULL: none); id is echoed. */
+static void subscribe(struct session *s, const char *channel, const struct subs_since *since,
+                      const json_t *id) {
     struct worker *w = s->w;
-    enum acl_result acl = acl_may_subscribe(w->rules, s->user, cmd->channel);
+    enum acl_result acl = acl_may_subscribe(w->rules, s->user, channel);
     if (acl != ACL_ALLOW) {
-        reply_error(s, proto_error_from_acl(acl), NULL, cmd->id);
+        reply_error(s, proto_error_from_acl(acl), NULL, id);
         return;
     }
-    if (s->sub_count >= (unsigned)w->cfg->max_subscriptions &&
-        !subs_contains(s->subs, cmd->channel)) {
-        reply_error(s, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, cmd->id);
+    if (s->sub_count >= (unsigned)w->cfg->max_subscriptions && !subs_contains(s->subs, channel)) {
+        reply_error(s, PROTO_ERR_TOO_MANY_SUBSCRIPTIONS, NULL, id);
         return;
     }
     struct sub *sub = NULL;
     size_t len = 0;
-    struct subs_since since = {cmd->since_offset, cmd->since_epoch};
     enum subs_add_result added =
-        subs_add(w->subs, s, &s->subs, cmd->channel, cmd->has_since ? &since : NULL, &sub);
+        subs_add(w->subs, s, s->output != NULL, &s->subs, channel, since, &sub);
     switch (added) {
         case SUBS_ADDED_CONFIRMED: s->sub_count++; /* fall through */
         case SUBS_ALREADY: {
             /* Live at once: with Redis away, a recovery cannot be proven. */
             struct subs_ready ready;
             subs_position(sub, &ready);
-            if (cmd->has_since && added == SUBS_ADDED_CONFIRMED) ready.recovered = 0;
-            char *text = proto_build_subscribed(cmd->channel, ready.offset, ready.epoch,
-                                                ready.recovered, cmd->id, &len);
+            if (since && added == SUBS_ADDED_CONFIRMED) ready.recovered = 0;
+            char *text = proto_build_subscribed(channel, ready.offset, ready.epoch, ready.recovered,
+                                                id, &len);
             reply(s, text, len);
             return;
         }
         case SUBS_ADDED_PENDING: s->sub_count++; /* fall through */
         case SUBS_ALREADY_PENDING:
-            if (!reply_wait(s, sub, cmd->id)) conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
+            if (!reply_wait(s, sub, id)) conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
             return;
-        case SUBS_TOO_MANY_CHANNELS:
-            reply_error(s, PROTO_ERR_TOO_MANY_CHANNELS, NULL, cmd->id);
-            return;
-        case SUBS_NO_MEMORY: reply_error(s, PROTO_ERR_INTERNAL, NULL, cmd->id); return;
+        case SUBS_TOO_MANY_CHANNELS: reply_error(s, PROTO_ERR_TOO_MANY_CHANNELS, NULL, id); return;
+        case SUBS_NO_MEMORY: reply_error(s, PROTO_ERR_INTERNAL, NULL, id); return;
     }
+}
+
+void session_subscribe(struct session *s, const char *channel, const struct subs_since *since) {
+    subscribe(s, channel, since, NULL);
+}
+
+static void handle_subscribe(struct session *s, const struct proto_command *cmd) {
+    struct subs_since since = {cmd->since_offset, cmd->since_epoch};
+    subscribe(s, cmd->channel, cmd->has_since ? &since : NULL, cmd->id);
 }
 
 static void handle_command(struct session *s, const struct proto_command *cmd) {
@@ -270,7 +305,8 @@ static void refuse_over_rate(struct session *s, const uint8_t *data, size_t len,
     }
     if (++s->refusals > (unsigned)w->cfg->rate_burst) {
         w->stats.rate_limit_closes++;
-        log_info("event=rate_limit_close conn=%s peer=%s", conn_id(s->conn), conn_peer(s->conn));
+        log_info("event=rate_limit_close conn=%s peer=%s", conn_id(s->conn),
+                 log_q(conn_peer(s->conn)));
         conn_close(s->conn, WS_CLOSE_RATE_LIMITED, NULL);
         return;
     }
@@ -311,7 +347,7 @@ void session_recheck_access(struct session *s) {
             char channel[ACL_MAX_CHANNEL + 1];
             snprintf(channel, sizeof channel, "%s", sub->channel->name);
             if (subs_remove(s->w->subs, &s->subs, channel)) s->sub_count--;
-            log_info("event=access_revoked conn=%s channel=%s", conn_id(s->conn), channel);
+            log_info("event=access_revoked conn=%s channel=%s", conn_id(s->conn), log_q(channel));
             size_t len = 0;
             char *text = proto_finish(json_pack("{s:s, s:s, s:s}", "type", "unsubscribed",
                                                 "channel", channel, "reason", "access revoked"),
@@ -346,6 +382,6 @@ void session_send_gap(struct session *s) {
         conn_close(s->conn, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
-    conn_send_text(s->conn, text, len); /* not a reply: never held */
+    session_send(s, text, len); /* not a reply: never held */
     free(text);
 }

@@ -37,8 +37,26 @@ struct reply {
     struct evbuffer *after; /* frames that follow the reply (owned), or NULL */
 };
 
+/* Where a session's output goes when it is not a WebSocket (NULL: frames,
+ * through conn_send_text / conn_send_buffer / conn_send_frame): a server-sent
+ * event stream frames the same messages its own way (sse.h). */
+struct subs_sse_batch;
+struct session_output {
+    /* One server message (a JSON text, borrowed). */
+    void (*message)(void *arg, const char *text, size_t len);
+    /* Messages the index framed for WebSocket (recovered events, gaps); the
+     * bytes are taken (the buffer is left empty). */
+    void (*frames)(void *arg, struct evbuffer *frames);
+    /* A channel's batch in SSE form; 0, or -1 when not taken. */
+    int (*batch)(void *arg, const struct subs_sse_batch *batch);
+    /* The session ends: release arg. */
+    void (*release)(void *arg);
+};
+
 struct session {
     struct conn *conn;
+    const struct session_output *output; /* NULL: WebSocket */
+    void *output_arg;
     struct worker *w;
     herald_user *user; /* owned; NULL: anonymous */
     struct sub *subs;  /* this connection's subscriptions */
@@ -56,6 +74,19 @@ void session_init(struct session *s, struct conn *c, struct worker *w, herald_us
 
 /* Drops every subscription and held reply (the connection is going away). */
 void session_free(struct session *s);
+
+/* Routes the session's output through output (with arg, released with the
+ * session); for a stream that is not a WebSocket. */
+void session_set_output(struct session *s, const struct session_output *output, void *arg);
+
+/* Subscribes the session to channel as a client's subscribe would (access
+ * checked, since as in a subscribe's "since", NULL for none); the reply
+ * ("subscribed" or an error) goes out as any reply does. */
+struct subs_since;
+void session_subscribe(struct session *s, const char *channel, const struct subs_since *since);
+
+/* Sends one server message that is not a reply (never held). */
+void session_send(struct session *s, const char *text, size_t len);
 
 /* One complete text message from the client. */
 void session_on_text(struct session *s, const uint8_t *data, size_t len, double now);
@@ -88,6 +119,10 @@ void session_on_refused(struct session *s, struct sub *sub, const char *reason);
 /* Queues a shared event frame holding events messages; 0, or -1 when the
  * connection did not take it (closed, or just closed as a slow consumer). */
 int session_deliver(struct session *s, struct shared_frame *frame, unsigned events);
+
+/* Queues a channel's batch in server-sent event form (a session added with
+ * sse set); as session_deliver. */
+int session_deliver_sse(struct session *s, const struct subs_sse_batch *batch);
 
 /* Bytes of replies the session holds (counted against the send queue). */
 size_t session_held_bytes(const struct session *s);

@@ -107,6 +107,11 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
         {"herald_events_recovered_total", "counter", "Events delivered from history"},
         {"herald_history_waiters_total", "counter",
          "Subscriptions answered by history reads (over reads: the herd coalescing ratio)"},
+        {"herald_sse_streams_total", "counter", "Server-sent event streams opened (GET /events)"},
+        {"herald_api_publish_requests_total", "counter", "POST /api/publish requests answered 200"},
+        {"herald_api_publish_events_total", "counter", "Events published through /api/publish"},
+        {"herald_api_publish_failures_total", "counter",
+         "POST /api/publish requests answered with an error"},
     };
     const struct subs_counters *h = subs_counters(w->subs);
     const double values[] = {
@@ -133,6 +138,10 @@ char *stats_metrics_text(struct worker *w, size_t *len) {
         (double)h->recoveries_failed,
         (double)h->events_recovered,
         (double)h->waiters_served,
+        (double)s->sse_streams_total,
+        (double)s->api_requests,
+        (double)s->api_events,
+        (double)s->api_failures,
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
         fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", families[i].name,

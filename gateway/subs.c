@@ -18,6 +18,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "session.h"
+#include "sse_codec.h"
 #include "ws_codec.h"
 
 /* A subscription waiting for its channel's history. */
@@ -140,6 +141,8 @@ static void channel_free(struct channel *ch) {
     waiters_free(ch);
     buffer_clear(ch);
     shared_frame_release(ch->batch);
+    shared_frame_release(ch->sse.data);
+    free(ch->sse.events);
     free(ch->name);
     free(ch);
 }
@@ -493,7 +496,8 @@ static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
     const redisReply *reply = r;
     bool failed = !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4;
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_warn("event=history_read_failed channel=%s error=\"%s\"", ch->name, reply->str);
+        log_warn("event=history_read_failed channel=%s error=%s", log_q(ch->name),
+                 log_q(reply->str));
     const char *epoch = failed ? NULL : reply_string(reply->element[0]);
     const char *first = failed ? NULL : reply_string(reply->element[1]);
     const char *newest = failed ? NULL : reply_string(reply->element[2]);
@@ -589,14 +593,16 @@ static void unlink_sub(struct subs *subs, struct sub *s) {
         ch->subscribers = s->channel_next;
     if (s->channel_next) s->channel_next->channel_prev = s->channel_prev;
     ch->count--;
+    if (s->sse) ch->sse_count--;
     subs->subscription_count--;
     free(s);
     if (!ch->waiters) buffer_clear(ch);
     channel_settle(subs, ch);
 }
 
-enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
-                              const char *name, const struct subs_since *since, struct sub **out) {
+enum subs_add_result subs_add(struct subs *subs, struct session *session, bool sse,
+                              struct sub **head, const char *name, const struct subs_since *since,
+                              struct sub **out) {
     for (struct sub *s = *head; s; s = s->conn_next) {
         if (strcmp(s->channel->name, name) != 0) continue;
         *out = s;
@@ -613,6 +619,8 @@ enum subs_add_result subs_add(struct subs *subs, struct session *session, struct
     }
     s->session = session;
     s->channel = ch;
+    s->sse = sse;
+    if (sse) ch->sse_count++; /* the batch was just flushed: the next one gets its SSE form */
     s->channel_next = ch->subscribers;
     if (ch->subscribers) ch->subscribers->channel_prev = s;
     ch->subscribers = s;
@@ -767,9 +775,34 @@ static void drop(struct subs *subs, const char *channel, const char *reason, siz
     if (subs->hooks.dropped) subs->hooks.dropped(subs->hooks.arg, channel, reason, len);
 }
 
-/* Writes the event message as one text frame at the end of ch's batch;
- * returns where it starts in the batch, or -1 when out of memory. */
-static long frame_event(struct channel *ch, const char *data, size_t len, const char *offset) {
+/* Adds the event message msg to ch's SSE batch as "data:" lines. */
+static int frame_sse_event(struct channel *ch, const char *msg, size_t len, const char *offset,
+                           const char *epoch) {
+    struct subs_sse_batch *b = &ch->sse;
+    if (b->count == b->capacity) {
+        unsigned capacity = b->capacity ? b->capacity * 2 : 8;
+        struct subs_sse_event *grown = realloc(b->events, capacity * sizeof *grown);
+        if (!grown) return -1;
+        b->events = grown;
+        b->capacity = capacity;
+    }
+    size_t size = sse_data_size(msg, len);
+    uint8_t *p = shared_frame_reserve(&b->data, size);
+    if (!p) return -1;
+    sse_write_data((char *)p, msg, len);
+    struct subs_sse_event *e = &b->events[b->count++];
+    e->start = (size_t)(p - b->data->data);
+    e->len = size;
+    snprintf(e->offset, sizeof e->offset, "%s", offset);
+    snprintf(e->epoch, sizeof e->epoch, "%s", epoch);
+    return 0;
+}
+
+/* Writes the event message as one text frame at the end of ch's batch (and,
+ * while the channel has SSE subscribers, as "data:" lines in its SSE batch);
+ * returns where the frame starts in the batch, or -1 when out of memory. */
+static long frame_event(struct channel *ch, const char *data, size_t len, const char *offset,
+                        const char *epoch) {
     char timestamp[PROTO_TIMESTAMP_LEN + 1];
     proto_timestamp(timestamp);
     size_t offset_len = strlen(offset);
@@ -781,6 +814,11 @@ static long frame_event(struct channel *ch, const char *data, size_t len, const 
     memcpy(p, header, header_len);
     proto_write_event((char *)p + header_len, ch->name, ch->name_len, data, len, offset, offset_len,
                       timestamp);
+    if (ch->sse_count &&
+        frame_sse_event(ch, (const char *)p + header_len, message_len, offset, epoch) != 0) {
+        ch->batch->len -= header_len + message_len; /* still private: take it back */
+        return -1;
+    }
     ch->batch_events++;
     return (long)(p - ch->batch->data);
 }
@@ -837,7 +875,7 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         subs->arrival_capacity = capacity;
     }
     if (subs->dirty && subs->dirty != ch) subs_flush(subs); /* runs of one channel only */
-    long start = frame_event(ch, data, data_len, offset);
+    long start = frame_event(ch, data, data_len, offset, epoch);
     if (start < 0) {
         drop(subs, name, "no_memory", len);
         return;
@@ -862,12 +900,20 @@ size_t subs_flush(struct subs *subs) {
         subs->dirty = NULL;
         struct shared_frame *batch = ch->batch;
         unsigned events = ch->batch_events;
+        struct subs_sse_batch sse = ch->sse; /* its events array stays the channel's */
+        sse.channel = ch->name;
         ch->batch = NULL;
         ch->batch_events = 0;
-        for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-            if (!s->pending && session_deliver(s->session, batch, events) == 0)
-                deliveries += events;
+        ch->sse.data = NULL;
+        ch->sse.count = 0;
+        for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
+            if (s->pending) continue;
+            int rc = s->sse ? (sse.data ? session_deliver_sse(s->session, &sse) : -1)
+                            : session_deliver(s->session, batch, events);
+            if (rc == 0) deliveries += events;
+        }
         shared_frame_release(batch);
+        shared_frame_release(sse.data);
     }
     if (subs->arrival_count && subs->hooks.latency) {
         double now = clock_now();

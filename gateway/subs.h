@@ -50,6 +50,7 @@ struct sub {
     struct sub *conn_next;                   /* the session's subscriptions */
     struct waiter *waiter;                   /* waiting for a history read, or NULL */
     bool pending;                            /* waiting for Redis: gets no events yet */
+    bool sse;                                /* its session is a server-sent event stream */
     bool gap_owed;                           /* Redis came back: a "gap" is due for it */
 };
 
@@ -77,6 +78,23 @@ struct subs_counters {
     unsigned long long waiters_served;    /* subscriptions answered by reads */
 };
 
+/* One event of a channel's batch in server-sent event form. */
+struct subs_sse_event {
+    size_t start, len;                   /* its "data:" lines in the batch's data */
+    char offset[HISTORY_OFFSET_MAX + 1]; /* "" for an event without history */
+    char epoch[HISTORY_EPOCH_MAX + 1];
+};
+
+/* A channel's batch for its SSE subscribers, built next to the WebSocket one
+ * (only while the channel has such subscribers): each event's "data:" lines
+ * once, shared by every stream, which adds only its own "id:" line. */
+struct subs_sse_batch {
+    const char *channel;       /* the channel's name */
+    struct shared_frame *data; /* every event's "data: ...\n" lines, in order */
+    struct subs_sse_event *events;
+    unsigned count, capacity;
+};
+
 enum channel_state {
     CHANNEL_IDLE,          /* wanted, nothing in flight (Redis down) */
     CHANNEL_SUBSCRIBING,   /* SUBSCRIBE in flight */
@@ -93,6 +111,8 @@ struct channel {
     struct channel *hash_next;
     struct shared_frame *batch; /* events queued since the last flush, or NULL */
     unsigned batch_events;
+    unsigned sse_count;        /* subscribers that are SSE streams */
+    struct subs_sse_batch sse; /* the batch in SSE form, while sse_count > 0 */
     /* History: the epoch and newest offset this worker knows (from reads and
      * live events); positioned once a read since the last SUBSCRIBE told them. */
     char epoch[HISTORY_EPOCH_MAX + 1];
@@ -146,10 +166,11 @@ bool subs_contains(const struct sub *head, const char *channel);
 
 /* Subscribes session to channel, recovering from since when not NULL; *head
  * is the session's subscription list; *out is the subscription (when added or
- * already there). */
-enum subs_add_result subs_add(struct subs *subs, struct session *session, struct sub **head,
-                              const char *channel, const struct subs_since *since,
-                              struct sub **out);
+ * already there). sse: the session is a server-sent event stream (it gets
+ * events through session_deliver_sse). */
+enum subs_add_result subs_add(struct subs *subs, struct session *session, bool sse,
+                              struct sub **head, const char *channel,
+                              const struct subs_since *since, struct sub **out);
 
 /* The position of a live subscription's channel, for its "subscribed" reply. */
 void subs_position(const struct sub *sub, struct subs_ready *out);

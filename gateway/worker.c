@@ -67,8 +67,8 @@ static void on_dropped(void *arg, const char *channel, const char *why, size_t l
         suppressed++;
         return;
     }
-    log_warn("event=event_dropped channel=%s reason=%s bytes=%zu suppressed=%u", channel, why, len,
-             suppressed);
+    log_warn("event=event_dropped channel=%s reason=%s bytes=%zu suppressed=%u", log_q(channel),
+             log_q(why), len, suppressed);
     last_log = now;
     suppressed = 0;
 }
@@ -192,7 +192,7 @@ static void resume_accept_cb(evutil_socket_t fd, short what, void *arg) {
 static void accept_error_cb(struct evconnlistener *listener, void *arg) {
     (void)listener;
     struct worker *w = arg;
-    log_error("event=accept_error error=\"%s\" action=pause_1s", strerror(errno));
+    log_error("event=accept_error error=%s action=pause_1s", log_q(strerror(errno)));
     set_listening(w, false);
     struct timeval one_second = {1, 0};
     event_add(w->resume_accept, &one_second);
@@ -290,9 +290,18 @@ static void reload(struct worker *w) {
     struct acl_rules *rules;
     char err[512];
     if (worker_load_config(w->cfg, &auth, &rules, err, sizeof err) != 0) {
-        log_error("event=reload_failed reason=\"%s\"", err);
+        log_error("event=reload_failed reason=%s", log_q(err));
         return;
     }
+    struct publish_api_key key;
+    if (publish_api_load_key(w->cfg, &key, err, sizeof err) != 0) {
+        log_error("event=reload_failed reason=%s", log_q(err));
+        jwt_auth_free(&auth);
+        acl_rules_free(rules);
+        return;
+    }
+    w->api_key = key;
+    OPENSSL_cleanse(&key, sizeof key);
     jwt_auth_free(&w->auth);
     w->auth = auth;
     acl_rules_free(w->owned_rules);
@@ -311,8 +320,8 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg) {
 static struct evconnlistener *listen_on(struct worker *w, int port) {
     int fd = worker_listen_socket(w->cfg->host, port, true);
     if (fd < 0) {
-        log_error("event=listen_failed host=%s port=%d error=\"%s\"", w->cfg->host, port,
-                  strerror(errno));
+        log_error("event=listen_failed host=%s port=%d error=%s", log_q(w->cfg->host), port,
+                  log_q(strerror(errno)));
         return NULL;
     }
     struct evconnlistener *l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0,
@@ -342,7 +351,8 @@ int worker_run(struct worker *w) {
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};
     w->subs = w->bus ? subs_new(w->bus, w->base, &limits, &hooks) : NULL;
     wheel_init(&w->wheel, (uint64_t)floor(w->started));
-    if (w->restarted && (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file))
+    if (w->restarted &&
+        (w->cfg->jwt_secret_file || w->cfg->jwt_key || w->cfg->acl_file || w->cfg->api_key_file))
         reload(w); /* the files may have changed since the supervisor read them */
     w->resume_accept = evtimer_new(w->base, resume_accept_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);

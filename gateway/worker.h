@@ -17,6 +17,7 @@
 #include "config.h"
 #include "jwt_auth.h"
 #include "netaddr.h"
+#include "publish_api.h"
 #include "redis_url.h"
 #include "wheel.h"
 
@@ -29,7 +30,11 @@ struct iplimit;
 
 /* Per-worker counters; reported by stats and written to Redis. */
 struct worker_stats {
-    uint64_t connections_total; /* accepted upgrades since start */
+    uint64_t connections_total; /* accepted upgrades since start (streams included) */
+    uint64_t sse_streams_total; /* of which server-sent event streams */
+    uint64_t api_requests;      /* POST /api/publish requests answered 200 */
+    uint64_t api_events;        /* events they published */
+    uint64_t api_failures;      /* answered with an error status */
     uint64_t messages_in;       /* client messages (text frames) */
     uint64_t messages_out;      /* messages queued to clients, events included */
     uint64_t bytes_in;
@@ -59,9 +64,10 @@ struct worker {
     SSL_CTX *ssl_ctx; /* NULL without TLS */
     struct jwt_auth auth;
     const struct acl_rules *rules;
-    struct acl_rules *owned_rules; /* rules loaded from --acl-file (else NULL) */
-    struct iplimit *iplimit;       /* shared with the other workers */
-    struct netaddr_cidr *trusted;  /* --trusted-proxies */
+    struct acl_rules *owned_rules;  /* rules loaded from --acl-file (else NULL) */
+    struct iplimit *iplimit;        /* shared with the other workers */
+    struct publish_api_key api_key; /* for POST /api/publish */
+    struct netaddr_cidr *trusted;   /* --trusted-proxies */
     size_t trusted_count;
     struct wheel wheel; /* connection timers */
     struct redis_url redis;

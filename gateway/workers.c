@@ -76,7 +76,7 @@ int workers_supervise(const struct worker *tmpl, int count) {
         slots[i].pid = spawn(tmpl, i, false, &old);
         slots[i].started = clock_now();
         if (slots[i].pid < 0) {
-            log_error("event=fork_failed error=\"%s\"", strerror(errno));
+            log_error("event=fork_failed error=%s", log_q(strerror(errno)));
             slots[i].pid = 0;
             slots[i].restart_at = clock_now() + 1;
         }

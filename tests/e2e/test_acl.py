@@ -1,10 +1,14 @@
 """Who may subscribe to what: every row of the ACL table for anonymous, user u1,
 another user u2 and an admin, through a real gateway."""
 
+import json
+import subprocess
+
 import pytest
 
 import harness
-from harness import assert_error, connect
+from conftest import SECRET
+from harness import assert_error, claims_for, connect, craft_jwt
 
 IDENTITIES = ["anonymous", "u1", "u2", "admin"]
 
@@ -88,3 +92,62 @@ def test_system_namespace_beyond_known_channels_is_admin_only(clients):
                  "forbidden")
     assert_error(clients["anonymous"].request(
         {"type": "subscribe", "channel": "system:whatever"}), "forbidden")
+
+
+def user_channel(uid):
+    """The channel herald-pub --user-channel computes for uid (what a service publishes to)."""
+    out = subprocess.run([harness.PUB_BIN, "--user-channel", uid], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_user_channel_of_plain_id_is_user_colon_id():
+    assert user_channel("u1") == "user:u1"
+    assert user_channel("a.b-c_d:e") == "user:a.b-c_d:e"
+
+
+@pytest.mark.parametrize("uid", ["auth0|5f1c2b", "ann.smith+herald@example.com"])
+def test_id_outside_channel_alphabet_receives_events_on_its_hashed_channel(
+        gateway, redis_server, uid):
+    channel = user_channel(uid)
+    assert channel.startswith("userhash:") and len(channel) == len("userhash:") + 64, channel
+    c, hello = connect(gateway.url, token=craft_jwt(claims_for(uid), SECRET))
+    with c:
+        assert hello["user"]["userId"] == uid
+        assert channel in hello["authorizedChannels"], hello["authorizedChannels"]
+        assert c.request({"type": "list_channels"})["channels"] == hello["authorizedChannels"]
+        r = c.request({"type": "subscribe", "channel": channel, "id": 1})
+        assert r["type"] == "subscribed" and r["channel"] == channel, r
+        payload = {"notification": "for %s" % uid}
+        assert redis_server.publish(channel, json.dumps(payload)) >= 1
+        ev = c.recv_json()
+        assert ev["type"] == "event" and ev["channel"] == channel, ev
+        assert ev["data"] == payload, ev
+
+
+def test_plain_id_never_reaches_a_hashed_channel(gateway, tokens):
+    channel = user_channel("auth0|5f1c2b")
+    # not an ordinary user, and not one whose plain id is the hash itself
+    hash_hex = channel.split(":", 1)[1]
+    looks_like_hash = craft_jwt(claims_for(hash_hex), SECRET)
+    for tok in (tokens["u1"], looks_like_hash):
+        c, hello = connect(gateway.url, token=tok)
+        with c:
+            assert channel not in hello["authorizedChannels"]
+            assert_error(c.request({"type": "subscribe", "channel": channel}), "forbidden")
+    other = craft_jwt(claims_for("auth0|other"), SECRET)
+    c, _ = connect(gateway.url, token=other)
+    with c:
+        assert_error(c.request({"type": "subscribe", "channel": channel}), "forbidden")
+    c, _ = connect(gateway.url, token=tokens["admin"])
+    with c:
+        assert c.request({"type": "subscribe", "channel": channel})["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("argv", [["--user-channel", ""], ["--user-channel", "u1", "apps:x"]],
+                         ids=["empty-id", "extra-argument"])
+def test_user_channel_bad_usage_exits_2(argv):
+    out = subprocess.run([harness.PUB_BIN] + argv, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout == "" and "--user-channel" in out.stderr, out.stderr

@@ -95,6 +95,22 @@ def test_sub_claim_is_user_id_when_userid_absent(gateway):
         assert "user:s-42" in hello["authorizedChannels"]
 
 
+def test_non_integer_numericdates_authenticate(gateway):
+    # RFC 7519 NumericDates may have fractions: exp 1.79e9 style and nbf/iat as reals
+    now = time.time()
+    claims = {"userId": "frac", "exp": float("%.6e" % (now + 3600)), "nbf": now - 10.5,
+              "iat": now - 10.25}
+    c, hello = connect(gateway.url, token=craft_jwt(claims, SECRET))
+    with c:
+        assert hello["user"]["userId"] == "frac"
+
+
+def test_fractional_exp_in_the_past_is_expired(gateway):
+    tok = craft_jwt({"userId": "frac", "exp": time.time() - 3600.5}, SECRET)
+    with WSClient(gateway.url, token=tok) as c:
+        expect_unauthorized(c)
+
+
 def test_hs256_token_crafted_in_python_authenticates(gateway):
     tok = craft_jwt(claims_for("py", email="py@example.com"), SECRET)
     c, hello = connect(gateway.url, token=tok)
@@ -127,6 +143,15 @@ def _bad_tokens():
         "nbf_in_future": craft_jwt(dict(good, nbf=now + 3600), SECRET),
         "missing_exp": craft_jwt({"userId": "u1", "iat": now}, SECRET),
         "no_subject": craft_jwt({"email": "x@example.com", "exp": now + 600}, SECRET),
+        # a userId that is present but not a non-empty string never falls back to sub
+        "userid_array": craft_jwt(dict(good, userId=["x"], sub="bob"), SECRET),
+        "userid_object": craft_jwt(dict(good, userId={"id": "x"}, sub="bob"), SECRET),
+        "userid_number": craft_jwt(dict(good, userId=42, sub="bob"), SECRET),
+        "userid_bool": craft_jwt(dict(good, userId=True, sub="bob"), SECRET),
+        "userid_empty": craft_jwt(dict(good, userId="", sub="bob"), SECRET),
+        "userid_null": craft_jwt(dict(good, userId=None, sub="bob"), SECRET),
+        "sub_number": craft_jwt({"sub": 7, "exp": now + 600}, SECRET),
+        "exp_string": craft_jwt(dict(good, exp=str(now + 600)), SECRET),
         "claims_not_json": (harness.b64url(b'{"alg":"HS256","typ":"JWT"}') + "." +
                             harness.b64url(b"not json") + "." + "AAAA"),
     }

@@ -24,7 +24,7 @@ from harness_ops import (help_line, http_get, ops, scrape, wait_until,  # noqa: 
 SECRET = "e2e-test-secret-0123456789abcdef"
 
 AUTH_REASONS = ["malformed", "bad_alg", "bad_signature", "expired", "not_yet_valid",
-                "missing_exp", "bad_issuer", "bad_audience", "no_subject"]
+                "missing_exp", "bad_issuer", "bad_audience", "no_subject", "bad_user_id"]
 GAUGES = ["herald_connections", "herald_subscriptions", "herald_channels", "herald_redis_up"]
 COUNTERS = ["herald_messages_in_total", "herald_messages_out_total", "herald_bytes_in_total",
             "herald_bytes_out_total", "herald_events_received_total",
@@ -176,6 +176,7 @@ def test_metrics_figures_are_exact_with_one_worker(ops):
         "bad_issuer": craft_jwt(claims_for("u1", iss="other", aud="herald-aud"), SECRET),
         "bad_audience": craft_jwt(claims_for("u1", iss="herald-iss", aud="other"), SECRET),
         "no_subject": craft_jwt(no_sub, SECRET),
+        "bad_user_id": craft_jwt(dict(claims_for("u1", **ok), userId=["x"], sub="bob"), SECRET),
     }
     m0 = scrape(gw.port)
     for reason in AUTH_REASONS:
@@ -502,6 +503,26 @@ def test_invalid_acl_file_at_startup_exits_2(tmp_path, content):
 
 
 # ----------------------------------------------------------------- logs
+
+def test_user_id_with_newline_cannot_forge_a_log_line(ops):
+    gw = ops.gateway()  # --log-level debug
+    forged = "ts=2026-01-01T00:00:00.000Z level=error supervisor pid=1 event=worker_died"
+    uid = "mallory\n" + forged + "\r\n" + forged
+    c, hello = harness.connect(gw.url, token=hs(uid, SECRET))
+    with c:
+        assert hello["user"]["userId"] == uid
+        assert c.request({"type": "ping"})["type"] == "pong"
+    wait_until(lambda: gw.log_lines("mallory"), 5, what="the connection logged")
+    lines = gw.log_text().splitlines()
+    mine = [ln for ln in lines if "mallory" in ln]
+    assert len(mine) == 1, mine
+    # the value is one quoted logfmt value, its control bytes escaped
+    assert 'user="mallory\\n' + forged.replace('"', '\\"') + '\\r\\n' in mine[0], mine[0]
+    assert not [ln for ln in lines if "event=worker_died" in ln and "mallory" not in ln], \
+        "a forged line reached the log"
+    assert all(ln.startswith("ts=") for ln in lines if ln), \
+        [ln for ln in lines if ln and not ln.startswith("ts=")]
+
 
 def test_logs_never_contain_tokens_or_the_secret(ops):
     secret = "log-secret-Zq8wX3vN5mK2pL7rT4yU"

@@ -113,12 +113,99 @@ static void test_callback_error_stops_the_walk(void) {
     CHECK_INT(calls, 2);
 }
 
-static void test_user_id_outside_charset_gets_no_own_channel(void) {
-    herald_user odd = {.user_id = "a b"};
-    struct collected got = {0};
-    acl_each_authorized(acl_default_rules(), &odd, collect, &got);
-    CHECK_INT(got.count, 20);
-    for (int i = 0; i < got.count; i++) CHECK(strncmp(got.names[i], "user:", 5) != 0);
+#define AUTH0_HASH "447792ab59a1614acf4787e913cd0f6a946d4eb52510b7f35969c702c072d2d8"
+#define EMAIL_HASH "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476"
+#define X124_HASH  "a3dc6de723c964122eaef13556fdaa3e2e406ff3230fc6588168abdfc43aabe9"
+#define X123                                                                                       \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+
+/* The hashes are SHA-256 of the ids, computed independently (python3 hashlib). */
+static void test_user_channel_mapping_table(void) {
+    static const struct {
+        const char *user_id;
+        const char *channel;
+    } cases[] = {
+        {"u1", "user:u1"},
+        {"A-Z_a.z:0-9", "user:A-Z_a.z:0-9"},
+        {X123, "user:" X123}, /* 128 bytes: the longest plain channel */
+        {X123 "x", "userhash:" X124_HASH},
+        {"auth0|5f1c2b", "userhash:" AUTH0_HASH},
+        {"ann@example.com", "userhash:" EMAIL_HASH},
+        {"a b", "userhash:c8687a08aa5d6ed2044328fa6a697ab8e96dc34291e8c2034ae8c38e6fcc6d65"},
+        {"caf\xc3\xa9",
+         "userhash:850f7dc43910ff890f8879c0ed26fe697c93a067ad93a7d50f466a7028a9bf4e"},
+        {AUTH0_HASH,
+         "user:" AUTH0_HASH}, /* a plain id stays in user:, even when it looks like a hash */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[ACL_MAX_CHANNEL + 1];
+        int n = acl_user_channel(cases[i].user_id, out, sizeof out);
+        CHECK_INT(n, strlen(cases[i].channel));
+        CHECK_STR(n < 0 ? NULL : out, cases[i].channel);
+        CHECK(acl_channel_name_valid(out, strlen(out)));
+    }
+}
+
+static void test_user_channel_needs_room(void) {
+    char out[80];
+    CHECK_INT(acl_user_channel("u1", out, 8), 7);
+    CHECK_INT(acl_user_channel("u1", out, 7), -1);
+    CHECK_INT(acl_user_channel("a|b", out, 73), -1); /* userhash: + 64 needs 74 */
+    CHECK_INT(acl_user_channel("a|b", out, 74), 73);
+    /* A namespace too long for its hash form has no owner channel for such ids. */
+    char ns[70];
+    memset(ns, 'n', 69);
+    ns[69] = '\0';
+    char big[ACL_MAX_CHANNEL + 1];
+    CHECK_INT(acl_owner_channel(ns, "a|b", big, sizeof big), -1);
+    CHECK_INT(acl_owner_channel(ns, "ab", big, sizeof big), 72);
+}
+
+/* Only the owner of a hashed channel (or an admin) may subscribe to it: never a
+ * plain id, not even one equal to the hash, and not the same id under user:. */
+static void test_hashed_user_channel_belongs_to_its_user_only(void) {
+    herald_user auth0 = {.user_id = "auth0|5f1c2b"};
+    herald_user email = {.user_id = "ann@example.com"};
+    herald_user looks_like_hash = {.user_id = AUTH0_HASH};
+    static const struct {
+        const char *channel;
+        enum acl_result auth0, email, looks_like_hash, u1, admin;
+    } cases[] = {
+        {"userhash:" AUTH0_HASH, ACL_ALLOW, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW},
+        {"userhash:" EMAIL_HASH, ACL_FORBIDDEN, ACL_ALLOW, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW},
+        {"user:" AUTH0_HASH, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW, ACL_FORBIDDEN, ACL_ALLOW},
+        {"userhash:u1", ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW},
+        {"user:auth0", ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_FORBIDDEN, ACL_ALLOW},
+        {"userhash:", ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL,
+         ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL},
+        {"userhashx:" AUTH0_HASH, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL,
+         ACL_UNKNOWN_CHANNEL, ACL_UNKNOWN_CHANNEL},
+    };
+    const struct acl_rules *rules = acl_default_rules();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *ch = cases[i].channel;
+        CHECK_INT(acl_may_subscribe(rules, &auth0, ch), cases[i].auth0);
+        CHECK_INT(acl_may_subscribe(rules, &email, ch), cases[i].email);
+        CHECK_INT(acl_may_subscribe(rules, &looks_like_hash, ch), cases[i].looks_like_hash);
+        CHECK_INT(acl_may_subscribe(rules, &u1, ch), cases[i].u1);
+        CHECK_INT(acl_may_subscribe(rules, &admin, ch), cases[i].admin);
+        CHECK_INT(acl_may_subscribe(rules, NULL, ch),
+                  cases[i].admin == ACL_ALLOW ? ACL_FORBIDDEN : cases[i].admin);
+    }
+}
+
+static void test_user_id_outside_charset_lists_its_hashed_channel(void) {
+    static const char *ids[] = {"a b", "auth0|5f1c2b", "ann@example.com", X123 "x"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        herald_user odd = {.user_id = (char *)ids[i]};
+        char own[ACL_MAX_CHANNEL + 1];
+        struct collected got = {0};
+        CHECK_INT(acl_each_authorized(acl_default_rules(), &odd, collect, &got), 21);
+        CHECK(acl_user_channel(ids[i], own, sizeof own) > 0);
+        CHECK_STR(got.names[8], own);
+        CHECK(strncmp(got.names[8], "userhash:", 9) == 0);
+    }
 }
 
 static char *write_temp(const char *text) {
@@ -150,6 +237,10 @@ static void test_rules_file_replaces_the_defaults(void) {
     CHECK_INT(acl_may_subscribe(rules, &u1, "ops:pager"), ACL_FORBIDDEN);
     CHECK_INT(acl_may_subscribe(rules, &admin, "ops:pager"), ACL_ALLOW);
     CHECK_INT(acl_may_subscribe(rules, &u2, "user:u2"), ACL_ALLOW);
+    herald_user auth0 = {.user_id = "auth0|5f1c2b"};
+    CHECK_INT(acl_may_subscribe(rules, &auth0, "userhash:" AUTH0_HASH), ACL_ALLOW);
+    CHECK_INT(acl_may_subscribe(rules, &u2, "userhash:" AUTH0_HASH), ACL_FORBIDDEN);
+    CHECK_INT(acl_may_subscribe(rules, &u2, "metricshash:" AUTH0_HASH), ACL_UNKNOWN_CHANNEL);
     struct collected got = {0};
     CHECK_INT(acl_each_authorized(rules, &u1, collect, &got), 3);
     CHECK_STR(got.names[0], "metrics:cpu");
@@ -173,8 +264,7 @@ static void test_bad_rules_files_are_refused_with_a_reason(void) {
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":-5}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"ttl\":1.5}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":\"9\"}}]}",
-        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":99999999999}}"
-        "]}",
+        "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"size\":10000001}}]}",
         "{\"rules\":[{\"namespace\":\"a\",\"access\":\"public\",\"history\":{\"sise\":9}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -249,7 +339,10 @@ int main(void) {
     RUN(test_too_long_channel_is_invalid_even_in_known_namespace);
     RUN(test_authorized_channels_filtered_by_access);
     RUN(test_callback_error_stops_the_walk);
-    RUN(test_user_id_outside_charset_gets_no_own_channel);
+    RUN(test_user_channel_mapping_table);
+    RUN(test_user_channel_needs_room);
+    RUN(test_hashed_user_channel_belongs_to_its_user_only);
+    RUN(test_user_id_outside_charset_lists_its_hashed_channel);
     RUN(test_rules_file_replaces_the_defaults);
     RUN(test_bad_rules_files_are_refused_with_a_reason);
     RUN(test_history_policy_per_namespace_and_channel);

@@ -242,6 +242,36 @@ static void test_every_error_has_a_distinct_code(void) {
     CHECK_INT(proto_error_from_acl(ACL_INVALID_NAME), PROTO_ERR_INVALID_CHANNEL);
 }
 
+static void test_event_parts_read_back_channel_and_offset(void) {
+    static const struct {
+        const char *data, *offset;
+    } cases[] = {
+        {"{\"a\":1}", "1700000000000-3"},         {"{\"a\":1}", ""}, {"\"ends with a quote\"", ""},
+        {"\"x\\\",\\\"offset\\\":\\\"1-2\"", ""}, /* the marker, escaped, inside a string */
+        {"{\"offset\":\"1-2\"}", "3-4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char msg[256], ts[PROTO_TIMESTAMP_LEN + 1];
+        proto_timestamp(ts);
+        size_t dl = strlen(cases[i].data), ol = strlen(cases[i].offset);
+        size_t len = proto_event_size(7, dl, ol);
+        proto_write_event(msg, "a:chan1", 7, cases[i].data, dl, cases[i].offset, ol, ts);
+        const char *channel, *offset;
+        size_t channel_len, offset_len;
+        CHECK_INT(proto_event_parts(msg, len, &channel, &channel_len, &offset, &offset_len), 0);
+        CHECK_INT(channel_len, 7);
+        CHECK(memcmp(channel, "a:chan1", 7) == 0);
+        CHECK_INT(offset_len, ol);
+        if (ol) CHECK(memcmp(offset, cases[i].offset, ol) == 0);
+    }
+    const char *gap =
+        "{\"type\":\"gap\",\"channels\":[\"a:b\"],\"timestamp\":\"2025-11-25T12:00:00.000Z\"}";
+    const char *channel, *offset;
+    size_t channel_len, offset_len;
+    CHECK_INT(proto_event_parts(gap, strlen(gap), &channel, &channel_len, &offset, &offset_len),
+              -1);
+}
+
 int main(void) {
     RUN(test_parse_table_gives_each_error_code);
     RUN(test_channel_too_long_is_invalid_channel);
@@ -256,5 +286,6 @@ int main(void) {
     RUN(test_event_payload_with_raw_nul_byte_is_refused);
     RUN(test_gap_lists_channels);
     RUN(test_every_error_has_a_distinct_code);
+    RUN(test_event_parts_read_back_channel_and_offset);
     return TEST_SUMMARY();
 }

@@ -23,7 +23,9 @@ struct fake {
     char log[512]; /* "live:C refused:C frame:C" in order */
     int recovered; /* the last going-live's "recovered" (-1 not asked) */
     char offset[64], epoch[64];
-    char after[4096]; /* what followed the last going-live (frames' payloads) */
+    char after[4096];   /* what followed the last going-live (frames' payloads) */
+    int sse_events;     /* events delivered in SSE form */
+    char sse_last[512]; /* the last one's "data:" lines|offset|epoch */
 };
 
 #define FAKE(s) ((struct fake *)(s))
@@ -98,6 +100,17 @@ void session_on_refused(struct session *s, struct sub *sub, const char *reason) 
 int session_deliver(struct session *s, struct shared_frame *frame, unsigned events) {
     FAKE(s)->frames += (int)events;
     FAKE(s)->bytes += frame->len;
+    return 0;
+}
+
+int session_deliver_sse(struct session *s, const struct subs_sse_batch *batch) {
+    FAKE(s)->sse_events += (int)batch->count;
+    snprintf(FAKE(s)->sse_last, sizeof FAKE(s)->sse_last, "%.*s|%s|%s",
+             batch->count ? (int)batch->events[batch->count - 1].len : 0,
+             batch->count ? (const char *)batch->data->data + batch->events[batch->count - 1].start
+                          : "",
+             batch->count ? batch->events[batch->count - 1].offset : "",
+             batch->count ? batch->events[batch->count - 1].epoch : "");
     return 0;
 }
 
@@ -187,14 +200,19 @@ static struct subs *new_index(size_t max_channels) {
 
 static enum subs_add_result add(struct subs *idx, struct fake *f, const char *channel) {
     struct sub *out;
-    return subs_add(idx, &f->session, &f->session.subs, channel, NULL, &out);
+    return subs_add(idx, &f->session, false, &f->session.subs, channel, NULL, &out);
+}
+
+static enum subs_add_result add_sse(struct subs *idx, struct fake *f, const char *channel) {
+    struct sub *out;
+    return subs_add(idx, &f->session, true, &f->session.subs, channel, NULL, &out);
 }
 
 static enum subs_add_result add_since(struct subs *idx, struct fake *f, const char *channel,
                                       const char *offset, const char *epoch) {
     struct sub *out;
     struct subs_since since = {offset, epoch};
-    return subs_add(idx, &f->session, &f->session.subs, channel, &since, &out);
+    return subs_add(idx, &f->session, false, &f->session.subs, channel, &since, &out);
 }
 
 /* Confirms channel and answers its position read: no history. */
@@ -469,6 +487,41 @@ static void test_many_channels_survive_table_growth(void) {
     subs_free(s);
 }
 
+static void test_sse_form_is_built_only_for_channels_with_sse_subscribers(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake ws = {0}, sse = {0}, other = {0};
+    add(s, &ws, "apps:created");
+    add_sse(s, &sse, "apps:created");
+    add(s, &other, "apps:deleted");
+    confirm(s, "apps:created");
+    confirm(s, "apps:deleted");
+    publish(s, "apps:deleted", "{}");
+    CHECK(subs_find(s, "apps:deleted")->sse.data == NULL); /* no SSE subscriber: no SSE form */
+    subs_flush(s);
+    const char *msg = "#1700000000000001 1700000000000-3 {\"id\":\n\"a1\"}";
+    subs_publish(s, "apps:created", msg, strlen(msg), 0);
+    CHECK(subs_find(s, "apps:created")->sse.data != NULL);
+    subs_flush(s);
+    CHECK_INT(ws.frames, 1);
+    CHECK_INT(sse.frames, 0);
+    CHECK_INT(sse.sse_events, 1);
+    /* The WebSocket message, its line break as a second "data:" line. */
+    const char *prefix =
+        "data: {\"type\":\"event\",\"channel\":\"apps:created\",\"data\":{\"id\":\n"
+        "data: \"a1\"},\"offset\":\"1700000000000-3\",\"timestamp\":\"";
+    CHECK(strncmp(sse.sse_last, prefix, strlen(prefix)) == 0);
+    CHECK(strstr(sse.sse_last, "Z\"}\n|1700000000000-3|1700000000000001") != NULL);
+    del_all(s, &sse); /* the last SSE subscriber gone: plain batches again */
+    publish(s, "apps:created", "{}");
+    CHECK(subs_find(s, "apps:created")->sse.data == NULL);
+    subs_flush(s);
+    CHECK_INT(ws.frames, 2);
+    del_all(s, &ws);
+    del_all(s, &other);
+    subs_free(s);
+}
+
 /* ---- history -------------------------------------------------------------- */
 
 static void publish_offset(struct subs *idx, const char *channel, const char *epoch,
@@ -693,6 +746,7 @@ int main(void) {
     RUN(test_event_frame_is_the_event_message);
     RUN(test_confirmation_delivers_earlier_events_to_old_subscribers_only);
     RUN(test_many_channels_survive_table_growth);
+    RUN(test_sse_form_is_built_only_for_channels_with_sse_subscribers);
     RUN(test_subscribed_carries_the_position_from_one_read);
     RUN(test_recovery_merges_history_and_live_events_at_the_seam);
     RUN(test_recovery_fails_on_other_epoch_trimmed_offset_or_over_the_limit);
