@@ -387,6 +387,90 @@ test('the dashboard keeps a complete feed across a killed gateway behind nginx a
   }
 });
 
+test('with WebSocket blocked the dashboard falls back to SSE, says so, and shows every event once', { timeout: 90000 }, async () => {
+  const g1 = await startGateway({ id: 'gw-s1', port: await freePort(), redis });
+  // nginx as shipped, except that its /ws answers 404: the upgrade never succeeds
+  const lb = await startNginx({
+    upstreams: [g1.port],
+    edit: (text) => {
+      const out = text.replace(/location = \/ws \{[^}]*\}/, 'location = /ws { return 404; }');
+      assert.notEqual(out, text, 'nginx.conf has a /ws location');
+      assert.match(out, /location = \/events \{/);
+      return out;
+    },
+  });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const p = await context.newPage();
+  const log = recordSockets(p);
+  const streams = [];
+  p.on('request', (req) => { if (new URL(req.url()).pathname === '/events') streams.push(req.url()); });
+  const channel = 'deployments:status';
+  let seq = 0;
+  let publishing = false;
+  let publisher = null;
+  try {
+    await p.goto(`http://127.0.0.1:${lb.port}/?token=${adminToken}`);
+    const live = await waitForStatus(p, 'live', 40000);
+    assert.equal(live.text, 'Live');
+    assert.equal(await p.textContent('#transport'), 'SSE (fallback)');
+    assert.equal(await p.getAttribute('#transport', 'data-transport'), 'sse');
+    assert.ok(log.sockets.length >= 3, `WebSocket tried first (${log.sockets.length} attempts)`);
+    assert.equal(await p.textContent('#identity'), 'browser-admin (admin)');
+    // every authorized channel but the muted one is streamed: more than one
+    // stream holds them (at most 16 channels each), the token in the URL
+    await waitFor('the channels streamed', () => {
+      const all = new Set(streams.flatMap((u) => new URL(u).searchParams.getAll('channel')));
+      return all.has(channel) && all.has('apps:created') && all.has('user:browser-admin');
+    }, 15000);
+    const sizes = streams.map((u) => new URL(u).searchParams.getAll('channel').length);
+    assert.ok(sizes.every((n) => n <= 16) && sizes.includes(16), `channels per stream: ${sizes}`);
+    assert.ok(streams.every((u) => !new URL(u).searchParams.getAll('channel').includes('system:metrics')), 'muted stays off');
+    assert.ok(streams.every((u) => new URL(u).searchParams.get('token') === adminToken), 'the token in the stream URL');
+
+    const before = await p.$$eval('#feed li.event', (els) => els.length);
+    await publish(redis, 'apps:created', { id: 'sse-1', name: 'over-sse' });
+    await p.locator('#feed li', { hasText: 'over-sse' }).waitFor({ timeout: 10000 });
+    await publish(redis, 'deployments:failed', { deploymentId: 'd-sse', appName: 'sse-app', error: 'sse toast' });
+    await p.locator('#toasts .toast.error', { hasText: 'sse toast' }).waitFor({ timeout: 10000 });
+
+    // toggling a channel reopens a stream from the last positions: a channel
+    // published to all along loses and repeats nothing
+    publishing = true;
+    publisher = (async () => {
+      while (publishing) {
+        await publishMany(redis, channel, [{ seq: seq + 1 }, { seq: seq + 2 }]);
+        seq += 2;
+        await sleep(50);
+      }
+    })();
+    await waitFor('some events', async () => (await feedSeqs(p, channel)).length >= 4, 10000);
+    const opened = streams.length;
+    await p.uncheck('#channels li[data-channel="apps:deleted"] input');
+    await waitFor('a stream reopened', () => streams.length > opened, 10000);
+    const reopened = new URL(streams.at(-1));
+    assert.ok(reopened.searchParams.get('lastEventId'), `reopened with positions: ${reopened}`);
+    await sleep(400);
+    await p.check('#channels li[data-channel="apps:deleted"] input');
+    await waitFor('a stream reopened again', () => streams.length > opened + 1, 10000);
+    await sleep(400);
+    publishing = false;
+    await publisher;
+    await waitFor(`all ${seq} events`, async () => (await feedSeqs(p, channel)).length >= seq, 10000);
+    await sleep(300);
+    assert.deepEqual(await feedSeqs(p, channel), range(1, seq), 'every event exactly once, in order');
+    assert.ok((await p.$$eval('#feed li.event', (els) => els.length)) > before);
+    assert.equal(await p.textContent('#gap-channels'), '', 'no channel had a gap');
+    assert.equal((await statusOf(p)).state, 'live');
+    await p.screenshot({ path: path.join(OUT, 'dashboard-sse.png') });
+  } finally {
+    publishing = false;
+    await publisher?.catch(() => {});
+    await context.close();
+    await lb.stop();
+    await g1.stop();
+  }
+});
+
 test('no script errors on any page', () => {
   assert.deepEqual(pageErrors, []);
 });
