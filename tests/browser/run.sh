@@ -44,6 +44,17 @@ if [ ! -x "$CHROMIUM" ]; then
         exit 1
     fi
 fi
+# nginx (Debian's) is the load balancer of the recovery and SSE fallback tests
+if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing Debian's nginx"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >/dev/null ||
+            { echo "cannot install nginx" >&2; exit 1; }
+    else
+        echo "nginx is missing: install Debian's nginx package (as root: apt-get install -y nginx)" >&2
+        exit 1
+    fi
+fi
 for tool in node npm redis-server; do
     command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
