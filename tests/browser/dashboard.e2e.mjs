@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { OUT, SECRET, childrenOf, freePort, metric, publish, publishMany, sleep, startGateway, startNginx, startRedis, stopAll, token,
+import { OUT, SECRET, childrenOf, freePort, publish, publishMany, sleep, startGateway, startNginx, startRedis, stopAll, token,
   waitFor } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -328,14 +328,16 @@ test('the dashboard keeps a complete feed across a killed gateway behind nginx a
     await waitForStatus(p, 'live');
     assert.equal(await p.textContent('#transport'), 'WebSocket');
     await waitForFrame(log, `subscribed ${channel}`, (m) => m.type === 'subscribed' && m.channel === channel);
-    // which gateway nginx gave the page
+    // which gateway nginx gave the page: the one whose row in the page's own
+    // cluster panel counts a connection
     let serving = null;
     await waitFor('the page counted on one gateway', async () => {
-      const [c1, c2] = [await metric(g1.port, 'herald_connections'), await metric(g2.port, 'herald_connections')];
-      if (c1 === 1 && c2 === 0) serving = g1;
-      if (c2 === 1 && c1 === 0) serving = g2;
+      const rows = await p.$$eval('#gateways tbody tr', (trs) =>
+        Object.fromEntries(trs.map((tr) => [tr.dataset.gateway, Number(tr.children[2].textContent)])));
+      if (rows['gw-n1'] === 1 && !rows['gw-n2']) serving = g1;
+      if (rows['gw-n2'] === 1 && !rows['gw-n1']) serving = g2;
       return serving !== null;
-    }, 10000);
+    }, 15000);
     const other = serving === g1 ? g2 : g1;
 
     // a publisher that never stops while the gateway dies and the page reconnects

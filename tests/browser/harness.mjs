@@ -179,22 +179,6 @@ export function publishMany(redis, channel, datas) {
   });
 }
 
-/** A gauge of a gateway's /metrics (summed over its lines), or NaN. */
-export async function metric(port, name) {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) });
-    const text = await res.text();
-    let sum = NaN;
-    for (const line of text.split('\n')) {
-      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`).exec(line);
-      if (m) sum = (Number.isNaN(sum) ? 0 : sum) + Number(m[1]);
-    }
-    return sum;
-  } catch {
-    return NaN;
-  }
-}
-
 const NGINX_CONF = new URL('../../deploy/nginx.conf', import.meta.url).pathname;
 
 /**
