@@ -1094,7 +1094,7 @@ export class Herald {
       this._emit('message', msg);
       return;
     }
-    if (msg.type === 'subscribed' && msg.id === undefined) {
+    if (msg.type === 'subscribed' && (msg.id === undefined || msg.id === null)) {
       this._emit('message', msg);
       const entry = this._subs.get(msg.channel);
       if (entry) {
