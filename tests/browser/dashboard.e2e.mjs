@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { OUT, SECRET, freePort, publish, sleep, startGateway, startRedis, stopAll, token, waitFor } from './harness.mjs';
+import { OUT, SECRET, childrenOf, freePort, publish, publishMany, sleep, startGateway, startNginx, startRedis, stopAll, token,
+  waitFor } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -19,11 +20,14 @@ const pageErrors = [];
 
 /** Records every WebSocket a page opens and every JSON frame it receives. */
 function recordSockets(p) {
-  const log = { sockets: [], frames: [] };
+  const log = { sockets: [], frames: [], sent: [] };
   p.on('websocket', (ws) => {
     log.sockets.push(ws);
     ws.on('framereceived', ({ payload }) => {
       try { log.frames.push({ ws, msg: JSON.parse(payload) }); } catch { /* not JSON */ }
+    });
+    ws.on('framesent', ({ payload }) => {
+      try { log.sent.push({ ws, msg: JSON.parse(payload) }); } catch { /* not JSON */ }
     });
   });
   p.on('pageerror', (err) => pageErrors.push(String(err)));
@@ -256,6 +260,217 @@ test('a token too long for the gateway shows Failed and does not retry', { timeo
   assert.equal(log.sockets.length, sockets, 'no retry loop');
   assert.equal((await statusOf(p)).state, 'failed');
   await p.context().close();
+});
+
+/** The seq numbers of the feed rows of channel, oldest first. */
+async function feedSeqs(p, channel) {
+  const texts = await p.$$eval(`#feed li.event[data-channel="${channel}"] .data`, (els) => els.map((e) => e.textContent));
+  return texts.reverse().map((t) => JSON.parse(t).seq);
+}
+
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test('herald.js recovers every event missed while its gateway was killed: once each, in order', { timeout: 60000 }, async () => {
+  const port = await freePort();
+  let gw = await startGateway({ id: 'gw-r', port, redis });
+  const p = await newPage();
+  p.on('pageerror', (err) => pageErrors.push(String(err)));
+  await p.goto(`http://127.0.0.1:${port}/healthz`);
+  await p.evaluate(async ({ url, jwt }) => {
+    const { Herald } = await import('/herald.js');
+    const h = new Herald(url, { token: jwt, baseDelay: 300, maxDelay: 1000 });
+    window.__got = [];
+    window.__recovered = [];
+    window.__gaps = [];
+    h.on('recovered', (e) => window.__recovered.push(e));
+    h.on('gap', (e) => window.__gaps.push(e.channels));
+    const sub = h.subscribe('apps:recovery', (d, msg, info) => window.__got.push([d.seq, info.recovered]));
+    h.connect();
+    await sub;
+    window.__herald = h;
+  }, { url: `ws://127.0.0.1:${port}/ws`, jwt: adminToken });
+  await publishMany(redis, 'apps:recovery', range(1, 5).map((seq) => ({ seq })));
+  await waitFor('5 live events', () => p.evaluate(() => window.__got.length === 5), 5000);
+
+  await gw.kill(); // the gateway drops the client without a close
+  await waitFor('the client noticed', () => p.evaluate(() => window.__herald.state === 'reconnecting'), 5000);
+  await publishMany(redis, 'apps:recovery', range(6, 25).map((seq) => ({ seq })));
+  gw = await startGateway({ id: 'gw-r', port, redis });
+  await waitFor('connected again', () => p.evaluate(() => window.__herald.state === 'connected'), 15000);
+  await publishMany(redis, 'apps:recovery', range(26, 30).map((seq) => ({ seq })));
+  await waitFor('30 events', () => p.evaluate(() => window.__got.length >= 30), 10000)
+    .catch(async (err) => { throw new Error(`${err.message}: ${JSON.stringify(await p.evaluate(() => [window.__got, window.__gaps, window.__herald.counters, window.__herald.position('apps:recovery')]))}`); });
+  await sleep(300); // nothing more may come
+  const got = await p.evaluate(() => window.__got);
+  assert.deepEqual(got.map(([seq]) => seq), range(1, 30), 'every event exactly once, in order');
+  assert.deepEqual(got.filter(([, rec]) => rec).map(([seq]) => seq), range(6, 25), 'the missed ones came from history');
+  assert.deepEqual(await p.evaluate(() => window.__recovered), [{ channel: 'apps:recovery', events: 20 }]);
+  assert.deepEqual(await p.evaluate(() => window.__gaps), []);
+  assert.deepEqual(await p.evaluate(() => window.__herald.counters), { recovered: 20, duplicates: 0, gaps: 0 });
+  await p.context().close();
+  await gw.stop();
+});
+
+test('the dashboard keeps a complete feed across a killed gateway behind nginx and shows what it recovered', { timeout: 90000 }, async () => {
+  const g1 = await startGateway({ id: 'gw-n1', port: await freePort(), redis });
+  const g2 = await startGateway({ id: 'gw-n2', port: await freePort(), redis });
+  const lb = await startNginx({ upstreams: [g1.port, g2.port, g2.port] });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const p = await context.newPage();
+  const log = recordSockets(p);
+  const channel = 'deployments:status';
+  let seq = 0;
+  let publishing = true;
+  let publisher = null;
+  let stopped = [];
+  try {
+    await p.goto(`http://127.0.0.1:${lb.port}/?token=${adminToken}`);
+    await waitForStatus(p, 'live');
+    assert.equal(await p.textContent('#transport'), 'WebSocket');
+    await waitForFrame(log, `subscribed ${channel}`, (m) => m.type === 'subscribed' && m.channel === channel);
+    // which gateway nginx gave the page: the one whose row in the page's own
+    // cluster panel counts a connection
+    let serving = null;
+    await waitFor('the page counted on one gateway', async () => {
+      const rows = await p.$$eval('#gateways tbody tr', (trs) =>
+        Object.fromEntries(trs.map((tr) => [tr.dataset.gateway, Number(tr.children[2].textContent)])));
+      if (rows['gw-n1'] === 1 && !rows['gw-n2']) serving = g1;
+      if (rows['gw-n2'] === 1 && !rows['gw-n1']) serving = g2;
+      return serving !== null;
+    }, 15000);
+    const other = serving === g1 ? g2 : g1;
+
+    // a publisher that never stops while the gateway dies and the page reconnects
+    publisher = (async () => {
+      while (publishing) {
+        await publishMany(redis, channel, [{ seq: seq + 1 }, { seq: seq + 2 }]);
+        seq += 2;
+        await sleep(40);
+      }
+    })();
+    await waitFor('some live events', async () => (await feedSeqs(p, channel)).length >= 6, 10000);
+    // The other gateway's worker is frozen for a moment, so that the page's
+    // reconnect (through nginx, which retries on the frozen gateway) waits
+    // and events are certainly published while it has no connection.
+    stopped = childrenOf(other.pid);
+    for (const pid of stopped) process.kill(pid, 'SIGSTOP');
+    await serving.kill();
+    await waitForStatus(p, 'reconnecting', 10000);
+    const before = seq;
+    await waitFor('events published while the page is away', () => seq >= before + 20, 10000);
+    for (const pid of stopped.splice(0)) process.kill(pid, 'SIGCONT');
+    await waitForStatus(p, 'live', 30000);
+    await sleep(500);
+    publishing = false;
+    await publisher;
+    await waitFor(`all ${seq} events in the feed`, async () => (await feedSeqs(p, channel)).length >= seq, 10000);
+    await sleep(300);
+    assert.deepEqual(await feedSeqs(p, channel), range(1, seq), 'every event exactly once, in order');
+    assert.equal(await p.textContent(`#channels li[data-channel="${channel}"] .count`), String(seq));
+    const recovered = Number(/(\d+) recovered/.exec(await p.textContent('#recovered-count'))?.[1]);
+    assert.ok(recovered >= 20, `recovered count shown: ${recovered}`);
+    assert.equal(await p.locator(`#feed li.recovered[data-channel="${channel}"]`).count(), recovered, 'recovered rows are marked');
+    assert.equal(await p.textContent('#gap-channels'), '', 'no channel had a gap');
+    // the new socket asked to recover this channel from where it stood, and got it
+    const newSocket = log.sockets.at(-1);
+    const resubscribe = log.sent.find((f) => f.ws === newSocket && f.msg.type === 'subscribe' && f.msg.channel === channel);
+    assert.ok(resubscribe && resubscribe.msg.since && resubscribe.msg.since.epoch, JSON.stringify(resubscribe && resubscribe.msg));
+    assert.ok(log.frames.some((f) => f.ws === newSocket && f.msg.type === 'subscribed' && f.msg.channel === channel &&
+                                     f.msg.recovered === true));
+    await p.screenshot({ path: path.join(OUT, 'dashboard-recovered.png') });
+  } finally {
+    publishing = false;
+    await publisher?.catch(() => {});
+    for (const pid of stopped) process.kill(pid, 'SIGCONT');
+    await context.close();
+    await lb.stop();
+    await g1.stop();
+    await g2.stop();
+  }
+});
+
+test('with WebSocket blocked the dashboard falls back to SSE, says so, and shows every event once', { timeout: 90000 }, async () => {
+  const g1 = await startGateway({ id: 'gw-s1', port: await freePort(), redis });
+  // nginx as shipped, except that its /ws answers 404: the upgrade never succeeds
+  const lb = await startNginx({
+    upstreams: [g1.port],
+    edit: (text) => {
+      const out = text.replace(/location = \/ws \{[^}]*\}/, 'location = /ws { return 404; }');
+      assert.notEqual(out, text, 'nginx.conf has a /ws location');
+      assert.match(out, /location = \/events \{/);
+      return out;
+    },
+  });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const p = await context.newPage();
+  const log = recordSockets(p);
+  const streams = [];
+  p.on('request', (req) => { if (new URL(req.url()).pathname === '/events') streams.push(req.url()); });
+  const channel = 'deployments:status';
+  let seq = 0;
+  let publishing = false;
+  let publisher = null;
+  try {
+    await p.goto(`http://127.0.0.1:${lb.port}/?token=${adminToken}`);
+    const live = await waitForStatus(p, 'live', 40000);
+    assert.equal(live.text, 'Live');
+    assert.equal(await p.textContent('#transport'), 'SSE (fallback)');
+    assert.equal(await p.getAttribute('#transport', 'data-transport'), 'sse');
+    assert.ok(log.sockets.length >= 3, `WebSocket tried first (${log.sockets.length} attempts)`);
+    assert.equal(await p.textContent('#identity'), 'browser-admin (admin)');
+    // every authorized channel but the muted one is streamed: more than one
+    // stream holds them (at most 16 channels each), the token in the URL
+    await waitFor('the channels streamed', () => {
+      const all = new Set(streams.flatMap((u) => new URL(u).searchParams.getAll('channel')));
+      return all.has(channel) && all.has('apps:created') && all.has('user:browser-admin');
+    }, 15000);
+    const sizes = streams.map((u) => new URL(u).searchParams.getAll('channel').length);
+    assert.ok(sizes.every((n) => n <= 16) && sizes.includes(16), `channels per stream: ${sizes}`);
+    assert.ok(streams.every((u) => !new URL(u).searchParams.getAll('channel').includes('system:metrics')), 'muted stays off');
+    assert.ok(streams.every((u) => new URL(u).searchParams.get('token') === adminToken), 'the token in the stream URL');
+
+    const before = await p.$$eval('#feed li.event', (els) => els.length);
+    await publish(redis, 'apps:created', { id: 'sse-1', name: 'over-sse' });
+    await p.locator('#feed li', { hasText: 'over-sse' }).waitFor({ timeout: 10000 });
+    await publish(redis, 'deployments:failed', { deploymentId: 'd-sse', appName: 'sse-app', error: 'sse toast' });
+    await p.locator('#toasts .toast.error', { hasText: 'sse toast' }).waitFor({ timeout: 10000 });
+
+    // toggling a channel reopens a stream from the last positions: a channel
+    // published to all along loses and repeats nothing
+    publishing = true;
+    publisher = (async () => {
+      while (publishing) {
+        await publishMany(redis, channel, [{ seq: seq + 1 }, { seq: seq + 2 }]);
+        seq += 2;
+        await sleep(50);
+      }
+    })();
+    await waitFor('some events', async () => (await feedSeqs(p, channel)).length >= 4, 10000);
+    const opened = streams.length;
+    await p.uncheck('#channels li[data-channel="apps:deleted"] input');
+    await waitFor('a stream reopened', () => streams.length > opened, 10000);
+    const reopened = new URL(streams.at(-1));
+    assert.ok(reopened.searchParams.get('lastEventId'), `reopened with positions: ${reopened}`);
+    await sleep(400);
+    await p.check('#channels li[data-channel="apps:deleted"] input');
+    await waitFor('a stream reopened again', () => streams.length > opened + 1, 10000);
+    await sleep(400);
+    publishing = false;
+    await publisher;
+    await waitFor(`all ${seq} events`, async () => (await feedSeqs(p, channel)).length >= seq, 10000);
+    await sleep(300);
+    assert.deepEqual(await feedSeqs(p, channel), range(1, seq), 'every event exactly once, in order');
+    assert.ok((await p.$$eval('#feed li.event', (els) => els.length)) > before);
+    assert.equal(await p.textContent('#gap-channels'), '', 'no channel had a gap');
+    assert.equal((await statusOf(p)).state, 'live');
+    await p.screenshot({ path: path.join(OUT, 'dashboard-sse.png') });
+  } finally {
+    publishing = false;
+    await publisher?.catch(() => {});
+    await context.close();
+    await lb.stop();
+    await g1.stop();
+  }
 });
 
 test('no script errors on any page', () => {

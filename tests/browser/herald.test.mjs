@@ -2,7 +2,7 @@
 // (node --test). No network, no browser.
 import { test, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { Herald, HeraldError, backoffDelay, parseMessage } from '../../web/herald.js';
+import { Herald, HeraldError, backoffDelay, compareOffsets, parseMessage } from '../../web/herald.js';
 
 /** A scripted stand-in for the browser's WebSocket; every instance is kept. */
 class FakeSocket {
@@ -462,6 +462,506 @@ test('a refused resubscription after reconnect drops the channel and emits error
   assert.deepEqual(h.channels, []);
   assert.equal(errors.length, 1);
   assert.equal(errors[0].code, 'forbidden');
+});
+
+// ---- recovery -------------------------------------------------------------------
+
+/** Answers the newest subscribe for channel on ws with a subscribed reply. */
+function answerSubscribe(ws, channel, extra = {}) {
+  const req = ws.sentOfType('subscribe').filter((m) => m.channel === channel).at(-1);
+  ws.receive({ type: 'subscribed', channel, id: req.id, ...extra });
+  return req;
+}
+const event = (channel, offset, n) => ({ type: 'event', channel, data: { n }, offset });
+
+/** Drops the socket and lets the client reconnect on a new one (not yet accepted). */
+async function dropAndReconnect() {
+  last().drop(1006);
+  mock.timers.tick(30000);
+  await flush();
+  return last();
+}
+
+test('compareOffsets orders offsets as two 64-bit numbers, NaN for anything else', () => {
+  assert.ok(compareOffsets('1733150000000-0', '1733150000000-1') < 0);
+  assert.ok(compareOffsets('1733150000001-0', '1733150000000-9') > 0);
+  assert.ok(compareOffsets('99-0', '100-0') < 0, 'not a string comparison');
+  assert.ok(compareOffsets('5-10', '5-9') > 0);
+  assert.equal(compareOffsets('18446744073709551615-18446744073709551615', '18446744073709551615-18446744073709551615'), 0);
+  assert.ok(compareOffsets('18446744073709551614-0', '18446744073709551615-0') < 0, 'beyond 2^53');
+  assert.equal(compareOffsets('007-1', '7-1'), 0);
+  assert.ok(Number.isNaN(compareOffsets('x', '1-0')));
+  assert.ok(Number.isNaN(compareOffsets('1-0', '1')));
+});
+
+test('the first subscribe has no since; after a forced disconnect it resubscribes with since and drops repeats', async () => {
+  const h = await connected();
+  const got = [];
+  const flags = [];
+  const recovered = [];
+  h.on('recovered', (e) => recovered.push(e));
+  h.subscribe('apps:created', (d, msg, info) => { got.push(d.n); flags.push(info.recovered); });
+  h.subscribe('announcements', () => {});
+  let ws = last();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [undefined, undefined]);
+  answerSubscribe(ws, 'apps:created', { offset: '100-0', epoch: '1733149000123456' });
+  answerSubscribe(ws, 'announcements', { offset: null, epoch: null });
+  assert.deepEqual(h.position('apps:created'), { offset: '100-0', epoch: '1733149000123456' });
+  ws.receive(event('apps:created', '101-0', 1));
+  ws.receive(event('apps:created', '102-0', 2));
+  ws.receive(event('apps:created', '102-0', 2)); // a repeat on the same connection
+  assert.deepEqual(h.position('apps:created'), { offset: '102-0', epoch: '1733149000123456' });
+
+  ws = await dropAndReconnect();
+  ws.accept();
+  const bySince = Object.fromEntries(ws.sentOfType('subscribe').map((m) => [m.channel, m.since]));
+  assert.deepEqual(bySince, { 'apps:created': { offset: '102-0', epoch: '1733149000123456' },
+                              announcements: undefined }, 'no since for a channel without a known epoch');
+  answerSubscribe(ws, 'apps:created', { offset: '104-0', epoch: '1733149000123456', recovered: true });
+  ws.receive(event('apps:created', '101-0', 1)); // repeats, e.g. from an overlapping read
+  ws.receive(event('apps:created', '102-0', 2));
+  ws.receive(event('apps:created', '103-0', 3));
+  assert.deepEqual(recovered, [], 'recovery not complete before the newest offset arrived');
+  ws.receive(event('apps:created', '104-0', 4));
+  ws.receive(event('apps:created', '105-0', 5));
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+  assert.deepEqual(flags, [false, false, true, true, false]);
+  assert.deepEqual(recovered, [{ channel: 'apps:created', events: 2 }]);
+  assert.deepEqual(h.counters, { recovered: 2, duplicates: 3, gaps: 0 });
+});
+
+test('recovered with nothing missed: recovered fires with 0 events, no gap', async () => {
+  const h = await connected();
+  const recovered = [];
+  const gaps = [];
+  h.on('recovered', (e) => recovered.push(e));
+  h.on('gap', (e) => gaps.push(e));
+  h.subscribe('apps:created', () => {});
+  answerSubscribe(last(), 'apps:created', { offset: '7-0', epoch: '11' });
+  const ws = await dropAndReconnect();
+  ws.accept();
+  answerSubscribe(ws, 'apps:created', { offset: '7-0', epoch: '11', recovered: true });
+  assert.deepEqual(recovered, [{ channel: 'apps:created', events: 0 }]);
+  assert.deepEqual(gaps, []);
+});
+
+test('recovered:false is one gap per channel (the gap message after it is not repeated), and the position restarts', async () => {
+  const h = await connected();
+  const gaps = [];
+  const onGap = [];
+  const subscribed = [];
+  const got = [];
+  h.on('gap', (e) => gaps.push(e.channels));
+  h.on('subscribed', (m) => subscribed.push([m.channel, m.recovered]));
+  h.subscribe('apps:created', (d) => got.push(d.n), { onGap: (e) => onGap.push(e),
+                                                       onSubscribed: (m) => subscribed.push(['hook', m.recovered]) });
+  answerSubscribe(last(), 'apps:created', { offset: '500-0', epoch: '1' });
+  last().receive(event('apps:created', '501-0', 1));
+  const ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe')[0].since, { offset: '501-0', epoch: '1' });
+  // the history was lost: another epoch whose offsets are lower than ours
+  answerSubscribe(ws, 'apps:created', { offset: '20-0', epoch: '2', recovered: false });
+  ws.receive({ type: 'gap', channels: ['apps:created'] });
+  ws.receive(event('apps:created', '21-0', 2));
+  assert.deepEqual(gaps, [['apps:created']]);
+  assert.deepEqual(onGap, [{ channel: 'apps:created' }]);
+  assert.deepEqual(got, [1, 2], 'an event of the new epoch is not taken for a repeat');
+  assert.deepEqual(h.position('apps:created'), { offset: '21-0', epoch: '2' });
+  assert.deepEqual(subscribed, [['apps:created', undefined], ['hook', undefined], ['apps:created', false], ['hook', false]]);
+  // a later gap from the gateway (e.g. its Redis was replaced) is reported again
+  ws.receive({ type: 'gap', channels: ['apps:created'] });
+  assert.deepEqual(gaps, [['apps:created'], ['apps:created']]);
+  assert.equal(h.counters.gaps, 2);
+});
+
+test('after a gap the next event is taken whatever its offset (offsets of a new epoch start over)', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  answerSubscribe(last(), 'apps:created', { offset: '900-0', epoch: '1' });
+  last().receive({ type: 'gap', channels: ['apps:created', 'not:mine'] });
+  last().receive(event('apps:created', '3-0', 1));
+  last().receive(event('apps:created', '3-0', 1));
+  last().receive(event('apps:created', '4-0', 2));
+  assert.deepEqual(got, [1, 2]);
+});
+
+test('a channel without a known epoch is resubscribed afresh: a gap only when its history moved meanwhile or it carries raw events', async () => {
+  const h = await connected();
+  const gaps = [];
+  h.on('gap', (e) => gaps.push(...e.channels));
+  for (const c of ['idle:a', 'started:b', 'seen:c', 'raw:d']) h.subscribe(c, () => {});
+  let ws = last();
+  for (const c of ['idle:a', 'started:b', 'seen:c', 'raw:d']) answerSubscribe(ws, c, { offset: null, epoch: null });
+  ws.receive(event('seen:c', '5-0', 1)); // history began while connected: the epoch is not on events
+  ws.receive({ type: 'event', channel: 'raw:d', data: { n: 1 } });
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [undefined, undefined, undefined, undefined]);
+  answerSubscribe(ws, 'idle:a', { offset: null, epoch: null });               // still nothing: no gap
+  answerSubscribe(ws, 'started:b', { offset: '9-0', epoch: '3' });            // history began while away: gap
+  answerSubscribe(ws, 'seen:c', { offset: '5-0', epoch: '4' });               // nothing new: no gap
+  answerSubscribe(ws, 'raw:d', { offset: null, epoch: null });                // raw events cannot be recovered: gap
+  assert.deepEqual(gaps, ['started:b', 'raw:d']);
+  assert.deepEqual(h.position('seen:c'), { offset: '5-0', epoch: '4' }, 'the epoch is known from now on');
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').find((m) => m.channel === 'seen:c').since, { offset: '5-0', epoch: '4' });
+});
+
+test('history that begins after the subscription: a repeated subscribe learns its epoch, so the next reconnect recovers', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  let ws = last();
+  answerSubscribe(ws, 'apps:created', { offset: null, epoch: null });
+  ws.receive(event('apps:created', '5-0', 5));
+  const probe = ws.sentOfType('subscribe');
+  assert.equal(probe.length, 2, 'one subscribe asks for the epoch');
+  ws.receive(event('apps:created', '6-0', 6)); // no second probe while one is in flight
+  assert.equal(ws.sentOfType('subscribe').length, 2);
+  // the reply may already count an event still on its way: only its epoch is taken
+  ws.receive({ type: 'subscribed', channel: 'apps:created', id: probe[1].id, offset: '7-0', epoch: '3' });
+  ws.receive(event('apps:created', '7-0', 7));
+  assert.deepEqual(got, [5, 6, 7]);
+  assert.deepEqual(h.position('apps:created'), { offset: '7-0', epoch: '3' });
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [{ offset: '7-0', epoch: '3' }]);
+});
+
+test('history that begins after the subscription: the epoch comes with its events, no extra subscribe', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  let ws = last();
+  answerSubscribe(ws, 'apps:created', { offset: null, epoch: null });
+  ws.receive({ ...event('apps:created', '5-0', 5), epoch: '3' });
+  ws.receive({ ...event('apps:created', '6-0', 6), epoch: '3' });
+  assert.equal(ws.sentOfType('subscribe').length, 1, 'no subscribe to learn the epoch');
+  assert.deepEqual(h.position('apps:created'), { offset: '6-0', epoch: '3' });
+  // a new epoch (history lost and begun again): its lower offsets are not repeats
+  ws.receive({ ...event('apps:created', '1-0', 7), epoch: '4' });
+  assert.deepEqual(got, [5, 6, 7]);
+  ws = await dropAndReconnect();
+  ws.accept();
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.since), [{ offset: '1-0', epoch: '4' }]);
+});
+
+test('on event streams the epoch of a channel comes from the stream id', async () => {
+  const h = await onStreams({}, (c) => c.subscribe('apps:created', () => {}));
+  const es = lastStream();
+  es.open();
+  es.subscribed('apps:created', { offset: null, epoch: null });
+  const ev = { type: 'message', data: JSON.stringify({ type: 'event', channel: 'apps:created', data: {}, offset: '4-0' }),
+               lastEventId: '77/4-0' };
+  es.onmessage(ev);
+  assert.deepEqual(h.position('apps:created'), { offset: '4-0', epoch: '77' });
+});
+
+test('events without an offset (raw PUBLISH) are never dropped', async () => {
+  const h = await connected();
+  const got = [];
+  h.subscribe('announcements', (d) => got.push(d.n));
+  answerSubscribe(last(), 'announcements', { offset: null, epoch: null });
+  last().receive({ type: 'event', channel: 'announcements', data: { n: 1 } });
+  last().receive({ type: 'event', channel: 'announcements', data: { n: 1 } });
+  assert.deepEqual(got, [1, 1]);
+});
+
+test('subscribe with a stored since asks the gateway to recover from it on the first subscribe', async () => {
+  const h = await connected();
+  h.subscribe('apps:created', () => {}, { since: { offset: '42-0', epoch: '9' } });
+  assert.deepEqual(last().sentOfType('subscribe')[0].since, { offset: '42-0', epoch: '9' });
+  assert.deepEqual(h.position('apps:created'), { offset: '42-0', epoch: '9' });
+  assert.equal(h.position('announcements'), null);
+});
+
+test('a channel unsubscribed and subscribed again starts afresh (no since)', async () => {
+  const h = await connected();
+  const off = h.subscribe('apps:created', () => {});
+  answerSubscribe(last(), 'apps:created', { offset: '1-0', epoch: '1' });
+  off();
+  h.subscribe('apps:created', () => {});
+  const subs = last().sentOfType('subscribe');
+  assert.equal(subs.length, 2);
+  assert.equal(subs[1].since, undefined);
+});
+
+// ---- Server-Sent Events fallback ---------------------------------------------------
+
+/** A scripted stand-in for the browser's EventSource; every instance is kept. */
+class FakeEventSource {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.closed = false;
+    this.listeners = {};
+    this.onmessage = this.onerror = null;
+    FakeEventSource.all.push(this);
+  }
+  addEventListener(type, fn) { (this.listeners[type] ||= []).push(fn); }
+  close() { this.closed = true; }
+  /** The gateway sends a message under an event name ('message': unnamed). */
+  emit(msg, event = 'message') {
+    const ev = { type: event, data: JSON.stringify(msg), lastEventId: '' };
+    if (event === 'message') this.onmessage?.(ev);
+    for (const fn of this.listeners[event] || []) fn(ev);
+  }
+  /** The stream's head: `event: connected`. */
+  open() {
+    this.emit({ type: 'connected', connectionId: `s${FakeEventSource.all.indexOf(this)}`,
+                user: { userId: 'u1', email: null, role: null },
+                authorizedChannels: ['apps:created', 'apps:updated', 'announcements'] }, 'connected');
+  }
+  subscribed(channel, extra = {}) { this.emit({ type: 'subscribed', channel, ...extra }, 'subscribed'); }
+  fail() { this.onerror?.({ type: 'error' }); }
+  get channels() { return new URL(this.url).searchParams.getAll('channel'); }
+  param(name) { return new URL(this.url).searchParams.get(name); }
+}
+const lastStream = () => FakeEventSource.all[FakeEventSource.all.length - 1];
+const openStreams = () => FakeEventSource.all.filter((es) => !es.closed);
+
+/** A fetch that answers /healthz with health.status and /events with events(url). */
+function fakeFetch(health = { status: 200 }, events = () => ({ status: 200 })) {
+  const calls = [];
+  const fetch = async (url) => {
+    calls.push(String(url));
+    const reply = new URL(url).pathname === '/healthz' ? health : events(String(url));
+    if (reply.throws) throw new TypeError('Failed to fetch');
+    return { ok: reply.status >= 200 && reply.status < 300, status: reply.status,
+             text: async () => reply.body || '' };
+  };
+  fetch.calls = calls;
+  return fetch;
+}
+
+/** A client whose WebSocket never connects, on event streams after fallbackAfter attempts. */
+async function onStreams(options = {}, subscribe = (h) => h.subscribe('apps:created', () => {})) {
+  const fetch = options.fetch || fakeFetch();
+  const h = client({ EventSource: FakeEventSource, fetch, fallbackAfter: 2, ...options });
+  subscribe(h);
+  h.connect();
+  await flush();
+  for (let i = 0; i < 2; i++) {
+    last().drop(1006);
+    mock.timers.tick(30000);
+    await flush();
+  }
+  mock.timers.tick(0);
+  await flush();
+  return h;
+}
+
+beforeEach(() => { FakeEventSource.all = []; });
+
+test('WebSocket failing fallbackAfter times while /healthz answers: event streams, transport sse', async () => {
+  const fetch = fakeFetch();
+  const h = client({ EventSource: FakeEventSource, fetch, fallbackAfter: 3 });
+  const transports = [];
+  const got = [];
+  h.on('transport', (e) => transports.push([e.previous, e.transport]));
+  const sub = h.subscribe('apps:created', (d) => got.push(d.n));
+  h.subscribe('announcements', () => {});
+  h.connect();
+  await flush();
+  assert.equal(h.transport, 'websocket');
+  for (let i = 0; i < 2; i++) { last().drop(1006); mock.timers.tick(30000); await flush(); }
+  assert.deepEqual(fetch.calls, [], 'no HTTP check before fallbackAfter failures');
+  last().drop(1006);
+  await flush();
+  mock.timers.tick(0); await flush();
+  assert.deepEqual(fetch.calls, ['http://gw.test/healthz']);
+  assert.equal(h.transport, 'sse');
+  assert.deepEqual(transports, [['websocket', 'sse']]);
+  assert.equal(FakeEventSource.all.length, 1);
+  const es = lastStream();
+  assert.equal(new URL(es.url).pathname, '/events');
+  assert.deepEqual(es.channels, ['apps:created', 'announcements']);
+  assert.equal(es.param('token'), 'tok-1');
+  assert.equal(es.param('lastEventId'), null, 'a fresh stream asks for no recovery');
+  assert.equal(h.state, 'reconnecting');
+  es.open();
+  assert.equal(h.state, 'connected');
+  assert.equal(h.connectionId, 's0');
+  es.subscribed('apps:created', { offset: '10-0', epoch: '5' });
+  es.subscribed('announcements', { offset: null, epoch: null });
+  assert.equal((await sub).channel, 'apps:created');
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 1 }, offset: '11-0' });
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 1 }, offset: '11-0' });
+  assert.deepEqual(got, [1]);
+  assert.deepEqual(h.position('apps:created'), { offset: '11-0', epoch: '5' });
+});
+
+test('no fallback while plain HTTP fails too: WebSocket keeps retrying with backoff', async () => {
+  const fetch = fakeFetch({ throws: true });
+  const h = await onStreams({ fetch });
+  assert.ok(fetch.calls.length >= 1);
+  assert.equal(h.transport, 'websocket');
+  assert.equal(FakeEventSource.all.length, 0);
+  mock.timers.tick(30000); await flush();
+  assert.equal(FakeSocket.all.length, 3, 'the next WebSocket attempt after its backoff delay');
+  assert.equal(h.state, 'reconnecting');
+});
+
+test('fallback: false never opens event streams', async () => {
+  const fetch = fakeFetch();
+  const h = await onStreams({ fetch, fallback: false });
+  assert.deepEqual(fetch.calls, []);
+  assert.equal(h.transport, 'websocket');
+  assert.equal(FakeEventSource.all.length, 0);
+});
+
+test('subscribe and unsubscribe on event streams reopen the stream recovering from the last offsets', async () => {
+  const got = [];
+  let offCreated;
+  const h = await onStreams({}, (c) => { offCreated = c.subscribe('apps:created', (d) => got.push(['c', d.n])); });
+  let es = lastStream();
+  es.open();
+  es.subscribed('apps:created', { offset: '10-0', epoch: '5' });
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 11 }, offset: '11-0' });
+  const upd = h.subscribe('apps:updated', (d) => got.push(['u', d.n]));
+  h.subscribe('announcements', (d) => got.push(['a', d.n]));
+  await flush();
+  assert.equal(es.closed, true, 'the old stream is closed');
+  assert.equal(openStreams().length, 1, 'one stream for the new set (two subscribes, one reopen)');
+  es = lastStream();
+  assert.deepEqual(es.channels, ['apps:created', 'apps:updated', 'announcements']);
+  assert.equal(es.param('lastEventId'), '5/11-0', 'positions for the known channels, new ones after them');
+  es.open();
+  assert.equal(h.state, 'connected');
+  es.subscribed('apps:created', { offset: '12-0', epoch: '5', recovered: true });
+  es.subscribed('apps:updated', { offset: null, epoch: '7' });
+  es.subscribed('announcements', { offset: null, epoch: null });
+  await upd;
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 11 }, offset: '11-0' }); // a repeat
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 12 }, offset: '12-0' }); // missed while reopening
+  es.emit({ type: 'event', channel: 'apps:updated', data: { n: 1 }, offset: '1-0' });
+  es.emit({ type: 'event', channel: 'announcements', data: { n: 2 } });
+  assert.deepEqual(got, [['c', 11], ['c', 12], ['u', 1], ['a', 2]]);
+  assert.equal(h.counters.recovered, 1);
+  offCreated();
+  await flush();
+  assert.equal(es.closed, true);
+  es = lastStream();
+  assert.equal(es.param('lastEventId'), '7/1-0', 'a channel without a known epoch comes after, subscribed afresh');
+  assert.deepEqual(es.channels, ['apps:updated', 'announcements']);
+});
+
+test('a dropped stream reconnects with backoff, a fresh token and the positions as lastEventId', async () => {
+  let n = 0;
+  const h = await onStreams({ token: undefined, getToken: () => `t${++n}` });
+  const events = [];
+  h.on('disconnected', (e) => events.push(e.code));
+  let es = lastStream();
+  const first = es.param('token');
+  es.open();
+  es.subscribed('apps:created', { offset: '3-0', epoch: '9' });
+  es.fail();
+  await flush();
+  assert.equal(es.closed, true, 'closed: no automatic EventSource reconnect with a stale token');
+  assert.equal(h.state, 'reconnecting');
+  assert.deepEqual(events, [1006]);
+  mock.timers.tick(30000); await flush();
+  es = lastStream();
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.notEqual(es.param('token'), first);
+  assert.equal(es.param('lastEventId'), '9/3-0');
+  es.open();
+  assert.equal(h.state, 'connected');
+});
+
+test('a stream refused with 401 fails like a refused token; a 403 fails only that channel', async () => {
+  const refused = new Set(['system:alerts']);
+  const fetch = fakeFetch({ status: 200 }, (url) => {
+    const channels = new URL(url).searchParams.getAll('channel');
+    const bad = channels.find((c) => refused.has(c));
+    return bad ? { status: 403, body: `Not authorized: ${bad}` } : { status: 200 };
+  });
+  const errors = [];
+  let alerts;
+  const h = await onStreams({ fetch }, (c) => {
+    c.subscribe('apps:created', () => {});
+    alerts = c.subscribe('system:alerts', () => {});
+  });
+  h.on('error', (e) => errors.push([e.code, e.channel]));
+  let es = lastStream();
+  assert.deepEqual(es.channels, ['apps:created', 'system:alerts']);
+  es.fail(); // refused before streaming
+  await flush();
+  await assert.rejects(alerts.ready, (e) => e.code === 'forbidden');
+  assert.deepEqual(errors, [['forbidden', 'system:alerts']]);
+  es = lastStream();
+  assert.deepEqual(es.channels, ['apps:created'], 'reopened without the refused channel');
+  es.open();
+  assert.equal(h.state, 'connected');
+
+  const fetch401 = fakeFetch({ status: 200 }, () => ({ status: 401, body: 'Invalid signature' }));
+  const h2 = await onStreams({ fetch: fetch401 });
+  lastStream().fail();
+  await flush();
+  assert.equal(h2.state, 'failed');
+  assert.equal(h2.failureReason, 'Invalid signature');
+  const count = FakeEventSource.all.length;
+  mock.timers.tick(600000); await flush();
+  assert.equal(FakeEventSource.all.length, count, 'no retry loop');
+});
+
+test('more channels than sseMaxChannels are spread over several streams', async () => {
+  const h = await onStreams({ sseMaxChannels: 2 }, (c) => {
+    for (const ch of ['a:1', 'a:2', 'a:3']) c.subscribe(ch, () => {});
+  });
+  assert.deepEqual(openStreams().map((es) => es.channels), [['a:1', 'a:2'], ['a:3']]);
+  openStreams()[0].open();
+  assert.equal(h.state, 'connected');
+  h.subscribe('a:4', () => {});
+  await flush();
+  assert.deepEqual(openStreams().map((es) => es.channels), [['a:1', 'a:2'], ['a:3', 'a:4']],
+                   'only the stream whose set changed is reopened');
+});
+
+test('requests on event streams reject with unsupported_transport', async () => {
+  const h = await onStreams();
+  const buffered = h.stats();
+  lastStream().open();
+  await assert.rejects(buffered, (e) => e.code === 'unsupported_transport');
+  await assert.rejects(h.listChannels(), (e) => e.code === 'unsupported_transport');
+});
+
+test('on event streams WebSocket is probed every probeInterval; when it connects it takes over with since', async () => {
+  const h = await onStreams({ probeInterval: 60000 });
+  const transports = [];
+  const got = [];
+  h.on('transport', (e) => transports.push(e.transport));
+  h.subscribe('apps:created', (d) => got.push(d.n));
+  const es = lastStream();
+  es.open();
+  es.subscribed('apps:created', { offset: '20-0', epoch: '4' });
+  es.emit({ type: 'event', channel: 'apps:created', data: { n: 21 }, offset: '21-0' });
+  const sockets = FakeSocket.all.length;
+  mock.timers.tick(59999); await flush();
+  assert.equal(FakeSocket.all.length, sockets);
+  mock.timers.tick(1); await flush();
+  assert.equal(FakeSocket.all.length, sockets + 1, 'a probe socket');
+  last().drop(1006); // the probe fails: streams stay, another probe later
+  await flush();
+  assert.equal(h.transport, 'sse');
+  assert.equal(es.closed, false);
+  mock.timers.tick(60000); await flush();
+  const ws = last();
+  ws.accept();
+  assert.equal(h.transport, 'websocket');
+  assert.deepEqual(transports, ['websocket']);
+  assert.equal(es.closed, true);
+  assert.equal(h.state, 'connected');
+  assert.deepEqual(ws.sentOfType('subscribe').map((m) => [m.channel, m.since]),
+                   [['apps:created', { offset: '21-0', epoch: '4' }]]);
+  answerSubscribe(ws, 'apps:created', { offset: '22-0', epoch: '4', recovered: true });
+  ws.receive(event('apps:created', '22-0', 22));
+  assert.deepEqual(got, [21, 22]);
+  mock.timers.tick(25000);
+  assert.equal(ws.sentOfType('ping').length, 1, 'the heartbeat runs on the adopted socket');
 });
 
 // ---- requests ---------------------------------------------------------------

@@ -17,13 +17,14 @@ rm -f "$OUT"/*.tap "$OUT"/*.log "$OUT"/*.png "$OUT/pids"
 
 # The e2e harness keeps $OUT/pids listing the processes it started and that
 # still run; it stops them itself. Should it die first, stop those left over
-# (only a PID that still runs redis-server or herald-gateway).
+# (only a PID that still runs redis-server, herald-gateway or nginx's master,
+# which stops its workers on SIGTERM).
 cleanup() {
     [ -s "$OUT/pids" ] || return 0
     while read -r pid; do
         [ -n "$pid" ] || continue
         case $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) in
-            *redis-server*|*herald-gateway*) kill "$pid" 2>/dev/null ;;
+            *redis-server*|*herald-gateway*|nginx:\ master*) kill "$pid" 2>/dev/null ;;
         esac
     done < "$OUT/pids"
     rm -f "$OUT/pids"
@@ -40,6 +41,17 @@ if [ ! -x "$CHROMIUM" ]; then
             { echo "cannot install chromium" >&2; exit 1; }
     else
         echo "$CHROMIUM is missing: install Debian's chromium package (as root: apt-get install -y chromium)" >&2
+        exit 1
+    fi
+fi
+# nginx (Debian's) is the load balancer of the recovery and SSE fallback tests
+if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing Debian's nginx"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >/dev/null ||
+            { echo "cannot install nginx" >&2; exit 1; }
+    else
+        echo "nginx is missing: install Debian's nginx package (as root: apt-get install -y nginx)" >&2
         exit 1
     fi
 fi
