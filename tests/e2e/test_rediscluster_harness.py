@@ -68,6 +68,8 @@ def test_cluster_starts_redirects_fails_over_and_reshards(redis_cluster_factory,
 
     # Failover: SIGKILL the master that now has slot 12182; its replica takes over.
     replica = cluster.replicas_of(target)[0]
+    # The migrated key reaches the replica asynchronously: wait for it first.
+    assert cluster.command(target, "WAIT", 1, 5000) >= 1
     promoted = cluster.kill_master(target)
     assert promoted == replica
     assert cluster.slot_owner(slot) == replica
