@@ -233,3 +233,97 @@ void redis_url_free(struct redis_url *url) {
     }
     memset(url, 0, sizeof *url);
 }
+
+static int same(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static char *dup_or_null(const char *s, int *failed) {
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) *failed = 1;
+    return d;
+}
+
+int redis_cluster_parse(const char *list, struct redis_cluster *out, char *err, size_t err_size) {
+    memset(out, 0, sizeof *out);
+    if (err && err_size > 0) err[0] = '\0';
+    if (!list || !*list)
+        return fail(err, err_size, "no seed node given (HOST:PORT[,HOST:PORT...])");
+    out->seeds = calloc(REDIS_CLUSTER_MAX_SEEDS, sizeof *out->seeds);
+    if (!out->seeds) return fail(err, err_size, "out of memory");
+    const struct redis_url *creds = NULL; /* the seed that carried credentials */
+    for (const char *item = list;;) {
+        size_t len = strcspn(item, ",");
+        if (out->count == REDIS_CLUSTER_MAX_SEEDS) {
+            fail(err, err_size, "more than %d seed nodes", REDIS_CLUSTER_MAX_SEEDS);
+            goto failed;
+        }
+        if (len == 0) {
+            fail(err, err_size, "empty seed node in the list (seed %zu)", out->count + 1);
+            goto failed;
+        }
+        char *url = malloc(len + sizeof REDIS_URL_SCHEME);
+        if (!url) {
+            fail(err, err_size, "out of memory");
+            goto failed;
+        }
+        int is_url = len >= strlen(REDIS_URL_SCHEME) &&
+                     strncasecmp(item, REDIS_URL_SCHEME, strlen(REDIS_URL_SCHEME)) == 0;
+        snprintf(url, len + sizeof REDIS_URL_SCHEME, "%s%.*s", is_url ? "" : REDIS_URL_SCHEME,
+                 (int)len, item);
+        char reason[200];
+        struct redis_url *seed = &out->seeds[out->count];
+        int rc = redis_url_parse(url, seed, reason, sizeof reason);
+        explicit_bzero(url, len);
+        free(url);
+        if (rc < 0) {
+            fail(err, err_size, "seed %zu: %s", out->count + 1, reason);
+            goto failed;
+        }
+        out->count++;
+        if (seed->db != 0) {
+            fail(err, err_size, "seed %zu: a cluster has only database 0", out->count);
+            goto failed;
+        }
+        if (seed->password) {
+            if (creds &&
+                (!same(creds->user, seed->user) || !same(creds->password, seed->password))) {
+                fail(err, err_size, "seeds %zu and %zu give different credentials",
+                     (size_t)(creds - out->seeds) + 1, out->count);
+                goto failed;
+            }
+            if (!creds) creds = seed;
+        }
+        if (item[len] == '\0') break;
+        item += len + 1;
+    }
+    if (creds) {
+        int failed = 0;
+        for (size_t i = 0; i < out->count; i++) {
+            struct redis_url *seed = &out->seeds[i];
+            if (seed->password) continue;
+            seed->user = dup_or_null(creds->user, &failed);
+            seed->password = dup_or_null(creds->password, &failed);
+        }
+        if (failed) {
+            fail(err, err_size, "out of memory");
+            goto failed;
+        }
+    }
+    out->user = out->seeds[0].user;
+    out->password = out->seeds[0].password;
+    return 0;
+
+failed:
+    redis_cluster_free(out);
+    return -1;
+}
+
+void redis_cluster_free(struct redis_cluster *cluster) {
+    if (!cluster) return;
+    for (size_t i = 0; cluster->seeds && i < cluster->count; i++)
+        redis_url_free(&cluster->seeds[i]);
+    free(cluster->seeds);
+    memset(cluster, 0, sizeof *cluster);
+}

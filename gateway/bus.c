@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "bus_cluster.h"
 #include "clock.h"
 #include "log.h"
 #include "resp_link.h"
@@ -62,6 +64,7 @@ struct bus {
     double probe_lag_ms;
     char last_error[128]; /* the last connection or command error, "" when none */
     bool freeing;
+    struct bus_cluster *cluster; /* on a Redis Cluster: every call goes there */
 };
 
 /* A command's callback and its argument, until its reply. */
@@ -365,8 +368,30 @@ struct bus *bus_new(struct event_base *base, const struct redis_url *url, const 
     return bus;
 }
 
+struct bus *bus_new_cluster(struct event_base *base, const struct redis_cluster *seeds,
+                            const char *prefix, const char *probe_id,
+                            const struct bus_callbacks *callbacks) {
+    struct bus *bus = calloc(1, sizeof *bus);
+    if (!bus) return NULL;
+    bus->cluster = bus_cluster_new(base, seeds, prefix, probe_id, callbacks);
+    if (!bus->cluster) {
+        free(bus);
+        return NULL;
+    }
+    return bus;
+}
+
+bool bus_is_cluster(const struct bus *bus) {
+    return bus && bus->cluster;
+}
+
 void bus_free(struct bus *bus) {
     if (!bus) return;
+    if (bus->cluster) {
+        bus_cluster_free(bus->cluster);
+        free(bus);
+        return;
+    }
     bus->freeing = true;
     if (bus->sub.rl) resp_link_free(bus->sub.rl);
     if (bus->cmd.rl) resp_link_free(bus->cmd.rl);
@@ -379,6 +404,7 @@ void bus_free(struct bus *bus) {
 }
 
 bool bus_is_up(const struct bus *bus) {
+    if (bus && bus->cluster) return bus_cluster_is_up(bus->cluster);
     return bus && bus->state == BUS_UP;
 }
 
@@ -403,14 +429,20 @@ static int channel_command(struct bus *bus, const char *verb, const char *channe
 }
 
 int bus_subscribe(struct bus *bus, const char *channel) {
+    if (bus->cluster) return bus_cluster_subscribe(bus->cluster, channel);
     return channel_command(bus, "SUBSCRIBE", channel);
 }
 
 int bus_unsubscribe(struct bus *bus, const char *channel) {
+    if (bus->cluster) return bus_cluster_unsubscribe(bus->cluster, channel);
     return channel_command(bus, "UNSUBSCRIBE", channel);
 }
 
 void bus_status(const struct bus *bus, struct bus_status *out) {
+    if (bus->cluster) {
+        bus_cluster_status(bus->cluster, out);
+        return;
+    }
     out->state = bus->state;
     out->reconnects = bus->reconnects;
     out->outages = bus->outages;
@@ -437,8 +469,34 @@ static void command_reply(struct resp_link *rl, redisReply *reply, void *privdat
     free(p);
 }
 
+/* A cluster command goes to its first key's owner; PUBLISH becomes SPUBLISH. */
+static int cluster_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc,
+                           const char **argv, const size_t *argvlen) {
+    if (argc < 1) return -1;
+    int key = 1;
+    if (strcasecmp(argv[0], "EVAL") == 0 || strcasecmp(argv[0], "EVALSHA") == 0)
+        key = argc > 3 && strcmp(argv[2], "0") != 0 ? 3 : -1;
+    const char *k = key >= 0 && key < argc ? argv[key] : "";
+    size_t k_len = key >= 0 && key < argc ? (argvlen ? argvlen[key] : strlen(k)) : 0;
+    if (argc == 3 && strcasecmp(argv[0], "PUBLISH") == 0) {
+        const char *sharded[] = {"SPUBLISH", argv[1], argv[2]};
+        size_t lens[] = {8, argvlen ? argvlen[1] : strlen(argv[1]),
+                         argvlen ? argvlen[2] : strlen(argv[2])};
+        return bus_cluster_command(bus->cluster, k, k_len, fn, privdata, 3, sharded, lens);
+    }
+    return bus_cluster_command(bus->cluster, k, k_len, fn, privdata, argc, argv, argvlen);
+}
+
+int bus_command_for_channel(struct bus *bus, const char *channel, redisCallbackFn *fn,
+                            void *privdata, int argc, const char **argv, const size_t *argvlen) {
+    if (!bus->cluster) return bus_command(bus, fn, privdata, argc, argv, argvlen);
+    return bus_cluster_command_for_channel(bus->cluster, channel, fn, privdata, argc, argv,
+                                           argvlen);
+}
+
 int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
                 const size_t *argvlen) {
+    if (bus->cluster) return cluster_command(bus, fn, privdata, argc, argv, argvlen);
     if (!bus->cmd.ready || !bus->cmd.rl) return -1;
     struct pending *p = malloc(sizeof *p);
     if (!p) return -1;

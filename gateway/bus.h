@@ -11,7 +11,14 @@
  * jitter. A SUBSCRIBE that Redis refuses (an error reply) is reported for its
  * channel (on_refused); the connection and every other channel stay up.
  * bus_command callbacks get a NULL redisAsyncContext and a NULL reply when the
- * command connection was lost before the reply. */
+ * command connection was lost before the reply.
+ *
+ * On a Redis Cluster (bus_new_cluster; bus_cluster.h) the same calls work per
+ * slot: channels are SSUBSCRIBEd on their slot's master, commands go to the
+ * master owning their key, and a channel that loses its subscription alone
+ * (its node failed over, its slot moved) is reported with on_lost, then
+ * confirmed again with on_subscribed once it is subscribed on the new owner.
+ * The bus never reports on_down there: losses are per channel. */
 #ifndef HERALD_BUS_H
 #define HERALD_BUS_H
 
@@ -38,6 +45,9 @@ struct bus_callbacks {
     void (*on_down)(void *arg);
     /* The command connection is (again) ready for bus_command. */
     void (*on_command_up)(void *arg);
+    /* Cluster only: channel's confirmed subscription was lost; the bus is
+     * subscribing it again (on_subscribed follows). */
+    void (*on_lost)(void *arg, const char *channel);
     void *arg;
 };
 
@@ -59,6 +69,12 @@ struct bus_status {
  * Returns NULL only when out of memory. */
 struct bus *bus_new(struct event_base *base, const struct redis_url *url, const char *prefix,
                     const char *probe_id, const struct bus_callbacks *callbacks);
+/* The same on a Redis Cluster reached through seeds (borrowed; it must outlive
+ * the bus). on_up(false) comes once the slot map was first read. */
+struct bus *bus_new_cluster(struct event_base *base, const struct redis_cluster *seeds,
+                            const char *prefix, const char *probe_id,
+                            const struct bus_callbacks *callbacks);
+bool bus_is_cluster(const struct bus *bus);
 void bus_free(struct bus *bus);
 
 bool bus_is_up(const struct bus *bus);
@@ -69,8 +85,16 @@ void bus_status(const struct bus *bus, struct bus_status *out);
 const char *bus_state_name(enum bus_state state);
 
 /* Sends a command on the command connection (argv form, binary-safe); fn may
- * be NULL. Returns 0 when queued, -1 when that connection is down. */
+ * be NULL. Returns 0 when queued, -1 when that connection is down. On a
+ * cluster the command goes to the master owning its first key (argv[1], or
+ * the first key of an EVAL/EVALSHA), and PUBLISH is sent as SPUBLISH there, so
+ * that the gateways' sharded subscribers get it. */
 int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
                 const size_t *argvlen);
+
+/* bus_command for a command about channel (a history read): on a cluster it
+ * goes to the master owning the channel's slot, whatever its keys are named. */
+int bus_command_for_channel(struct bus *bus, const char *channel, redisCallbackFn *fn,
+                            void *privdata, int argc, const char **argv, const size_t *argvlen);
 
 #endif

@@ -28,6 +28,9 @@ static const struct option_spec options[] = {
     {"tls-key", OPT_STRING, FIELD(tls_key), NULL, "PEM private key for wss://"},
     {"redis", OPT_STRING, FIELD(redis_url), "redis://127.0.0.1:6379",
      "redis://[[user]:password@]host[:port][/db]"},
+    {"redis-cluster", OPT_STRING, FIELD(redis_cluster), NULL,
+     "Redis Cluster seeds HOST:PORT[,HOST:PORT...] or redis://[[user]:password@]host:port "
+     "items (instead of --redis)"},
     {"channel-prefix", OPT_STRING, FIELD(channel_prefix), "herald:", "Redis channel prefix"},
     {"jwt-alg", OPT_STRING, FIELD(jwt_alg), "HS256", "HS256|HS384|HS512|RS256|...|ES512"},
     {"jwt-secret", OPT_STRING, FIELD(jwt_secret), NULL, "HMAC secret (HS*)"},
@@ -206,6 +209,11 @@ int config_load(struct config *cfg, int argc, char **argv) {
             value = argv[++i];
         }
         if (set_value(cfg, o, value, "command line") != 0) return 2;
+    }
+    const struct option_spec *redis = find_option("redis", 5);
+    if (cfg->redis_cluster && cfg->redis_url != redis->default_value) {
+        fprintf(stderr, "herald-gateway: give --redis or --redis-cluster, not both\n");
+        return 2;
     }
     if (cfg->port > 65535 || cfg->tls_port > 65535) {
         fprintf(stderr, "herald-gateway: ports must be 0..65535\n");

@@ -13,6 +13,7 @@ struct config {
     const char *tls_cert;
     const char *tls_key;
     const char *redis_url;
+    const char *redis_cluster; /* seed list; replaces redis_url when set */
     const char *channel_prefix;
     const char *jwt_alg;
     const char *jwt_secret;

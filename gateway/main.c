@@ -98,7 +98,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "herald-gateway: --trusted-proxies: %s\n", err);
         return 2;
     }
-    if (redis_url_parse(cfg.redis_url, &tmpl.redis, err, sizeof err) != 0) {
+    if (cfg.redis_cluster) {
+        if (redis_cluster_parse(cfg.redis_cluster, &tmpl.redis_cluster, err, sizeof err) != 0) {
+            fprintf(stderr, "herald-gateway: --redis-cluster: %s\n", err);
+            return 2;
+        }
+    } else if (redis_url_parse(cfg.redis_url, &tmpl.redis, err, sizeof err) != 0) {
         fprintf(stderr, "herald-gateway: --redis: %s\n", err);
         return 2;
     }
@@ -128,15 +133,24 @@ int main(int argc, char **argv) {
     if (cfg.allowed_origins && strchr(cfg.allowed_origins, '*'))
         log_warn("event=config_warning msg=\"--allowed-origins * accepts every browser origin\"");
     signal(SIGPIPE, SIG_IGN);
-    log_info("event=start gateway=%s workers=%d port=%d tls_port=%d admin=%s:%d redis=%s:%d",
-             log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
-             cfg.admin_port ? log_q(cfg.admin_host) : "off", cfg.admin_port, log_q(tmpl.redis.host),
-             tmpl.redis.port);
+    if (tmpl.redis_cluster.count)
+        log_info("event=start gateway=%s workers=%d port=%d tls_port=%d admin=%s:%d "
+                 "redis_cluster_seeds=%zu first_seed=%s:%d",
+                 log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
+                 cfg.admin_port ? log_q(cfg.admin_host) : "off", cfg.admin_port,
+                 tmpl.redis_cluster.count, log_q(tmpl.redis_cluster.seeds[0].host),
+                 tmpl.redis_cluster.seeds[0].port);
+    else
+        log_info("event=start gateway=%s workers=%d port=%d tls_port=%d admin=%s:%d redis=%s:%d",
+                 log_q(tmpl.gateway_id), workers, cfg.port, tmpl.ssl_ctx ? cfg.tls_port : 0,
+                 cfg.admin_port ? log_q(cfg.admin_host) : "off", cfg.admin_port,
+                 log_q(tmpl.redis.host), tmpl.redis.port);
     rc = workers_supervise(&tmpl, workers);
     jwt_auth_free(&tmpl.auth);
     acl_rules_free(tmpl.owned_rules);
     free(tmpl.trusted);
     redis_url_free(&tmpl.redis);
+    redis_cluster_free(&tmpl.redis_cluster);
     SSL_CTX_free(tmpl.ssl_ctx);
     return rc;
 }

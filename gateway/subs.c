@@ -564,7 +564,7 @@ static void start_read(struct subs *subs, struct channel *ch) {
     for (int i = 0; i < 7; i++) argvlen[i] = strlen(argv[i]);
     read->subs = subs;
     read->channel = ch;
-    if (bus_command(subs->bus, read_done, read, 7, argv, argvlen) != 0) {
+    if (bus_command_for_channel(subs->bus, ch->name, read_done, read, 7, argv, argvlen) != 0) {
         free(read);
         ch->read_wanted = true; /* the command connection is down: when it is back */
         return;
@@ -688,15 +688,20 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
     ch->positioned = false;
     if (ch->after_outage) {
         /* Back after an outage: channels with history recover what their
-         * subscribers missed; the others owe them a gap. */
+         * subscribers missed; the others owe them a gap (sent here when the
+         * channel was lost alone, else once every channel is back). */
         ch->after_outage = false;
+        bool gap_now = ch->lost_alone;
+        ch->lost_alone = false;
         struct subs_since since = {ch->offset, ch->epoch};
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
             if (s->waiter) continue;
-            if (ch->epoch[0])
+            if (ch->epoch[0]) {
                 add_waiter(s, &since, false);
-            else
+            } else {
                 s->gap_owed = true;
+                if (gap_now) session_send_gap(s->session);
+            }
         }
     }
     if (ch->waiters) {
@@ -739,29 +744,45 @@ static void answer_without_read(struct subs *subs, struct channel *ch) {
     while (ch->waiters) answer_waiter(subs, ch, ch->waiters, NULL, NULL, &none, true, true);
 }
 
+/* Everything in flight for ch is void: waiters are answered (a gap or a
+ * recovery follows the resubscribe), pending subscriptions go live. */
+static void channel_lose(struct subs *subs, struct channel *ch) {
+    if (ch->read) { /* its reply, if any, finds nobody */
+        ch->read->channel = NULL;
+        ch->read = NULL;
+    }
+    answer_without_read(subs, ch);
+    buffer_clear(ch);
+    ch->positioned = false;
+    ch->read_wanted = false;
+    for (struct sub *s = ch->subscribers; s; s = s->channel_next)
+        if (s->pending) go_live(s, NULL);
+}
+
 void subs_on_bus_down(struct subs *subs) {
     subs_flush(subs);
     for (size_t i = 0; i < subs->bucket_count; i++) {
         struct channel *ch = subs->buckets[i], *next;
         for (; ch; ch = next) {
             next = ch->hash_next;
-            if (ch->read) { /* its reply, if any, finds nobody */
-                ch->read->channel = NULL;
-                ch->read = NULL;
-            }
-            answer_without_read(subs, ch);
-            buffer_clear(ch);
+            channel_lose(subs, ch);
             ch->state = CHANNEL_IDLE;
-            ch->positioned = false;
-            ch->read_wanted = false;
-            for (struct sub *s = ch->subscribers; s; s = s->channel_next)
-                if (s->pending) go_live(s, NULL);
             if (ch->count == 0)
                 channel_unlink(subs, ch);
             else
                 ch->after_outage = true;
         }
     }
+}
+
+void subs_on_channel_lost(struct subs *subs, const char *name) {
+    struct channel *ch = subs_find(subs, name);
+    if (!ch || ch->state != CHANNEL_ACTIVE) return;
+    subs_flush(subs);
+    channel_lose(subs, ch);
+    ch->state = CHANNEL_SUBSCRIBING; /* the bus subscribes it again */
+    ch->after_outage = true;
+    ch->lost_alone = true;
 }
 
 size_t subs_on_bus_up(struct subs *subs) {

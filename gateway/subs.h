@@ -118,9 +118,10 @@ struct channel {
     char epoch[HISTORY_EPOCH_MAX + 1];
     char offset[HISTORY_OFFSET_MAX + 1];
     bool positioned;
-    bool after_outage;                          /* resubscribing after Redis came back */
-    struct waiter *waiters;                     /* subscriptions waiting for history */
-    struct history_read *read;                  /* the read in flight, or NULL */
+    bool after_outage;         /* resubscribing after Redis came back */
+    bool lost_alone;           /* resubscribing after this channel alone lost Redis (cluster) */
+    struct waiter *waiters;    /* subscriptions waiting for history */
+    struct history_read *read; /* the read in flight, or NULL */
     char read_since[HISTORY_OFFSET_MAX + 1];    /* its since: "" position only, "-" all */
     bool read_wanted;                           /* a read waits for the command link */
     struct buffered *buffered, **buffered_tail; /* live events during a read */
@@ -192,6 +193,11 @@ void subs_on_unsubscribed(struct subs *subs, const char *channel);
 /* Redis went away: everything in flight is void; pending replies are sent now
  * (a gap follows after the resubscribe). */
 void subs_on_bus_down(struct subs *subs);
+/* Redis Cluster: channel alone lost its subscription (its node failed over, its
+ * slot moved) and the bus is subscribing it again: like subs_on_bus_down for
+ * this one channel, and once it is confirmed its subscribers recover from
+ * history, or get a gap when it has none. */
+void subs_on_channel_lost(struct subs *subs, const char *channel);
 /* Redis is back: (re)subscribe every wanted channel; returns how many. */
 size_t subs_on_bus_up(struct subs *subs);
 /* The command connection is (again) up: history reads that waited go out. */

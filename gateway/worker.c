@@ -148,6 +148,13 @@ static void on_down(void *arg) {
     system_channels_publish_health(w, "redis_lost", NULL);
 }
 
+/* Cluster: one channel's node failed over or its slot moved; it is being
+ * subscribed again on the new owner, then recovered like after an outage. */
+static void on_lost(void *arg, const char *channel) {
+    struct worker *w = arg;
+    subs_on_channel_lost(w->subs, channel);
+}
+
 static void on_command_up(void *arg) {
     struct worker *w = arg;
     subs_on_command_up(w->subs);
@@ -371,10 +378,21 @@ int worker_run(struct worker *w) {
     w->started = clock_now();
     w->base = event_base_new();
     if (!w->base) return 1;
-    struct bus_callbacks callbacks = {on_message, on_subscribed, on_refused,    on_unsubscribed,
-                                      on_up,      on_down,       on_command_up, w};
+    struct bus_callbacks callbacks = {.on_message = on_message,
+                                      .on_subscribed = on_subscribed,
+                                      .on_refused = on_refused,
+                                      .on_unsubscribed = on_unsubscribed,
+                                      .on_up = on_up,
+                                      .on_down = on_down,
+                                      .on_command_up = on_command_up,
+                                      .on_lost = on_lost,
+                                      .arg = w};
     snprintf(probe_id, sizeof probe_id, "%s:%d:%d", w->gateway_id, w->index, (int)getpid());
-    w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
+    if (w->redis_cluster.count)
+        w->bus = bus_new_cluster(w->base, &w->redis_cluster, w->cfg->channel_prefix, probe_id,
+                                 &callbacks);
+    else
+        w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
     struct subs_limits limits = {(size_t)w->cfg->max_channels, (size_t)w->cfg->max_event_size,
                                  (size_t)w->cfg->recovery_limit, w->cfg->channel_prefix};
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};

@@ -74,6 +74,7 @@ struct worker {
     size_t trusted_count;
     struct wheel wheel; /* connection timers */
     struct redis_url redis;
+    struct redis_cluster redis_cluster; /* seeds (count 0: a single Redis, redis) */
     struct subs *subs;
     struct bus *bus;
     struct conn *conns;    /* every live connection, a doubly linked list */

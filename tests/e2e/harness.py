@@ -300,9 +300,11 @@ class GatewayProc(Proc):
         self.reported = False  # a problem already reported by conftest's crash check
         self.workers = []
         argv = [GATEWAY_BIN, "--host", "127.0.0.1", "--port", str(self.port),
-                "--tls-port", str(self.tls_port or 0), "--redis", redis_url,
+                "--tls-port", str(self.tls_port or 0),
                 "--workers", str(workers), "--log-level", log_level,
                 "--admin-listen", "127.0.0.1:%d" % self.admin_port]
+        if redis_url is not None:  # None: the Redis option comes in extra (--redis-cluster)
+            argv[5:5] = ["--redis", redis_url]
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         if secret is not None:

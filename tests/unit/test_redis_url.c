@@ -147,6 +147,73 @@ static void test_free_is_safe_twice_and_on_null(void) {
     redis_url_free(NULL);
 }
 
+/* --redis-cluster seed lists. */
+struct cluster_case {
+    const char *list;
+    size_t count;
+    const char *last_host; /* host and port of the last seed */
+    int last_port;
+    const char *password; /* the cluster's, NULL: none */
+    const char *user;
+};
+
+static const struct cluster_case cluster_cases[] = {
+    {"127.0.0.1:7000", 1, "127.0.0.1", 7000, NULL, NULL},
+    {"10.0.0.1:7000,10.0.0.2:7001,[::1]:7002", 3, "::1", 7002, NULL, NULL},
+    {"redis://:pw@h1:7000,h2:7001", 2, "h2", 7001, "pw", NULL},
+    {"h1:7000,redis://bob:pw@h2:7001", 2, "h2", 7001, "pw", "bob"},
+    {"redis://:pw@h1:7000,redis://:pw@h2:7001", 2, "h2", 7001, "pw", NULL},
+    {"h1", 1, "h1", 6379, NULL, NULL},
+};
+
+static const struct bad_case bad_cluster_cases[] = {
+    {"", "no seed node"},
+    {"h1:7000,,h2:7001", "empty seed node"},
+    {"h1:7000,", "empty seed node"},
+    {"h1:0", "seed 1: invalid port '0'"},
+    {"redis://h1:7000/2", "only database 0"},
+    {"redis://:a@h1:7000,redis://:b@h2:7001", "different credentials"},
+    {"::1:7000", "IPv6 address goes in brackets"},
+};
+
+static void test_cluster_seed_lists_share_their_credentials(void) {
+    for (size_t i = 0; i < sizeof cluster_cases / sizeof cluster_cases[0]; i++) {
+        const struct cluster_case *c = &cluster_cases[i];
+        struct redis_cluster rc;
+        char err[256] = "";
+        if (redis_cluster_parse(c->list, &rc, err, sizeof err) != 0) {
+            fprintf(stderr, "  case '%s': %s\n", c->list, err);
+            CHECK(0);
+            continue;
+        }
+        CHECK_INT(rc.count, c->count);
+        CHECK_STR(rc.seeds[rc.count - 1].host, c->last_host);
+        CHECK_INT(rc.seeds[rc.count - 1].port, c->last_port);
+        CHECK(same_optional(rc.password, c->password));
+        CHECK(same_optional(rc.user, c->user));
+        for (size_t s = 0; s < rc.count; s++) {
+            CHECK(same_optional(rc.seeds[s].password, c->password));
+            CHECK(same_optional(rc.seeds[s].user, c->user));
+        }
+        redis_cluster_free(&rc);
+    }
+}
+
+static void test_bad_cluster_seed_lists_fail_with_a_reason(void) {
+    for (size_t i = 0; i < sizeof bad_cluster_cases / sizeof bad_cluster_cases[0]; i++) {
+        const struct bad_case *c = &bad_cluster_cases[i];
+        struct redis_cluster rc;
+        char err[256] = "";
+        CHECK_INT(redis_cluster_parse(c->url, &rc, err, sizeof err), -1);
+        if (!strstr(err, c->reason_part)) {
+            fprintf(stderr, "  case '%s': reason '%s' lacks '%s'\n", c->url, err, c->reason_part);
+            CHECK(0);
+        }
+        CHECK(rc.seeds == NULL && rc.count == 0);
+        CHECK(strstr(err, "pw") == NULL);
+    }
+}
+
 int main(void) {
     RUN(test_valid_urls_parse_to_their_parts);
     RUN(test_invalid_urls_fail_with_a_reason_and_leave_out_empty);
@@ -154,5 +221,7 @@ int main(void) {
     RUN(test_reason_never_echoes_the_password);
     RUN(test_reason_is_truncated_to_err_size);
     RUN(test_free_is_safe_twice_and_on_null);
+    RUN(test_cluster_seed_lists_share_their_credentials);
+    RUN(test_bad_cluster_seed_lists_fail_with_a_reason);
     return TEST_SUMMARY();
 }
