@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "acl.h"
+#include "cluster_slots.h"
 #include "history.h"
 #include "protocol.h"
 #include "redis_url.h"
@@ -32,8 +33,20 @@
 #define HERALD_PUB_TIMEOUT_SEC      2  /* connect, and each command after it */
 #define HERALD_PUB_QUOTED_MAX       64 /* bytes of a bad channel name quoted in an error */
 
+/* A connection to one cluster node, opened when first needed. */
+struct pub_node {
+    struct pub_node *next;
+    char host[CLUSTER_HOST_MAX];
+    int port;
+    redisContext *redis; /* NULL after a failure */
+};
+
 struct herald_pub {
     redisContext *redis; /* NULL after a failure, until the next publish reconnects */
+    /* Cluster mode (herald_pub_connect_cluster): seeds.count > 0. */
+    struct redis_cluster seeds;
+    struct cluster_slot_map *map;
+    struct pub_node *nodes;
     struct redis_url url;
     char *prefix;
     size_t prefix_len;
@@ -153,17 +166,13 @@ failed:
     return NULL;
 }
 
-herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, size_t err_size) {
+/* A publisher without a connection: the prefix checked, the buffers sized. */
+static herald_pub *pub_new(const char *prefix, char *err, size_t err_size) {
     herald_pub *p = calloc(1, sizeof *p);
-    char reason[256];
 
     if (!p) {
         set_error(err, err_size, "out of memory");
         return NULL;
-    }
-    if (redis_url_parse(url ? url : HERALD_PUB_DEFAULT_URL, &p->url, reason, sizeof reason) < 0) {
-        set_error(err, err_size, "invalid Redis URL: %s", reason);
-        goto failed;
     }
     if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     if (!prefix_valid(prefix)) {
@@ -188,13 +197,33 @@ herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, s
     p->history = true;
     p->history_size = HISTORY_DEFAULT_SIZE;
     p->history_ttl = HISTORY_DEFAULT_TTL;
-    p->redis = open_redis(&p->url, err, err_size);
-    if (!p->redis) goto failed;
     return p;
 
 failed:
     herald_pub_close(p);
     return NULL;
+}
+
+herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, size_t err_size) {
+    char reason[256];
+    struct redis_url parsed;
+
+    if (redis_url_parse(url ? url : HERALD_PUB_DEFAULT_URL, &parsed, reason, sizeof reason) < 0) {
+        set_error(err, err_size, "invalid Redis URL: %s", reason);
+        return NULL;
+    }
+    herald_pub *p = pub_new(prefix, err, err_size);
+    if (!p) {
+        redis_url_free(&parsed);
+        return NULL;
+    }
+    p->url = parsed;
+    p->redis = open_redis(&p->url, err, err_size);
+    if (!p->redis) {
+        herald_pub_close(p);
+        return NULL;
+    }
+    return p;
 }
 
 void herald_pub_set_max_size(herald_pub *p, size_t max_size) {
@@ -284,7 +313,7 @@ static int read_script_reply(herald_pub *p, const redisReply *reply,
 
 /* Runs the history script: EVALSHA, then EVAL when Redis answers NOSCRIPT
  * (its script cache is empty after a restart or SCRIPT FLUSH). */
-static redisReply *run_script(herald_pub *p, const struct publish_plan *plan) {
+static redisReply *run_script(herald_pub *p, redisContext *c, const struct publish_plan *plan) {
     const char *sha = history_publish_sha();
     const char *argv[11] = {sha ? "EVALSHA" : "EVAL",
                             sha ? sha : history_publish_script,
@@ -295,13 +324,13 @@ static redisReply *run_script(herald_pub *p, const struct publish_plan *plan) {
                             plan->json,
                             plan->size,
                             plan->ttl,
-                            "PUBLISH"};
+                            p->seeds.count ? "SPUBLISH" : "PUBLISH"};
     size_t lens[11];
 
     /* The channel (argv[5]) is not NUL-terminated in channel_buf. */
     for (int i = 0; i < 10; i++)
         lens[i] = i == 5 ? plan->channel_len : i == 6 ? plan->json_len : strlen(argv[i]);
-    redisReply *reply = redisCommandArgv(p->redis, 10, argv, lens);
+    redisReply *reply = redisCommandArgv(c, 10, argv, lens);
     if (sha && reply && reply->type == REDIS_REPLY_ERROR &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(reply);
@@ -309,26 +338,31 @@ static redisReply *run_script(herald_pub *p, const struct publish_plan *plan) {
         argv[1] = history_publish_script;
         lens[0] = 4;
         lens[1] = strlen(history_publish_script);
-        reply = redisCommandArgv(p->redis, 10, argv, lens);
+        reply = redisCommandArgv(c, 10, argv, lens);
     }
     return reply;
 }
 
-/* One publish attempt on the current connection. Returns 0 with *result set,
- * or -1 with p->error set. */
-static int publish_once(herald_pub *p, const struct publish_plan *plan,
-                        struct herald_pub_result *result) {
-    const char *what = plan->history ? "the history script" : "PUBLISH";
-    redisReply *reply = plan->history ? run_script(p, plan)
-                                      : redisCommand(p->redis, "PUBLISH %b %b", p->channel_buf,
+/* Sends the event's command on c; the reply (NULL on a connection failure,
+ * with p->error set). */
+static redisReply *send_event(herald_pub *p, redisContext *c, const struct publish_plan *plan,
+                              const char *host, int port) {
+    const char *verb = p->seeds.count ? "SPUBLISH" : "PUBLISH";
+    redisReply *reply = plan->history ? run_script(p, c, plan)
+                                      : redisCommand(c, "%s %b %b", verb, p->channel_buf,
                                                      plan->channel_len, plan->json, plan->json_len);
-
-    if (!reply) {
+    if (!reply)
         set_error(p->error, sizeof p->error, "Redis %s to %s:%d failed: %s",
-                  plan->history ? "EVALSHA" : "PUBLISH", p->url.host, p->url.port,
-                  p->redis->errstr);
-        return -1;
-    }
+                  plan->history ? "EVALSHA" : verb, host, port, c->errstr);
+    return reply;
+}
+
+/* Reads an event's reply into result (consumes reply). 0, or -1 with p->error. */
+static int read_event_reply(herald_pub *p, const struct publish_plan *plan, redisReply *reply,
+                            struct herald_pub_result *result) {
+    const char *what = plan->history    ? "the history script"
+                       : p->seeds.count ? "SPUBLISH"
+                                        : "PUBLISH";
     int rc = 0;
     if (reply->type == REDIS_REPLY_ERROR) {
         set_error(p->error, sizeof p->error, "Redis refused %s: %s", what, reply->str);
@@ -339,12 +373,21 @@ static int publish_once(herald_pub *p, const struct publish_plan *plan,
         result->receivers = (long)reply->integer;
         result->offset[0] = result->epoch[0] = '\0';
     } else {
-        set_error(p->error, sizeof p->error, "unexpected Redis reply to PUBLISH (type %d)",
+        set_error(p->error, sizeof p->error, "unexpected Redis reply to %s (type %d)", what,
                   reply->type);
         rc = -1;
     }
     freeReplyObject(reply);
     return rc;
+}
+
+/* One publish attempt on the current connection. Returns 0 with *result set,
+ * or -1 with p->error set. */
+static int publish_once(herald_pub *p, const struct publish_plan *plan,
+                        struct herald_pub_result *result) {
+    redisReply *reply = send_event(p, p->redis, plan, p->url.host, p->url.port);
+    if (!reply) return -1;
+    return read_event_reply(p, plan, reply, result);
 }
 
 /* Replaces the connection with a fresh one. Returns 0, or -1 with p->error set
@@ -384,6 +427,166 @@ static void make_plan(herald_pub *p, const char *channel, const char *json, size
     snprintf(plan->ttl, sizeof plan->ttl, "%lu", ttl);
 }
 
+/* ---- Redis Cluster ------------------------------------------------------------ */
+
+static struct redis_url node_url(const herald_pub *p, const char *host, int port) {
+    struct redis_url url = {(char *)host, port, p->seeds.user ? (char *)p->seeds.user : NULL,
+                            p->seeds.password ? (char *)p->seeds.password : NULL, 0};
+    return url;
+}
+
+/* The connection to host:port, opened when needed; NULL with p->error set. */
+static redisContext *node_context(herald_pub *p, const char *host, int port) {
+    struct pub_node *n = p->nodes;
+    while (n && !(n->port == port && strcmp(n->host, host) == 0)) n = n->next;
+    if (!n) {
+        n = calloc(1, sizeof *n);
+        if (!n) {
+            set_error(p->error, sizeof p->error, "out of memory");
+            return NULL;
+        }
+        snprintf(n->host, sizeof n->host, "%s", host);
+        n->port = port;
+        n->next = p->nodes;
+        p->nodes = n;
+    }
+    if (!n->redis) {
+        struct redis_url url = node_url(p, host, port);
+        n->redis = open_redis(&url, p->error, sizeof p->error);
+    }
+    return n->redis;
+}
+
+static void node_drop(herald_pub *p, const char *host, int port) {
+    for (struct pub_node *n = p->nodes; n; n = n->next) {
+        if (n->port == port && strcmp(n->host, host) == 0 && n->redis) {
+            redisFree(n->redis);
+            n->redis = NULL;
+        }
+    }
+}
+
+/* Reads the slot map from the first node that answers: the known masters,
+ * then the seeds. 0, or -1 with p->error set. */
+static int refresh_map(herald_pub *p) {
+    size_t known = p->map ? p->map->master_count : 0;
+    char first[sizeof p->error + CLUSTER_HOST_MAX + 64] = "";
+    for (size_t i = 0; i < known + p->seeds.count; i++) {
+        char host[CLUSTER_HOST_MAX];
+        int port;
+        if (i < known) {
+            snprintf(host, sizeof host, "%s", p->map->nodes[i].host);
+            port = p->map->nodes[i].port;
+        } else {
+            snprintf(host, sizeof host, "%s", p->seeds.seeds[i - known].host);
+            port = p->seeds.seeds[i - known].port;
+        }
+        redisContext *c = node_context(p, host, port);
+        redisReply *reply = c ? redisCommand(c, "CLUSTER SLOTS") : NULL;
+        char why[sizeof p->error + CLUSTER_HOST_MAX + 64] = "";
+        struct cluster_slot_map *map = NULL;
+        if (!c)
+            snprintf(why, sizeof why, "%s", p->error);
+        else if (!reply)
+            snprintf(why, sizeof why, "CLUSTER SLOTS to %s:%d failed: %s", host, port, c->errstr);
+        else if (reply->type == REDIS_REPLY_ERROR)
+            snprintf(why, sizeof why, "%s:%d refused CLUSTER SLOTS: %.200s", host, port,
+                     reply->str);
+        else if (!(map = cluster_slot_map_from_reply(reply, host, why, sizeof why)))
+            ;
+        else if (map->master_count == 0) {
+            snprintf(why, sizeof why, "%s:%d knows no master", host, port);
+            cluster_slot_map_free(map);
+            map = NULL;
+        }
+        if (reply) freeReplyObject(reply);
+        if (map) {
+            cluster_slot_map_free(p->map);
+            p->map = map;
+            return 0;
+        }
+        if (c && !reply) node_drop(p, host, port);
+        if (!first[0]) snprintf(first, sizeof first, "%s", why);
+    }
+    set_error(p->error, sizeof p->error, "cannot read the Redis Cluster slot map: %.400s", first);
+    return -1;
+}
+
+/* Sends the event to its slot's owner, following MOVED (map refreshed) and
+ * ASK (once, after ASKING); a failed node refreshes the map and is retried. */
+static int publish_cluster(herald_pub *p, const struct publish_plan *plan,
+                           struct herald_pub_result *result) {
+    char host[CLUSTER_HOST_MAX] = "";
+    int port = 0;
+    bool asking = false;
+    if (!p->map && refresh_map(p) < 0) return -1;
+    for (int attempt = 0; attempt < HERALD_PUB_MAX_REDIRECTS; attempt++) {
+        if (!host[0]) {
+            const struct cluster_node *owner =
+                cluster_slot_map_master_for_key(p->map, p->channel_buf, plan->channel_len);
+            if (!owner) {
+                set_error(p->error, sizeof p->error,
+                          "no Redis Cluster node serves the slot of this channel");
+                if (refresh_map(p) < 0) return -1;
+                continue;
+            }
+            snprintf(host, sizeof host, "%s", owner->host);
+            port = owner->port;
+        }
+        redisContext *c = node_context(p, host, port);
+        redisReply *reply = NULL;
+        if (c && asking) {
+            reply = redisCommand(c, "ASKING");
+            if (reply) freeReplyObject(reply);
+            reply = NULL;
+        }
+        if (c) reply = send_event(p, c, plan, host, port);
+        if (!reply) { /* the node is gone: ask the cluster where the slot is now */
+            node_drop(p, host, port);
+            host[0] = '\0';
+            asking = false;
+            if (refresh_map(p) < 0) return -1;
+            continue;
+        }
+        struct cluster_redirect redirect;
+        enum cluster_redirect_kind kind =
+            reply->type == REDIS_REPLY_ERROR
+                ? cluster_redirect_parse(reply->str, reply->len, &redirect)
+                : CLUSTER_REDIRECT_NONE;
+        if (kind == CLUSTER_REDIRECT_NONE) return read_event_reply(p, plan, reply, result);
+        set_error(p->error, sizeof p->error, "too many redirects (last: %s)", reply->str);
+        freeReplyObject(reply);
+        if (kind == CLUSTER_REDIRECT_MOVED) (void)refresh_map(p); /* the redirect says where */
+        if (redirect.host[0]) snprintf(host, sizeof host, "%s", redirect.host);
+        port = redirect.port;
+        asking = kind == CLUSTER_REDIRECT_ASK;
+    }
+    return -1;
+}
+
+herald_pub *herald_pub_connect_cluster(const char *seeds, const char *prefix, char *err,
+                                       size_t err_size) {
+    char reason[256];
+    struct redis_cluster parsed;
+
+    if (redis_cluster_parse(seeds, &parsed, reason, sizeof reason) < 0) {
+        set_error(err, err_size, "invalid Redis Cluster seeds: %s", reason);
+        return NULL;
+    }
+    herald_pub *p = pub_new(prefix, err, err_size);
+    if (!p) {
+        redis_cluster_free(&parsed);
+        return NULL;
+    }
+    p->seeds = parsed;
+    if (refresh_map(p) < 0) {
+        set_error(err, err_size, "%s", p->error);
+        herald_pub_close(p);
+        return NULL;
+    }
+    return p;
+}
+
 enum herald_pub_status herald_pub_publish_event(herald_pub *p, const char *channel,
                                                 const char *json,
                                                 struct herald_pub_result *result) {
@@ -395,6 +598,11 @@ enum herald_pub_status herald_pub_publish_event(herald_pub *p, const char *chann
     if (!result) result = &ignored;
     struct publish_plan plan;
     make_plan(p, channel, json, json_len, &plan);
+    if (p->seeds.count) {
+        if (publish_cluster(p, &plan, result) < 0) return HERALD_PUB_REDIS;
+        p->error[0] = '\0';
+        return HERALD_PUB_OK;
+    }
 
     int rc = -1;
     if (p->redis) rc = publish_once(p, &plan, result);
@@ -433,6 +641,14 @@ enum herald_pub_status herald_pub_publish(herald_pub *p, const char *channel, co
 void herald_pub_close(herald_pub *p) {
     if (!p) return;
     if (p->redis) redisFree(p->redis);
+    while (p->nodes) {
+        struct pub_node *n = p->nodes;
+        p->nodes = n->next;
+        if (n->redis) redisFree(n->redis);
+        free(n);
+    }
+    cluster_slot_map_free(p->map);
+    redis_cluster_free(&p->seeds);
     redis_url_free(&p->url);
     free(p->prefix);
     free(p->channel_buf);

@@ -58,6 +58,20 @@ struct herald_pub_result {
  * Returns NULL with a reason in err on failure. */
 herald_pub *herald_pub_connect(const char *url, const char *prefix, char *err, size_t err_size);
 
+/* The same on a Redis Cluster: seeds is a --redis-cluster list (HOST:PORT or
+ * redis://[[user]:password@]host:port items, comma-separated; credentials on
+ * any seed are used for every node). The slot map is read from a seed here;
+ * each event then goes as SPUBLISH (or the history script ending in SPUBLISH)
+ * to the master owning its channel's slot. A MOVED reply refreshes the map and
+ * the event is sent to the node it names; an ASK is followed once, after
+ * ASKING; a lost node refreshes the map and retries. At most
+ * HERALD_PUB_MAX_REDIRECTS sends per event, then HERALD_PUB_REDIS. Returns NULL
+ * with a reason in err ("invalid ..." for bad seeds or prefix). */
+herald_pub *herald_pub_connect_cluster(const char *seeds, const char *prefix, char *err,
+                                       size_t err_size);
+
+#define HERALD_PUB_MAX_REDIRECTS 5
+
 /* Publishes json (NUL-terminated) on channel, with history unless it is
  * turned off for the channel. *result (if not NULL) gets the receivers and
  * the offset. */

@@ -1,16 +1,18 @@
 /* herald_pub_cli.c -- herald-pub: publish Herald events from the shell.
  *
- *     herald-pub [--redis URL] [--prefix P] [--history-size N] [--history-ttl S]
- *                [--no-history] [--channel-rules FILE] [-v] CHANNEL [JSON]
+ *     herald-pub [--redis URL | --redis-cluster SEEDS] [--prefix P] [--history-size N]
+ *                [--history-ttl S] [--no-history] [--channel-rules FILE] [-v] CHANNEL [JSON]
  *
  * With JSON given, publishes that one event. Without it (or with "-"), reads
  * stdin and publishes one event per non-empty line, in order, so a stream can
  * be piped in. Stops at the first line that fails. Events go into the
  * channel's history unless --no-history or the rules file says otherwise, and
  * each one's offset is printed on stdout, one line per event. Exit status: 0
- * when every event was published, 1 on a Redis failure, 2 on bad usage (an
- * option out of range, a bad rules file), a bad URL, a bad channel name or bad
- * JSON (for stdin input the message names the line).
+ * when every event was published, 1 on a Redis failure (on a cluster also: no
+ * node answers, or an event still redirected after HERALD_PUB_MAX_REDIRECTS
+ * sends), 2 on bad usage (an option out of range, a bad rules file, both
+ * --redis and --redis-cluster), a bad URL or seed list, a bad channel name or
+ * bad JSON (for stdin input the message names the line).
  *
  *     herald-pub --user-channel ID
  *
@@ -39,8 +41,9 @@ enum {
 static void usage(FILE *out) {
     fprintf(
         out,
-        "usage: herald-pub [--redis URL] [--prefix P] [--history-size N] [--history-ttl S]\n"
-        "                 [--no-history] [--channel-rules FILE] [-v] CHANNEL [JSON]\n"
+        "usage: herald-pub [--redis URL | --redis-cluster SEEDS] [--prefix P]\n"
+        "                 [--history-size N] [--history-ttl S] [--no-history]\n"
+        "                 [--channel-rules FILE] [-v] CHANNEL [JSON]\n"
         "       herald-pub --user-channel ID\n"
         "\n"
         "Publishes JSON as a Herald event on CHANNEL (Redis channel PREFIX+CHANNEL).\n"
@@ -51,6 +54,11 @@ static void usage(FILE *out) {
         "\n"
         "  --redis URL          redis://[[user]:password@]host[:port][/db]\n"
         "                       (default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL ")\n"
+        "  --redis-cluster SEEDS  a Redis Cluster instead: HOST:PORT[,HOST:PORT...], items\n"
+        "                       may be redis://[[user]:password@]host:port (credentials\n"
+        "                       go to every node); default $HERALD_REDIS_CLUSTER.\n"
+        "                       Events go by SPUBLISH to their slot's master; MOVED and\n"
+        "                       ASK are followed\n"
         "  --prefix P           Redis channel prefix, no braces\n"
         "                       (default $HERALD_CHANNEL_PREFIX, else \"" HERALD_PUB_DEFAULT_PREFIX
         "\")\n"
@@ -69,9 +77,11 @@ static void usage(FILE *out) {
         "                       long) and exit\n"
         "  -h, --help           this help\n"
         "\n"
-        "Exit status: 0 every event published, 1 Redis failure, 2 bad usage (an\n"
-        "option out of range, a bad rules file), a bad channel or bad JSON.\n",
-        HERALD_PUB_HISTORY_SIZE, HERALD_PUB_HISTORY_TTL);
+        "Exit status: 0 every event published, 1 Redis failure (cluster: no node\n"
+        "answers, or still redirected after %d sends), 2 bad usage (an option out\n"
+        "of range, a bad rules file, --redis with --redis-cluster), a bad URL or\n"
+        "seed list, a bad channel or bad JSON.\n",
+        HERALD_PUB_HISTORY_SIZE, HERALD_PUB_HISTORY_TTL, HERALD_PUB_MAX_REDIRECTS);
 }
 
 static int exit_status_of(enum herald_pub_status status) {
@@ -156,6 +166,7 @@ static int publish_stream(herald_pub *p, const char *channel, FILE *in, int verb
 int main(int argc, char **argv) {
     static const struct option options[] = {
         {"redis", required_argument, NULL, 'r'},
+        {"redis-cluster", required_argument, NULL, 'c'},
         {"prefix", required_argument, NULL, 'p'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -170,6 +181,8 @@ int main(int argc, char **argv) {
     bool history = true;
     const char *rules_path = NULL;
     const char *url = getenv("HERALD_REDIS");
+    const char *seeds = NULL;
+    bool url_given = false;
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
     const char *user_id = NULL;
     int verbose = 0, opt;
@@ -178,7 +191,11 @@ int main(int argc, char **argv) {
     if (!prefix) prefix = HERALD_PUB_DEFAULT_PREFIX;
     while ((opt = getopt_long(argc, argv, "r:p:vh", options, NULL)) != -1) {
         switch (opt) {
-            case 'r': url = optarg; break;
+            case 'r':
+                url = optarg;
+                url_given = true;
+                break;
+            case 'c': seeds = optarg; break;
             case 'p': prefix = optarg; break;
             case 'v': verbose = 1; break;
             case 'h': usage(stdout); return EXIT_PUBLISHED;
@@ -238,15 +255,33 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
 
-    /* A bad URL is a usage error (2), an unreachable Redis a Redis failure (1):
-     * parse first so the two are told apart. */
-    struct redis_url parsed;
-    char err[512];
-    if (redis_url_parse(url, &parsed, err, sizeof err) < 0) {
-        fprintf(stderr, "herald-pub: invalid Redis URL: %s\n", err);
+    if (seeds && url_given) {
+        fprintf(stderr, "herald-pub: give --redis or --redis-cluster, not both\n");
         return EXIT_USAGE;
     }
-    redis_url_free(&parsed);
+    if (!seeds && !url_given) {
+        const char *env = getenv("HERALD_REDIS_CLUSTER");
+        if (env && *env) seeds = env;
+    }
+
+    /* A bad URL is a usage error (2), an unreachable Redis a Redis failure (1):
+     * parse first so the two are told apart. */
+    char err[512];
+    if (seeds) {
+        struct redis_cluster parsed;
+        if (redis_cluster_parse(seeds, &parsed, err, sizeof err) < 0) {
+            fprintf(stderr, "herald-pub: invalid --redis-cluster: %s\n", err);
+            return EXIT_USAGE;
+        }
+        redis_cluster_free(&parsed);
+    } else {
+        struct redis_url parsed;
+        if (redis_url_parse(url, &parsed, err, sizeof err) < 0) {
+            fprintf(stderr, "herald-pub: invalid Redis URL: %s\n", err);
+            return EXIT_USAGE;
+        }
+        redis_url_free(&parsed);
+    }
 
     struct acl_rules *rules = NULL;
     if (rules_path && !(rules = acl_rules_load(rules_path, err, sizeof err))) {
@@ -256,7 +291,8 @@ int main(int argc, char **argv) {
 
     /* A write to a Redis that went away must fail with EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
-    herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
+    herald_pub *p = seeds ? herald_pub_connect_cluster(seeds, prefix, err, sizeof err)
+                          : herald_pub_connect(url, prefix, err, sizeof err);
     if (!p) {
         fprintf(stderr, "herald-pub: %s\n", err);
         acl_rules_free(rules);

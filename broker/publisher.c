@@ -1,6 +1,7 @@
 /* publisher.c -- herald-publisher: services that push realistic event streams.
  *
- *     herald-publisher [--redis URL] [--prefix P] --kind apps|deployments|storage|all
+ *     herald-publisher [--redis URL | --redis-cluster SEEDS] [--prefix P]
+ *                      --kind apps|deployments|storage|all
  *                      [--rate EVENTS_PER_SEC] [--count N] [--seed N] [--wait-redis S]
  *                      [--history-size N] [--history-ttl S] [--no-history] [-v]
  *
@@ -517,8 +518,8 @@ static int install_signal_handlers(void) {
  * next to Redis (docker-compose) may come up first. NULL when it never
  * succeeded, a signal asked to stop, or the settings are bad (*bad_settings:
  * the URL is checked before, so that is the prefix); the reasons are logged. */
-static herald_pub *connect_waiting(const char *url, const char *prefix, long long wait_seconds,
-                                   bool *bad_settings) {
+static herald_pub *connect_waiting(const char *url, const char *seeds, const char *prefix,
+                                   long long wait_seconds, bool *bad_settings) {
     struct timespec give_up, retry_at;
     char err[512];
 
@@ -526,7 +527,8 @@ static herald_pub *connect_waiting(const char *url, const char *prefix, long lon
     clock_gettime(CLOCK_MONOTONIC, &give_up);
     give_up.tv_sec += (time_t)(wait_seconds < 1000000000LL ? wait_seconds : 1000000000LL);
     for (;;) {
-        herald_pub *p = herald_pub_connect(url, prefix, err, sizeof err);
+        herald_pub *p = seeds ? herald_pub_connect_cluster(seeds, prefix, err, sizeof err)
+                              : herald_pub_connect(url, prefix, err, sizeof err);
         if (p) return p;
         if (strncmp(err, "invalid", 7) == 0) {
             fprintf(stderr, "herald-publisher: %s\n", err);
@@ -548,7 +550,7 @@ static herald_pub *connect_waiting(const char *url, const char *prefix, long lon
 static void usage(FILE *out) {
     fprintf(
         out,
-        "usage: herald-publisher [--redis URL] [--prefix P] --kind "
+        "usage: herald-publisher [--redis URL | --redis-cluster SEEDS] [--prefix P] --kind "
         "apps|deployments|storage|all\n"
         "                        [--rate EVENTS_PER_SEC] [--count N] [--seed N]\n"
         "                        [--wait-redis SECONDS] [--history-size N] [--history-ttl S]\n"
@@ -557,6 +559,9 @@ static void usage(FILE *out) {
         "Publishes a consistent stream of simulated app, deployment and storage events.\n"
         "\n"
         "  --redis URL     default $HERALD_REDIS, else " HERALD_PUB_DEFAULT_URL "\n"
+        "  --redis-cluster SEEDS  a Redis Cluster instead (default $HERALD_REDIS_CLUSTER):\n"
+        "                  HOST:PORT[,HOST:PORT...] or redis://[[user]:password@]host:port\n"
+        "                  items; SPUBLISH on each channel's slot owner, MOVED/ASK followed\n"
         "  --prefix P      default $HERALD_CHANNEL_PREFIX, else \"" HERALD_PUB_DEFAULT_PREFIX "\"\n"
         "  --kind K        apps, deployments, storage, or all\n"
         "  --rate R        events per second, 0.001 to 1000000 (default 2)\n"
@@ -606,6 +611,7 @@ static int parse_long_long(const char *s, long long min, long long max, long lon
 int main(int argc, char **argv) {
     static const struct option options[] = {
         {"redis", required_argument, NULL, 'r'},
+        {"redis-cluster", required_argument, NULL, 'C'},
         {"prefix", required_argument, NULL, 'p'},
         {"kind", required_argument, NULL, 'k'},
         {"rate", required_argument, NULL, 'R'},
@@ -623,6 +629,8 @@ int main(int argc, char **argv) {
     bool history = true;
     struct publisher pub;
     const char *url = getenv("HERALD_REDIS");
+    const char *seeds = NULL;
+    bool url_given = false;
     const char *prefix = getenv("HERALD_CHANNEL_PREFIX");
     const char *kind_arg = NULL;
     long long wait_seconds = 10;
@@ -636,7 +644,11 @@ int main(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, "vh", options, NULL)) != -1) {
         char *end;
         switch (opt) {
-            case 'r': url = optarg; break;
+            case 'r':
+                url = optarg;
+                url_given = true;
+                break;
+            case 'C': seeds = optarg; break;
             case 'p': prefix = optarg; break;
             case 'k':
                 kind_arg = optarg;
@@ -723,9 +735,32 @@ int main(int argc, char **argv) {
         return EXIT_BAD_USAGE;
     }
 
+    if (seeds && url_given) {
+        fprintf(stderr, "herald-publisher: give --redis or --redis-cluster, not both\n");
+        return EXIT_BAD_USAGE;
+    }
+    if (!seeds && !url_given) {
+        const char *env = getenv("HERALD_REDIS_CLUSTER");
+        if (env && *env) seeds = env;
+    }
     struct redis_url parsed;
     char err[512];
-    if (redis_url_parse(url, &parsed, err, sizeof err) < 0) {
+    if (seeds) {
+        struct redis_cluster cluster;
+        if (redis_cluster_parse(seeds, &cluster, err, sizeof err) < 0) {
+            fprintf(stderr, "herald-publisher: invalid --redis-cluster: %s\n", err);
+            return EXIT_BAD_USAGE;
+        }
+        /* Named in the start message: the first seed. */
+        memset(&parsed, 0, sizeof parsed);
+        parsed.host = strdup(cluster.seeds[0].host);
+        parsed.port = cluster.seeds[0].port;
+        redis_cluster_free(&cluster);
+        if (!parsed.host) {
+            fprintf(stderr, "herald-publisher: out of memory\n");
+            return EXIT_FAILURE_REDIS;
+        }
+    } else if (redis_url_parse(url, &parsed, err, sizeof err) < 0) {
         fprintf(stderr, "herald-publisher: invalid Redis URL: %s\n", err);
         return EXIT_BAD_USAGE;
     }
@@ -739,7 +774,7 @@ int main(int argc, char **argv) {
     }
 
     bool bad_settings;
-    pub.pub = connect_waiting(url, prefix, wait_seconds, &bad_settings);
+    pub.pub = connect_waiting(url, seeds, prefix, wait_seconds, &bad_settings);
     if (!pub.pub) {
         redis_url_free(&parsed);
         if (bad_settings) return EXIT_BAD_USAGE;
@@ -748,8 +783,8 @@ int main(int argc, char **argv) {
     /* In range: checked while parsing the options. */
     herald_pub_set_history(pub.pub, history, (unsigned long)history_size,
                            (unsigned long)history_ttl);
-    fprintf(stderr, "herald-publisher: publishing %s events at %g/s to %s:%d (prefix \"%s\")\n",
-            kind_arg, rate, parsed.host, parsed.port, prefix);
+    fprintf(stderr, "herald-publisher: publishing %s events at %g/s to %s%s:%d (prefix \"%s\")\n",
+            kind_arg, rate, seeds ? "the Redis Cluster of " : "", parsed.host, parsed.port, prefix);
     redis_url_free(&parsed);
 
     long long interval_ns = (long long)(1e9 / rate);
