@@ -160,7 +160,7 @@ def kill_leftovers(pids, name=None):
 def clean_env(**extra):
     """os.environ without the variables that would redirect herald-pub."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("HERALD_REDIS", "HERALD_CHANNEL_PREFIX")}
+           if k not in ("HERALD_REDIS", "HERALD_REDIS_CLUSTER", "HERALD_CHANNEL_PREFIX")}
     env.update(extra)
     return env
 
