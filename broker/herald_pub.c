@@ -313,7 +313,17 @@ static int read_script_reply(herald_pub *p, const redisReply *reply,
 
 /* Runs the history script: EVALSHA, then EVAL when Redis answers NOSCRIPT
  * (its script cache is empty after a restart or SCRIPT FLUSH). */
-static redisReply *run_script(herald_pub *p, redisContext *c, const struct publish_plan *plan) {
+/* ASKING before the next command (a one-command permit on a node importing the
+ * slot); false when the connection failed. */
+static bool send_asking(redisContext *c) {
+    redisReply *reply = redisCommand(c, "ASKING");
+    if (!reply) return false;
+    freeReplyObject(reply);
+    return true;
+}
+
+static redisReply *run_script(herald_pub *p, redisContext *c, const struct publish_plan *plan,
+                              bool asking) {
     const char *sha = history_publish_sha();
     const char *argv[11] = {sha ? "EVALSHA" : "EVAL",
                             sha ? sha : history_publish_script,
@@ -330,6 +340,7 @@ static redisReply *run_script(herald_pub *p, redisContext *c, const struct publi
     /* The channel (argv[5]) is not NUL-terminated in channel_buf. */
     for (int i = 0; i < 10; i++)
         lens[i] = i == 5 ? plan->channel_len : i == 6 ? plan->json_len : strlen(argv[i]);
+    if (asking && !send_asking(c)) return NULL;
     redisReply *reply = redisCommandArgv(c, 10, argv, lens);
     if (sha && reply && reply->type == REDIS_REPLY_ERROR &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -338,6 +349,7 @@ static redisReply *run_script(herald_pub *p, redisContext *c, const struct publi
         argv[1] = history_publish_script;
         lens[0] = 4;
         lens[1] = strlen(history_publish_script);
+        if (asking && !send_asking(c)) return NULL;
         reply = redisCommandArgv(c, 10, argv, lens);
     }
     return reply;
@@ -346,11 +358,14 @@ static redisReply *run_script(herald_pub *p, redisContext *c, const struct publi
 /* Sends the event's command on c; the reply (NULL on a connection failure,
  * with p->error set). */
 static redisReply *send_event(herald_pub *p, redisContext *c, const struct publish_plan *plan,
-                              const char *host, int port) {
+                              const char *host, int port, bool asking) {
     const char *verb = p->seeds.count ? "SPUBLISH" : "PUBLISH";
-    redisReply *reply = plan->history ? run_script(p, c, plan)
-                                      : redisCommand(c, "%s %b %b", verb, p->channel_buf,
-                                                     plan->channel_len, plan->json, plan->json_len);
+    redisReply *reply = NULL;
+    if (plan->history)
+        reply = run_script(p, c, plan, asking);
+    else if (!asking || send_asking(c))
+        reply = redisCommand(c, "%s %b %b", verb, p->channel_buf, plan->channel_len, plan->json,
+                             plan->json_len);
     if (!reply)
         set_error(p->error, sizeof p->error, "Redis %s to %s:%d failed: %s",
                   plan->history ? "EVALSHA" : verb, host, port, c->errstr);
@@ -385,7 +400,7 @@ static int read_event_reply(herald_pub *p, const struct publish_plan *plan, redi
  * or -1 with p->error set. */
 static int publish_once(herald_pub *p, const struct publish_plan *plan,
                         struct herald_pub_result *result) {
-    redisReply *reply = send_event(p, p->redis, plan, p->url.host, p->url.port);
+    redisReply *reply = send_event(p, p->redis, plan, p->url.host, p->url.port, false);
     if (!reply) return -1;
     return read_event_reply(p, plan, reply, result);
 }
@@ -534,13 +549,7 @@ static int publish_cluster(herald_pub *p, const struct publish_plan *plan,
             port = owner->port;
         }
         redisContext *c = node_context(p, host, port);
-        redisReply *reply = NULL;
-        if (c && asking) {
-            reply = redisCommand(c, "ASKING");
-            if (reply) freeReplyObject(reply);
-            reply = NULL;
-        }
-        if (c) reply = send_event(p, c, plan, host, port);
+        redisReply *reply = c ? send_event(p, c, plan, host, port, asking) : NULL;
         if (!reply) { /* the node is gone: ask the cluster where the slot is now */
             node_drop(p, host, port);
             host[0] = '\0';
