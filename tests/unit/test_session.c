@@ -58,6 +58,12 @@ int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, 
     return 0;
 }
 
+int bus_command_for_channel(struct bus *bus, const char *channel, redisCallbackFn *fn,
+                            void *privdata, int argc, const char **argv, const size_t *argvlen) {
+    (void)channel;
+    return bus_command(bus, fn, privdata, argc, argv, argvlen);
+}
+
 static void confirm(const char *channel) {
     subs_on_confirmed(worker.subs, channel);
     if (!read_fn) return;

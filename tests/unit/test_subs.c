@@ -132,6 +132,21 @@ int bus_command(struct bus *bus, redisCallbackFn *fn, void *privdata, int argc, 
     return 0;
 }
 
+static char routed_to[64]; /* the channel the last read was routed by */
+
+int bus_command_for_channel(struct bus *bus, const char *channel, redisCallbackFn *fn,
+                            void *privdata, int argc, const char **argv, const size_t *argvlen) {
+    snprintf(routed_to, sizeof routed_to, "%s", channel);
+    return bus_command(bus, fn, privdata, argc, argv, argvlen);
+}
+
+static int gaps_sent; /* session_send_gap calls */
+
+void session_send_gap(struct session *session) {
+    (void)session;
+    gaps_sent++;
+}
+
 static redisReply *str(const char *s) {
     redisReply *r = calloc(1, sizeof *r);
     if (!s) {
@@ -701,6 +716,48 @@ static void test_redis_outage_recovers_channels_with_history_and_gaps_the_rest(v
     subs_free(s);
 }
 
+static void test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_rest(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:h");
+    add(s, &a, "apps:raw");
+    add(s, &a, "apps:other");
+    subs_on_confirmed(s, "apps:h");
+    answer_read("11", "1-0", "2-0", NULL, 0);
+    subs_on_confirmed(s, "apps:raw");
+    answer_read(NULL, NULL, NULL, NULL, 0);
+    subs_on_confirmed(s, "apps:other");
+    answer_read(NULL, NULL, NULL, NULL, 0);
+    publish_offset(s, "apps:h", "11", "3-0");
+    subs_flush(s);
+    int commands_before = command_count, frames_before = a.frames;
+    gaps_sent = 0;
+    subs_on_channel_lost(s, "apps:h");
+    subs_on_channel_lost(s, "apps:raw");
+    CHECK_INT(command_count, commands_before); /* the bus subscribes them again itself */
+    CHECK_INT(subs_find(s, "apps:h")->state, CHANNEL_SUBSCRIBING);
+    publish(s, "apps:other", "{\"x\":1}"); /* the other channel is untouched */
+    subs_flush(s);
+    CHECK_INT(a.frames, frames_before + 1);
+    a.after[0] = '\0';
+    subs_on_confirmed(s, "apps:h");
+    CHECK_STR(read_since, "3-0");   /* from the last event delivered */
+    CHECK_STR(routed_to, "apps:h"); /* read on the owner of the channel's slot */
+    const char *ids[] = {"3-0", "4-0", "5-0"};
+    answer_read("11", "1-0", "5-0", ids, 3);
+    CHECK_STR(ns(a.after), "4-0,5-0");
+    CHECK(strstr(a.after, "\"type\":\"gap\"") == NULL);
+    CHECK_INT(gaps_sent, 0);
+    subs_on_confirmed(s, "apps:raw"); /* no history: its gap goes out at once */
+    CHECK_INT(gaps_sent, 1);
+    struct sub *raw = a.session.subs;
+    while (strcmp(raw->channel->name, "apps:raw") != 0) raw = raw->conn_next;
+    CHECK(raw->gap_owed);
+    del_all(s, &a);
+    subs_free(s);
+}
+
 static void test_read_waits_for_the_command_connection(void) {
     reset();
     cmd_up = false;
@@ -753,6 +810,7 @@ int main(void) {
     RUN(test_recovery_fails_on_other_epoch_trimmed_offset_or_over_the_limit);
     RUN(test_one_read_serves_every_waiter_of_a_channel);
     RUN(test_redis_outage_recovers_channels_with_history_and_gaps_the_rest);
+    RUN(test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_rest);
     RUN(test_read_waits_for_the_command_connection);
     RUN(test_a_read_outliving_its_channel_is_ignored);
     event_base_free(base);
