@@ -21,6 +21,7 @@ import pytest
 
 import harness
 from harness_cluster import Redis
+from harness_rediscluster import redis_cluster_factory  # noqa: F401
 from harness_topology import (COMPOSE_FILE, DOCKERFILE, HAPROXY_CFG, NGINX_CONF, UNIT_FILE,
                               GATEWAY_SERVICES, REPO, kill_leftovers, nginx_upstream_names, render_nginx_conf,
                               nginx_test_config)
@@ -302,6 +303,121 @@ def test_docker_compose_config_accepts_the_file():
     r = subprocess.run(cli + ["-f", COMPOSE_FILE, "config", "-q"], capture_output=True,
                        text=True, timeout=60, env=env, cwd=REPO)
     assert r.returncode != 0 and "HERALD_JWT_SECRET" in r.stdout + r.stderr, r
+
+
+# ----------------------------------------------------------------- Redis Cluster compose
+
+CLUSTER_COMPOSE_FILE = os.path.join(REPO, "deploy", "docker-compose.cluster.yml")
+
+
+@pytest.fixture(scope="module")
+def cluster_compose():
+    if yaml is None:
+        pytest.fail("python3-yaml is missing")
+    doc = yaml.safe_load(read(CLUSTER_COMPOSE_FILE))
+    assert isinstance(doc, dict) and isinstance(doc.get("services"), dict), doc
+    return doc
+
+
+def cluster_seed_hosts(value):
+    """The host:port items of a HERALD_REDIS_CLUSTER value, credentials cut."""
+    return [item.rsplit("@", 1)[-1] for item in str(value).split(",")]
+
+
+def test_cluster_compose_runs_three_masters_three_replicas_gateways_and_publishers(
+        cluster_compose):
+    svc = cluster_compose["services"]
+    nodes = {k: v for k, v in svc.items() if re.fullmatch(r"redis-\d", k)}
+    assert len(nodes) == 6, sorted(nodes)
+    addrs = []
+    for name, node in nodes.items():
+        text = " ".join(node["command"])
+        assert "--cluster-enabled yes" in text and "masterauth" in text, (name, text)
+        addrs.append("%s:6379" % node["networks"]["herald"]["ipv4_address"])
+    init = " ".join(svc["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1" in init and all(a in init for a in addrs), init
+    assert sorted(services(cluster_compose, "gateway")) == GATEWAY_SERVICES
+    assert len(services(cluster_compose, "publisher-")) == 3
+    for name in GATEWAY_SERVICES + sorted(services(cluster_compose, "publisher-")):
+        s = svc[name]
+        env = env_of(s)
+        assert "HERALD_REDIS" not in env, name
+        assert sorted(cluster_seed_hosts(env["HERALD_REDIS_CLUSTER"])) == sorted(addrs), name
+        assert s["depends_on"]["redis-cluster-init"]["condition"] == \
+            "service_completed_successfully", name
+        assert s["build"]["dockerfile"] == "deploy/Dockerfile" and s["build"]["context"] == ".."
+    # Secrets: only from the environment.
+    for name, s in svc.items():
+        for k, v in env_of(s).items():
+            if re.search(r"SECRET|PASSWORD|AUTH|TOKEN", k):
+                assert INTERP_RE.match(str(v)), "%s: %s is a literal" % (name, k)
+            if k == "HERALD_REDIS_CLUSTER":
+                password = str(v).split("//", 1)[1].rsplit("@", 1)[0]
+                assert INTERP_RE.match(password.lstrip(":")), "%s: literal password" % name
+    assert re.search(r"\bnginx\.conf:/etc/nginx/nginx\.conf", " ".join(svc["lb"]["volumes"]))
+
+
+def test_gateway_and_publisher_run_with_the_cluster_compose_environment(
+        cluster_compose, redis_cluster_factory, tmp_path):
+    """gateway1's and publisher-apps' environment from the cluster compose file,
+    with the node addresses mapped to a real password-protected cluster here:
+    the gateway becomes ready and the publisher's events reach a client."""
+    rc = redis_cluster_factory(password="compose-pw")
+    svc = cluster_compose["services"]
+    values = {"HERALD_JWT_SECRET": harness.SECRET, "HERALD_REDIS_PASSWORD": "compose-pw"}
+    nodes = sorted(svc[k]["networks"]["herald"]["ipv4_address"] for k in svc
+                   if re.fullmatch(r"redis-\d", k))
+
+    def local(env):
+        env = {k: interpolate(v, values) for k, v in env.items()}
+        seeds = env["HERALD_REDIS_CLUSTER"]
+        for addr, port in zip(nodes, rc.ports):
+            seeds = seeds.replace("%s:6379" % addr, "127.0.0.1:%d" % port)
+        env["HERALD_REDIS_CLUSTER"] = seeds
+        return env
+    gw_env = local(env_of(svc["gateway1"]))
+    port = harness.free_port()
+    gw_env.update(HERALD_PORT=str(port), HERALD_HOST="127.0.0.1", HERALD_TLS_PORT="0")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    procs = []
+    try:
+        with open(tmp_path / "gw.log", "wb") as log:
+            procs.append(subprocess.Popen([harness.GATEWAY_BIN], env=dict(clean, **gw_env),
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL))
+        check = dockerfile_healthcheck()
+        deadline = time.monotonic() + 15
+        while subprocess.run(check, env=dict(clean, HERALD_PORT=str(port)),
+                             capture_output=True, timeout=5).returncode != 0:
+            assert procs[0].poll() is None, harness.log_tail(tmp_path / "gw.log")
+            assert time.monotonic() < deadline, harness.log_tail(tmp_path / "gw.log")
+            time.sleep(0.2)
+        pub = svc["publisher-apps"]
+        with harness.connect("ws://127.0.0.1:%d/ws" % port,
+                             token=harness.craft_jwt(harness.claims_for("u1"), harness.SECRET))[0] as c:
+            r = c.request({"type": "subscribe", "channel": "apps:created", "id": "s"})
+            assert r.get("type") == "subscribed", r
+            with open(tmp_path / "pub.log", "wb") as log:
+                procs.append(subprocess.Popen(
+                    [harness.BUILD + "/herald-publisher"] + [str(a) for a in pub["command"]],
+                    env=dict(clean, **local(env_of(pub))), stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            m = c.recv_json(15)
+            while m.get("type") != "event":
+                m = c.recv_json(15)
+            assert m["channel"] == "apps:created" and m.get("offset"), m
+        assert "compose-pw" not in harness.log_tail(tmp_path / "gw.log", 200)
+    finally:
+        for p in reversed(procs):
+            kids = harness.children_of(p.pid)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=5)
+            kill_leftovers(kids)
 
 
 # ----------------------------------------------------------------- load balancers
