@@ -429,6 +429,7 @@ static void make_plan(herald_pub *p, const char *channel, const char *json, size
     unsigned long size = p->history_size, ttl = p->history_ttl;
 
     memcpy(p->channel_buf + p->prefix_len, channel, channel_len);
+    p->channel_buf[p->prefix_len + channel_len] = '\0'; /* argv strings are measured with strlen */
     plan->channel_len = p->prefix_len + channel_len;
     plan->json = json;
     plan->json_len = json_len;
