@@ -162,6 +162,7 @@ $(BUILD)/bench-floor: $(call obj,tests/bench/floor.c)
 bench: deps all $(BUILD)/herald-load $(BUILD)/bench-floor
 	@sh deploy/install-deps.sh nginx libnginx-mod-nchan linux-perf
 	sh tests/bench/run.sh $(abspath $(BUILD))
+	$(PYTHON) tests/bench/cluster_bench.py $(abspath $(BUILD))
 
 # Browser tests: node's test runner for herald.js, Playwright (playwright-core
 # from npm) driving Debian's Chromium for the dashboard.
