@@ -304,6 +304,72 @@ def test_resharding_a_slot_with_live_subscriptions_loses_nothing(redis_cluster, 
         assert "event=redis_slot_moved" in gw.log_text()
 
 
+def test_one_masters_subscriber_link_killed_recovers_its_channels_only(redis_cluster, tmp_path):
+    """CLIENT KILL of the worker's sharded-subscriber connection on one master
+    while events are published with history: that master's channels are
+    resubscribed and recovered (no loss, no duplicate, no gap), its channel
+    without history gets a gap, and a raw channel on another master none."""
+    rc = redis_cluster
+    chans = spread_channels(rc, 6, "kill-" + os.urandom(2).hex())
+    victim = owner_of(rc, chans[0])
+    raws = {}
+    for i in range(1000):
+        ch = "apps:kill-raw-%d" % i
+        raws.setdefault(owner_of(rc, ch) == victim, ch)
+        if len(raws) == 2:
+            break
+    raw_victim, raw_other = raws[True], raws[False]
+    total = 60
+    with Cluster(tmp_path) as procs:
+        gw = cluster_gateway(procs, tmp_path, rc.seeds)
+        wait_ready(gw.port)
+
+        async def main(clients):
+            c = await Client.open(gw.url, tok("u1"), name="c")
+            clients.append(c)
+            for ch in chans + [raw_victim, raw_other]:
+                r = await c.request({"type": "subscribe", "channel": ch}, 10)
+                assert r.get("type") == "subscribed", r
+            pub = Publisher(rc.seeds)
+            half = threading.Event()
+
+            def publisher():
+                try:
+                    for i in range(total):
+                        if i == total // 2:
+                            half.set()
+                        for ch in chans:
+                            pub.publish(ch, {"n": i})
+                        time.sleep(0.01)
+                finally:
+                    pub.close()
+
+            t = threading.Thread(target=publisher)
+            t.start()
+            await asyncio.get_running_loop().run_in_executor(None, half.wait, 30)
+            worker = gw.worker_pids()[0]
+            from harness_cluster import local_addrs_to, redis_clients
+            node = rc.node(victim)
+            addrs = local_addrs_to(worker, victim)
+            ids = [x["id"] for x in redis_clients(node)
+                   if x.get("addr") in addrs and int(x.get("ssub", 0)) > 0]
+            assert len(ids) == 1, ids  # one subscriber link per master
+            rc.command(victim, "CLIENT", "KILL", "ID", ids[0])
+            await asyncio.get_running_loop().run_in_executor(None, t.join, 60)
+            got, gaps, _ = await collect(c, {ch: total for ch in chans}, 30)
+            for ch in chans:
+                assert got[ch] == list(range(total)), (ch, got[ch])
+            flat = [ch for g in gaps for ch in g]
+            if raw_victim not in flat:
+                m = await c.wait_for(lambda m: m.get("type") == "gap", 10, "gap")
+                flat += m["channels"]
+            assert raw_victim in flat and raw_other not in flat, gaps
+            assert not set(flat) & set(chans), gaps
+        run(main)
+        log = gw.log_text()
+        assert log.count("event=redis_lost") == 1 and ":%d" % victim in log, log[-2000:]
+
+
 def test_herald_pub_follows_moved_and_ask_and_exits_with_documented_statuses(redis_cluster):
     rc = redis_cluster
     ch = "apps:pub-" + os.urandom(3).hex()
