@@ -211,7 +211,7 @@ static int send_event(struct worker *w, const struct event_in *e, struct publish
                           "2",      stream,
                           meta,     redis_channel,
                           e->data,  size_text,
-                          ttl_text, "PUBLISH"};
+                          ttl_text, bus_is_cluster(w->bus) ? "SPUBLISH" : "PUBLISH"};
     size_t argvlen[10];
     for (int i = 0; i < 10; i++) argvlen[i] = i == 6 ? e->data_len : strlen(argv[i]);
     return bus_command(w->bus, item_done, item, 10, argv, argvlen);

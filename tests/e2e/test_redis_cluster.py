@@ -15,6 +15,7 @@ import time
 
 import harness
 from harness_cluster import Client, Cluster, GatewayProc, run, tok  # noqa: F401
+from harness_http import SseStream, api_publish
 from harness_ops import http_get, wait_until
 from harness_rediscluster import redis_cluster, redis_cluster_factory, slot_of  # noqa: F401
 
@@ -104,8 +105,7 @@ async def collect(client, counts, timeout):
         left = deadline - time.monotonic()
         assert left > 0, "%s: missing %r" % (client.name, {
             ch: n - len(got[ch]) for ch, n in counts.items() if len(got[ch]) < n})
-        m = await client.recv(min(left, 5.0)) if client.pending else \
-            await asyncio.wait_for(client._recv_raw(left), left + 1)
+        m = await client.recv(min(left, 5.0))
         if m.get("type") == "event":
             got.setdefault(m["channel"], []).append(m["data"]["n"])
         elif m.get("type") == "gap":
@@ -116,11 +116,21 @@ async def collect(client, counts, timeout):
 
 
 def spread_channels(rc, count, tag):
-    """count channels whose slots cover every master."""
-    chans = ["apps:%s-%d" % (tag, i) for i in range(count)]
-    owners = {owner_of(rc, ch) for ch in chans}
-    assert owners == set(rc.masters()), owners
-    return chans
+    """count channels apps:<tag>-<i>, as many on each master as can be (every
+    master has some when count >= the masters)."""
+    masters = rc.masters()
+    want = {m: count // len(masters) + (1 if i < count % len(masters) else 0)
+            for i, m in enumerate(masters)}
+    chans = []
+    for i in range(100000):
+        ch = "apps:%s-%d" % (tag, i)
+        owner = rc.slot_owner(slot_of(PREFIX + ch))
+        if want.get(owner, 0) > 0:
+            want[owner] -= 1
+            chans.append(ch)
+            if len(chans) == count:
+                return chans
+    raise AssertionError("no spread of %d channels" % count)
 
 
 def wait_ready(port, timeout=15):
@@ -474,3 +484,46 @@ def test_cluster_stats_and_health_work_on_a_cluster(redis_cluster, tmp_path):
                 await asyncio.sleep(0.3)
             assert {"gw-a", "gw-b"} <= ids, ids
         run(main)
+
+
+def test_http_publish_api_and_event_streams_on_a_cluster(redis_cluster, tmp_path):
+    """POST /api/publish on one cluster gateway (history script with SPUBLISH
+    on each channel's master) reaches a WebSocket client of another gateway
+    and an /events stream, on channels of every shard."""
+    rc = redis_cluster
+    chans = spread_channels(rc, 3, "api-" + os.urandom(2).hex())
+    key = "cluster-api-key-0123456789abcdef"
+    with Cluster(tmp_path) as procs:
+        a = cluster_gateway(procs, tmp_path, rc.seeds, extra=["--api-key", key])
+        b = cluster_gateway(procs, tmp_path, rc.seeds)
+        for gw in (a, b):
+            wait_ready(gw.port)
+        stream = SseStream(a.port, chans, token=tok("u2"))
+        assert stream.open().status == 200
+        stream.opened()
+
+        async def main(clients):
+            c = await Client.open(b.url, tok("u1"), name="c")
+            clients.append(c)
+            for ch in chans:
+                await c.subscribe(ch, 10)
+            offsets = {}
+            for ch in chans:
+                status, body = api_publish(a.port, {"channel": ch, "data": {"ch": ch}}, key=key)
+                assert status == 200 and body.get("offset"), body
+                offsets[ch] = body["offset"]
+            for ch in chans:
+                m = await c.event(ch, 10)
+                assert m["data"] == {"ch": ch} and m["offset"] == offsets[ch], m
+            return offsets
+
+        with stream:
+            offsets = run(main)
+            got = {}
+            while len(got) < len(chans):
+                e = stream.next_json(10, skip_subscribed=True)
+                got[e["channel"]] = e["offset"]
+            assert got == offsets, (got, offsets)
+        for ch in chans:
+            stream_key = "{%s%s}:history" % (PREFIX, ch)
+            assert rc.command(owner_of(rc, ch), "XLEN", stream_key) == 1
