@@ -779,10 +779,11 @@ void subs_on_channel_lost(struct subs *subs, const char *name) {
     struct channel *ch = subs_find(subs, name);
     if (!ch || ch->state != CHANNEL_ACTIVE) return;
     subs_flush(subs);
-    channel_lose(subs, ch);
-    ch->state = CHANNEL_SUBSCRIBING; /* the bus subscribes it again */
+    ch->state = CHANNEL_SUBSCRIBING; /* the bus subscribes it again (set first: the
+                                        channel stays while its answers go out) */
     ch->after_outage = true;
     ch->lost_alone = true;
+    channel_lose(subs, ch);
 }
 
 size_t subs_on_bus_up(struct subs *subs) {
