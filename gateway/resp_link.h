@@ -34,21 +34,15 @@
  * command's privdata to the drop function), and a callback may free its own
  * link.
  *
- * How Herald will use it on Redis Cluster (in progress; docs/OPERATIONS.md
- * "Redis Cluster"):
- * - The gateway bus reads the slot map (cluster_slots.h) from a seed with
- *   CLUSTER SLOTS at start. Each channel lives on the master owning its slot:
- *   one subscriber link per master that has channels, SSUBSCRIBE per channel
- *   on that link (never one link per channel), and one command link per master
- *   for history reads and scripts. The map is read again on a MOVED/ASK reply
- *   (an SSUBSCRIBE or a read answered by a node that no longer owns the slot),
- *   on the loss of a node's link, and on a server `sunsubscribe` (slot
- *   migration); channels whose owner changed are resubscribed on the new owner
- *   and recovered from history.
- * - Publishers send SPUBLISH, or the history script (EVALSHA, keys and channel
- *   in one slot), to the owner of the channel's slot; on MOVED they refresh the
- *   map and retry on the new owner, on ASK they retry once on the named node
- *   after ASKING. */
+ * How Herald uses it on a Redis Cluster (gateway/bus_cluster.c;
+ * docs/OPERATIONS.md "Redis Cluster"): each gateway worker reads the slot map
+ * (cluster_slots.h) with CLUSTER SLOTS, keeps one subscriber link per master
+ * that has channels (SSUBSCRIBE per channel, never one link per channel) and
+ * one command link per master (history reads, stats, the probe), and reads
+ * the map again on a MOVED/ASK reply, on a link's loss and on a server
+ * `sunsubscribe`; channels whose owner changed are subscribed on the new owner
+ * and recovered from history. The publishers are blocking and use hiredis'
+ * synchronous API instead (broker/herald_pub.c). */
 #ifndef HERALD_RESP_LINK_H
 #define HERALD_RESP_LINK_H
 
