@@ -380,6 +380,53 @@ def test_one_masters_subscriber_link_killed_recovers_its_channels_only(redis_clu
         assert log.count("event=redis_lost") == 1 and ":%d" % victim in log, log[-2000:]
 
 
+def test_a_silent_master_is_found_by_its_own_probe_and_the_others_keep_delivering(
+        redis_cluster, tmp_path):
+    """CLIENT PAUSE WRITE on one master stops its probe's SPUBLISH: nothing comes
+    back on that master's subscriber link, so after the probe timeout the link
+    is dropped and made again; channels on the other masters deliver
+    throughout, and the paused master's channel recovers what was published."""
+    rc = redis_cluster
+    chans = spread_channels(rc, 3, "probe-" + os.urandom(2).hex())
+    victim = owner_of(rc, chans[0])
+    others = [ch for ch in chans if owner_of(rc, ch) != victim]
+    with Cluster(tmp_path) as procs:
+        gw = cluster_gateway(procs, tmp_path, rc.seeds)
+        wait_ready(gw.port)
+
+        async def main(clients):
+            c = await Client.open(gw.url, tok("u1"), name="c")
+            clients.append(c)
+            for ch in chans:
+                await c.subscribe(ch, 10)
+            out = herald_pub(rc.seeds, chans[0], '{"n":"before"}')  # it has history
+            assert out.returncode == 0, out.stderr
+            assert (await c.event(chans[0], 5))["data"] == {"n": "before"}
+            await asyncio.sleep(1.5)  # a probe round on every master
+            rc.command(victim, "CLIENT", "PAUSE", 6000, "WRITE")
+            t0 = time.monotonic()
+            for i in range(8):  # the other masters deliver at once, every time
+                for ch in others:
+                    out = herald_pub(rc.seeds, ch, json.dumps({"n": i}))
+                    assert out.returncode == 0, out.stderr
+                    m = await c.event(ch, 2)
+                    assert m["data"] == {"n": i}, m
+                await asyncio.sleep(0.5)
+            assert time.monotonic() - t0 < 7.5
+            wait_until(lambda: "event=redis_probe_lost" in gw.log_text(), 10,
+                       what="the paused master's probe lost")
+            rc.command(victim, "CLIENT", "UNPAUSE")
+            out = herald_pub(rc.seeds, chans[0], '{"n":"after"}')
+            assert out.returncode == 0, out.stderr
+            m = await c.event(chans[0], 15)
+            assert m["data"] == {"n": "after"}, m
+            gaps = [x for x in c.pending if x.get("type") == "gap"]
+            assert not gaps, gaps
+        run(main)
+        lost = [line for line in gw.log_text().splitlines() if "event=redis_probe_lost" in line]
+        assert lost and all(":%d" % victim in line for line in lost), lost
+
+
 def test_herald_pub_follows_moved_and_ask_and_exits_with_documented_statuses(redis_cluster):
     rc = redis_cluster
     ch = "apps:pub-" + os.urandom(3).hex()
