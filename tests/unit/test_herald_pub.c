@@ -405,6 +405,27 @@ static void test_connect_refuses_bad_url_and_bad_prefix_before_connecting(void) 
     CHECK(strncmp(err, "invalid channel prefix", 22) == 0);
 }
 
+static void test_cluster_connect_refuses_bad_seeds_and_names_the_unreachable_seed(void) {
+    char err[512] = "";
+    CHECK(herald_pub_connect_cluster("", NULL, err, sizeof err) == NULL);
+    CHECK(strncmp(err, "invalid Redis Cluster seeds: ", 29) == 0);
+    CHECK(herald_pub_connect_cluster("127.0.0.1:1,,127.0.0.1:2", NULL, err, sizeof err) == NULL);
+    CHECK(strstr(err, "empty seed node") != NULL);
+    CHECK(herald_pub_connect_cluster("127.0.0.1:1", "{herald}:", err, sizeof err) == NULL);
+    CHECK(strncmp(err, "invalid channel prefix", 22) == 0);
+
+    int port = refused_port();
+    CHECK(port > 0);
+    char seeds[128], expected[160];
+    snprintf(seeds, sizeof seeds, "redis://:hunter2@127.0.0.1:%d,127.0.0.1:%d", port, port);
+    CHECK(herald_pub_connect_cluster(seeds, NULL, err, sizeof err) == NULL);
+    snprintf(
+        expected, sizeof expected,
+        "cannot read the Redis Cluster slot map: cannot connect to Redis at 127.0.0.1:%d: ", port);
+    CHECK(strncmp(err, expected, strlen(expected)) == 0);
+    CHECK(strstr(err, "hunter2") == NULL);
+}
+
 int main(void) {
     RUN(test_refused_events_fail_with_a_sentence_and_send_nothing);
     RUN(test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote);
@@ -416,5 +437,6 @@ int main(void) {
     RUN(test_redis_error_retries_once_then_reports_both_reasons);
     RUN(test_connect_to_refused_port_fails_with_a_message);
     RUN(test_connect_refuses_bad_url_and_bad_prefix_before_connecting);
+    RUN(test_cluster_connect_refuses_bad_seeds_and_names_the_unreachable_seed);
     return TEST_SUMMARY();
 }
