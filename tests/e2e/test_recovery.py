@@ -46,26 +46,31 @@ def events(c, n, timeout=10):
     return got
 
 
+def live_then_gone(gw, redis, ch, payloads, extra=()):
+    """A client subscribes to ch, sees payloads published with history, and
+    leaves: returns (its subscribed reply, the events it saw, the since a
+    reconnect asks with: the last event's offset and epoch)."""
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        first = subscribe(c, ch)
+        publish(redis, ch, payloads, extra=extra)
+        seen = events(c, len(payloads))
+    return first, seen, {"offset": seen[-1]["offset"], "epoch": seen[-1]["epoch"]}
+
+
 def test_reconnect_with_since_gets_exactly_the_missed_events_then_live(ops):
     redis = ops.redis()
     gw = ops.gateway(redis)
     ch = "deployments:rec-" + os.urandom(3).hex()
-    c, _ = connect(gw.url, token=tok("u1"))
-    with c:
-        first = subscribe(c, ch)
-        assert first["offset"] is None and first["epoch"] is None, first  # no history yet
-        publish(redis, ch, [{"n": i} for i in range(5)])
-        seen = events(c, 5)
-        assert [e["data"]["n"] for e in seen] == list(range(5))
-        offsets = [e["offset"] for e in seen]
-        assert len(set(offsets)) == 5, offsets
-        epoch = subscribe(c, ch, req_id="again")["epoch"]  # already live: the position
-        assert epoch, "a channel with history has an epoch"
+    first, seen, since = live_then_gone(gw, redis, ch, [{"n": i} for i in range(5)])
+    assert first["offset"] is None and first["epoch"] is None, first  # no history yet
+    assert [e["data"]["n"] for e in seen] == list(range(5))
+    assert len({e["offset"] for e in seen}) == 5 and len({e["epoch"] for e in seen}) == 1, seen
     publish(redis, ch, [{"n": i} for i in range(5, 55)])  # while disconnected
     c, _ = connect(gw.url, token=tok("u1"))
     with c:
-        r = subscribe(c, ch, since={"offset": offsets[-1], "epoch": epoch})
-        assert r["recovered"] is True and r["epoch"] == epoch, r
+        r = subscribe(c, ch, since=since)
+        assert r["recovered"] is True and r["epoch"] == since["epoch"], r
         missed = events(c, 50)
         assert [e["data"]["n"] for e in missed] == list(range(5, 55))
         assert all(harness.TIMESTAMP_RE.match(e["timestamp"]) for e in missed)
@@ -79,15 +84,10 @@ def test_other_epoch_or_trimmed_offset_gets_recovered_false_and_a_gap(ops):
     redis = ops.redis()
     gw = ops.gateway(redis)
     ch = "apps:trim-" + os.urandom(3).hex()
-    c, _ = connect(gw.url, token=tok("u1"))
-    with c:
-        subscribe(c, ch)
-        publish(redis, ch, [{"n": 0}], extra=["--history-size", 10])
-        e0 = events(c, 1)[0]
-        epoch = subscribe(c, ch, req_id="pos")["epoch"]
+    _, _, since = live_then_gone(gw, redis, ch, [{"n": 0}], extra=["--history-size", 10])
     publish(redis, ch, [{"n": i} for i in range(1, 300)], extra=["--history-size", 10])
-    for since in ({"offset": e0["offset"], "epoch": epoch},           # trimmed away
-                  {"offset": e0["offset"], "epoch": "1" + epoch}):    # another epoch
+    for since in (since,                                     # trimmed away
+                  dict(since, epoch="1" + since["epoch"])):  # another epoch
         c, _ = connect(gw.url, token=tok("u1"))
         with c:
             r = subscribe(c, ch, since=since)
@@ -120,22 +120,17 @@ def test_recovery_over_the_limit_is_a_gap(ops):
     redis = ops.redis()
     gw = ops.gateway(redis, extra=["--recovery-limit", 20])
     ch = "apps:limit-" + os.urandom(3).hex()
-    c, _ = connect(gw.url, token=tok("u1"))
-    with c:
-        subscribe(c, ch)
-        publish(redis, ch, [{"n": 0}])
-        e0 = events(c, 1)[0]
-        epoch = subscribe(c, ch, req_id="pos")["epoch"]
+    _, _, since = live_then_gone(gw, redis, ch, [{"n": 0}])
     publish(redis, ch, [{"n": i} for i in range(1, 21)])  # 20 missed: within the limit
     c, _ = connect(gw.url, token=tok("u1"))
     with c:
-        r = subscribe(c, ch, since={"offset": e0["offset"], "epoch": epoch})
+        r = subscribe(c, ch, since=since)
         assert r["recovered"] is True, r
         last = events(c, 20)[-1]
     publish(redis, ch, [{"n": i} for i in range(21, 42)])  # 21 missed: over
     c, _ = connect(gw.url, token=tok("u1"))
     with c:
-        r = subscribe(c, ch, since={"offset": last["offset"], "epoch": epoch})
+        r = subscribe(c, ch, since={"offset": last["offset"], "epoch": last["epoch"]})
         assert r["recovered"] is False, r
         assert c.recv_json(5)["type"] == "gap"
 
