@@ -276,7 +276,7 @@ class TClient:
     events: [(generation, channel, seq, monotonic time received)];
     gens: one dict per connection (conn id, gateway, times, close code)."""
 
-    def __init__(self, idx, uid, channels, role=None):
+    def __init__(self, idx, uid, channels, role=None, recover=False):
         self.idx = idx
         self.uid = uid
         self.channels = list(channels)
@@ -287,6 +287,15 @@ class TClient:
         self.other = []
         self.gens = []
         self.failed_attempts = []
+        # history (recover=True resubscribes with "since"): per channel the
+        # offset of the first "subscribed", the position [offset, epoch]
+        # (from "subscribed" and events), every event's (offset, seq, gen),
+        # and each "since" subscribe's (gen, channel, recovered)
+        self.recover = recover
+        self.start = {}
+        self.pos = {}
+        self.offsets = {}
+        self.recoveries = []
         self._replies = {}
         self._ids = 0
         self.closed = asyncio.Event()
@@ -318,7 +327,11 @@ class TClient:
                     data = m.get("data") or {}
                     self.events.append((gen, m.get("channel"), data.get("seq"),
                                         time.monotonic()))
+                    if m.get("offset") is not None:
+                        self._track_event(m, data.get("seq"), gen)
                 elif "id" in m and m["id"] in self._replies:
+                    if t == "subscribed":
+                        self._track_subscribed(m)
                     fut = self._replies.pop(m["id"])
                     if not fut.done():
                         fut.set_result(m)
@@ -336,6 +349,28 @@ class TClient:
             self._replies.clear()
             self.closed.set()
 
+    def _track_event(self, m, seq, gen):
+        ch = m.get("channel")
+        self.offsets.setdefault(ch, []).append((m["offset"], seq, gen))
+        self.pos.setdefault(ch, [None, None])[0] = m["offset"]
+
+    def _track_subscribed(self, m):
+        """In stream order: a recovered subscribe keeps the client's offset
+        (the missed events follow); any other takes the channel's."""
+        ch = m.get("channel")
+        self.start.setdefault(ch, m.get("offset"))
+        pos = self.pos.setdefault(ch, [None, None])
+        if m.get("recovered") is not True:
+            pos[0] = m.get("offset")
+        pos[1] = m.get("epoch")
+
+    def since(self, channel):
+        """The "since" of a resubscribe to channel, or None."""
+        pos = self.pos.get(channel)
+        if not self.recover or not pos or not pos[1]:
+            return None
+        return {"offset": pos[0], "epoch": pos[1]}
+
     async def request(self, obj, timeout=10.0):
         self._ids += 1
         rid = "c%d-%d" % (self.idx, self._ids)
@@ -345,12 +380,19 @@ class TClient:
         return await asyncio.wait_for(fut, timeout)
 
     async def subscribe_all(self, timeout=10.0):
-        """Subscribes to every channel of the plan; records when all were confirmed."""
-        replies = await asyncio.gather(*(self.request({"type": "subscribe", "channel": c},
-                                                      timeout) for c in self.channels))
-        for c, r in zip(self.channels, replies):
+        """Subscribes to every channel of the plan (with "since" where the
+        client has a position to recover from); records when all were confirmed."""
+        def msg(c):
+            since = self.since(c)
+            return dict({"type": "subscribe", "channel": c}, **({"since": since} if since else {}))
+        msgs = [msg(c) for c in self.channels]
+        replies = await asyncio.gather(*(self.request(m, timeout) for m in msgs))
+        for c, m, r in zip(self.channels, msgs, replies):
             assert r.get("type") == "subscribed" and r.get("channel") == c, \
                 "%r: subscribe %s got %r" % (self, c, r)
+            if "since" in m:
+                self.recoveries.append((len(self.gens) - 1, c, r.get("recovered"),
+                                        m["since"]["offset"], r.get("offset")))
         self.gen["subscribed_at"] = time.monotonic()
 
     async def reconnect(self, url, deadline, base=0.05, cap=1.0):
@@ -472,6 +514,64 @@ class RespPublisher:
                 pass
 
 
+class HistoryPublisher:
+    """Publishes with history through build/herald-pub: one process per
+    channel, fed one event per line on stdin; each offset it prints is read
+    back before the next event of that channel. published[channel] is
+    [(offset, seq)] in publish order; log is RespPublisher's."""
+
+    def __init__(self, redis_url, channels):
+        self.redis_url = redis_url
+        self.channels = list(channels)
+        self.procs = {}
+        self.published = {c: [] for c in self.channels}
+        self.log = []
+        self.seq = 0
+
+    async def open(self):
+        for c in self.channels:
+            self.procs[c] = await asyncio.create_subprocess_exec(
+                harness.PUB_BIN, "--redis", self.redis_url, c, "-",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=harness.clean_env())
+        return self
+
+    async def publish(self, channel):
+        self.seq += 1
+        seq = self.seq
+        p = self.procs[channel]
+        t = time.monotonic()
+        p.stdin.write(json.dumps({"seq": seq, "via": "herald-pub"}).encode() + b"\n")
+        await p.stdin.drain()
+        line = await asyncio.wait_for(p.stdout.readline(), 20)
+        offset = line.decode().strip()
+        assert OFFSET_RE.match(offset), "herald-pub %s printed %r (exit %r)" % (
+            channel, line, p.returncode)
+        self.published[channel].append((offset, seq))
+        self.log.append((seq, channel, t, None, "herald-pub"))
+        return offset
+
+    def last(self):
+        """{channel: newest offset published}."""
+        return {c: v[-1][0] for c, v in self.published.items() if v}
+
+    async def close(self):
+        """Ends every herald-pub (stdin closed); asserts each exited 0."""
+        bad = []
+        for c, p in self.procs.items():
+            if p.returncode is None and not p.stdin.is_closing():
+                p.stdin.close()
+            try:
+                _, err = await asyncio.wait_for(p.communicate(), 10)
+            except asyncio.TimeoutError:
+                p.kill()
+                _, err = await p.communicate()
+            if p.returncode != 0:
+                bad.append("%s: exit %s %s" % (c, p.returncode, err.decode(errors="replace")))
+        self.procs = {}
+        assert not bad, "herald-pub failed: %s" % bad
+
+
 async def stream(pub, channels, stop, rate):
     """Publishes round-robin over channels at about rate events/s until stop is set."""
     i = 0
@@ -532,6 +632,55 @@ def reconcile(clients, log, windows_of):
                                 missing[:10], len(dup), dup[:10], len(misrouted),
                                 misrouted[:10]))
     return problems
+
+
+OFFSET_RE = re.compile(r"^\d+-\d+$")
+
+
+def offset_key(offset):
+    ms, seq = offset.split("-")
+    return int(ms), int(seq)
+
+
+def reconcile_offsets(clients, published):
+    """Exactly once, in order, per client and channel: the events received
+    (offsets, over every connection) must be exactly the ones published on
+    the channel after the offset of the client's first "subscribed", in
+    publish order, each with the data published under that offset.
+    published: {channel: [(offset, seq)]}. Returns problem strings."""
+    problems = []
+    for c in clients:
+        n_offsets = sum(len(v) for v in c.offsets.values())
+        if n_offsets != len(c.events):
+            problems.append("%r: %d events without an offset" % (c, len(c.events) - n_offsets))
+        for ch in c.channels:
+            start = c.start.get(ch)
+            want = [(o, s) for o, s in published.get(ch, ())
+                    if start is None or offset_key(o) > offset_key(start)]
+            got = [(o, s) for o, s, _ in c.offsets.get(ch, ())]
+            if got == want:
+                continue
+            offs = [o for o, _ in got]
+            dup = sorted({o for o in offs if offs.count(o) > 1}, key=offset_key)
+            missing = sorted(set(want) - set(got))
+            extra = sorted(set(got) - set(want))
+            unordered = offs != sorted(set(offs), key=offset_key) and not dup
+            where = {o: [g for o2, _, g in c.offsets.get(ch, ()) if o2 == o]
+                     for o in dup[:5] + [o for o, _ in missing[:5]]}
+            problems.append("%r %s on %s since %s: %d missing %s, %d duplicate %s, %d unexpected "
+                            "%s%s; connections receiving them %r; recoveries %r" % (
+                                c, ch, [g["gateway"] for g in c.gens], start, len(missing),
+                                missing[:5], len(dup), dup[:5], len(extra), extra[:5],
+                                ", out of order" if unordered else "", where,
+                                [r for r in c.recoveries if r[1] == ch]))
+    return problems
+
+
+def all_offsets_received(clients, last):
+    """True when every client's position on each of its channels is the
+    channel's newest published offset (last: {channel: offset})."""
+    return all((c.pos.get(ch) or [None])[0] == last.get(ch, c.start.get(ch))
+               for c in clients for ch in c.channels)
 
 
 def all_received(clients, log, windows_of):
