@@ -251,6 +251,21 @@ void subs_position(const struct sub *sub, struct subs_ready *out) {
     out->after = NULL;
 }
 
+/* s skips the live events up to offset (its channel's position as it goes
+ * live): a read may have returned events whose live copies are still on
+ * their way over the subscriber connection. */
+static void skip_set(struct channel *ch, struct sub *s, const char *offset) {
+    if (!offset || !offset[0]) return;
+    if (!s->skip_until[0]) ch->skippers++;
+    snprintf(s->skip_until, sizeof s->skip_until, "%s", offset);
+}
+
+static void skip_clear(struct channel *ch, struct sub *s) {
+    if (!s->skip_until[0]) return;
+    s->skip_until[0] = '\0';
+    ch->skippers--;
+}
+
 /* The subscription is live: it gets events from now on, and its session
  * answers the requests that waited for it (ready may be NULL: the channel's
  * position, nothing recovered). */
@@ -261,6 +276,7 @@ static void go_live(struct sub *s, struct subs_ready *ready) {
         ready = &plain;
     }
     s->pending = false;
+    skip_set(s->channel, s, ready->offset);
     session_on_subscribed(s->session, s, ready);
 }
 
@@ -433,8 +449,8 @@ static const char *reply_string(const redisReply *r) {
 /* Answers one waiter from a read's result; false when it must wait for the
  * next read (its offset lies beyond what this one returned). */
 static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *wt,
-                          const char *epoch, const char *first, const struct entries *e,
-                          bool complete_read, bool failed) {
+                          const char *epoch, const char *first, const char *newest,
+                          const struct entries *e, bool complete_read, bool failed) {
     struct subs_ready ready;
     subs_position(wt->sub, &ready);
     ready.recovered = wt->asked ? 0 : -1;
@@ -456,6 +472,12 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
             recovered = !first || (e->count && strcmp(e->ids[0], first) == 0);
         }
         if (recovered && e->count - from > subs->limits.recovery_limit) recovered = false;
+        /* A read cut at its count ends before the newest entry: what lies
+         * between may have gone by live before this waiter came; the next
+         * read, from its own offset, answers it. */
+        if (recovered && !complete_read && newest && e->count &&
+            strcmp(e->ids[e->count - 1], newest) != 0)
+            return false;
         if (ch->buffer_overflow) recovered = false;
     }
     if (recovered) {
@@ -526,7 +548,8 @@ static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
     bool complete_read = failed || e.count < subs->limits.recovery_limit + 2;
     for (struct waiter *wt = ch->waiters, *next; wt; wt = next) {
         next = wt->next;
-        if (wt->in_read && !answer_waiter(subs, ch, wt, epoch, first, &e, complete_read, failed))
+        if (wt->in_read &&
+            !answer_waiter(subs, ch, wt, epoch, first, newest, &e, complete_read, failed))
             wt->in_read = false;
     }
     entries_free(&e);
@@ -596,6 +619,7 @@ bool subs_contains(const struct sub *head, const char *name) {
 static void unlink_sub(struct subs *subs, struct sub *s) {
     struct channel *ch = s->channel;
     if (s->waiter) waiter_unlink(ch, s->waiter);
+    skip_clear(ch, s);
     if (s->channel_prev)
         s->channel_prev->channel_next = s->channel_next;
     else
@@ -645,7 +669,10 @@ enum subs_add_result subs_add(struct subs *subs, struct session *session, bool s
         if (since) s->gap_owed = true;
         return SUBS_ADDED_CONFIRMED;
     }
-    if (ch->state == CHANNEL_ACTIVE && ch->positioned && !since) return SUBS_ADDED_CONFIRMED;
+    if (ch->state == CHANNEL_ACTIVE && ch->positioned && !since) {
+        skip_set(ch, s, ch->offset); /* the position its "subscribed" reports */
+        return SUBS_ADDED_CONFIRMED;
+    }
     if (!add_waiter(s, since, since != NULL)) {
         struct sub **p = head;
         while (*p != s) p = &(*p)->conn_next;
@@ -696,12 +723,16 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
         struct subs_since since = {ch->offset, ch->epoch};
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
             if (s->waiter) continue;
-            if (ch->epoch[0]) {
-                add_waiter(s, &since, false);
-            } else {
+            if (!ch->epoch[0]) {
                 s->gap_owed = true;
                 if (gap_now) session_send_gap(s->session);
+                continue;
             }
+            struct subs_since own = since; /* from what it has, if a read put it ahead */
+            if (s->skip_until[0] &&
+                (!ch->offset[0] || history_offset_compare(s->skip_until, ch->offset) > 0))
+                own.offset = s->skip_until;
+            add_waiter(s, &own, false);
         }
     }
     if (ch->waiters) {
@@ -741,7 +772,7 @@ void subs_on_unsubscribed(struct subs *subs, const char *name) {
 static void answer_without_read(struct subs *subs, struct channel *ch) {
     struct entries none;
     memset(&none, 0, sizeof none);
-    while (ch->waiters) answer_waiter(subs, ch, ch->waiters, NULL, NULL, &none, true, true);
+    while (ch->waiters) answer_waiter(subs, ch, ch->waiters, NULL, NULL, NULL, &none, true, true);
 }
 
 /* Everything in flight for ch is void: waiters are answered (a gap or a
@@ -903,13 +934,18 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         subs->arrivals = grown;
         subs->arrival_capacity = capacity;
     }
-    if (subs->dirty && subs->dirty != ch) subs_flush(subs); /* runs of one channel only */
+    if (ch->skippers && offset[0] && strcmp(epoch, ch->epoch) != 0)
+        for (struct sub *s = ch->subscribers; s; s = s->channel_next) skip_clear(ch, s);
+    bool alone = ch->skippers && offset[0]; /* some subscribers may skip it */
+    if (alone || (subs->dirty && subs->dirty != ch))
+        subs_flush(subs); /* runs of one channel only */
     struct proto_position pos = {offset, epoch};
     long start = frame_event(ch, data, data_len, &pos);
     if (start < 0) {
         drop(subs, name, "no_memory", len);
         return;
     }
+    snprintf(ch->batch_offset, sizeof ch->batch_offset, "%s", alone ? offset : "");
     if (offset[0]) { /* the channel's position moves with every event */
         snprintf(ch->offset, sizeof ch->offset, "%s", offset);
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
@@ -938,10 +974,15 @@ size_t subs_flush(struct subs *subs) {
         ch->sse.count = 0;
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
             if (s->pending) continue;
+            if (s->skip_until[0] && ch->batch_offset[0]) {
+                if (history_offset_compare(ch->batch_offset, s->skip_until) <= 0) continue;
+                skip_clear(ch, s); /* past it: live from here on */
+            }
             int rc = s->sse ? (sse.data ? session_deliver_sse(s->session, &sse) : -1)
                             : session_deliver(s->session, batch, events);
             if (rc == 0) deliveries += events;
         }
+        ch->batch_offset[0] = '\0';
         shared_frame_release(batch);
         shared_frame_release(sse.data);
     }

@@ -52,6 +52,11 @@ struct sub {
     bool pending;                            /* waiting for Redis: gets no events yet */
     bool sse;                                /* its session is a server-sent event stream */
     bool gap_owed;                           /* Redis came back: a "gap" is due for it */
+    /* Its channel's position when it went live: live events up to this
+     * offset are not its own (already delivered from history, or before the
+     * position its "subscribed" reported; a read can run ahead of the live
+     * stream). The first live event past it ends the skip; "" none. */
+    char skip_until[HISTORY_OFFSET_MAX + 1];
 };
 
 /* What a subscribe asks to recover: events after offset ("" or NULL: from the
@@ -127,6 +132,8 @@ struct channel {
     struct buffered *buffered, **buffered_tail; /* live events during a read */
     unsigned buffered_count;
     bool buffer_overflow;
+    unsigned skippers;                         /* subscribers with a skip_until */
+    char batch_offset[HISTORY_OFFSET_MAX + 1]; /* the batch's one event, while skippers */
 };
 
 /* What the index reports to its owner (the worker). */

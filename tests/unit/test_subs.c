@@ -597,7 +597,7 @@ static void test_recovery_merges_history_and_live_events_at_the_seam(void) {
     struct fake live = {0}, back = {0};
     add(s, &live, "apps:h");
     subs_on_confirmed(s, "apps:h");
-    answer_read("11", "1-0", "3-0", NULL, 0);
+    answer_read("11", "1-0", "2-0", NULL, 0);
     CHECK_INT(add_since(s, &back, "apps:h", "1-0", "11"), SUBS_ADDED_PENDING);
     CHECK_INT(reads, 2);
     CHECK_STR(read_since, "1-0");
@@ -616,6 +616,70 @@ static void test_recovery_merges_history_and_live_events_at_the_seam(void) {
     CHECK_INT(back.frames, 1); /* then live */
     del_all(s, &live);
     del_all(s, &back);
+    subs_free(s);
+}
+
+static void test_a_read_ahead_of_the_live_stream_delivers_nothing_twice(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake live = {0}, back = {0}, fresh = {0};
+    add(s, &live, "apps:h");
+    subs_on_confirmed(s, "apps:h");
+    answer_read("11", "1-0", "2-0", NULL, 0);
+    add_since(s, &back, "apps:h", "1-0", "11");
+    publish_offset(s, "apps:h", "11", "3-0");
+    subs_flush(s);
+    /* The read ran after 4-0 was published; 4-0's pub/sub copy comes later,
+     * on the other connection. */
+    const char *ids[] = {"1-0", "2-0", "3-0", "4-0"};
+    answer_read("11", "1-0", "4-0", ids, 4);
+    CHECK_INT(back.recovered, 1);
+    CHECK_STR(back.offset, "4-0");
+    CHECK_STR(ns(back.after), "2-0,3-0,4-0");
+    CHECK_INT(add(s, &fresh, "apps:h"), SUBS_ADDED_CONFIRMED);
+    struct subs_ready pos;
+    subs_position(fresh.session.subs, &pos);
+    CHECK_STR(pos.offset, "4-0"); /* what its "subscribed" says */
+    publish_offset(s, "apps:h", "11", "4-0");
+    subs_flush(s);
+    CHECK_INT(live.frames, 2);
+    CHECK_INT(back.frames, 0);  /* it had 4-0 from the history */
+    CHECK_INT(fresh.frames, 0); /* 4-0 is not after its position */
+    publish_offset(s, "apps:h", "11", "5-0");
+    publish_offset(s, "apps:h", "11", "6-0");
+    subs_flush(s);
+    CHECK_INT(live.frames, 4);
+    CHECK_INT(back.frames, 2);
+    CHECK_INT(fresh.frames, 2);
+    publish_offset(s, "apps:h", "11", "7-0"); /* batched again once nobody skips */
+    publish_offset(s, "apps:h", "11", "8-0");
+    CHECK_INT(subs_flush(s), 6);
+    del_all(s, &live);
+    del_all(s, &back);
+    del_all(s, &fresh);
+    subs_free(s);
+}
+
+static void test_a_read_cut_at_its_count_recovers_nobody_short_of_the_newest(void) {
+    reset();
+    struct subs *s = new_index(100); /* recovery limit 5: reads of 7 entries */
+    struct fake far = {0}, near = {0};
+    add_since(s, &far, "apps:h", "1-0", "11");
+    add_since(s, &near, "apps:h", "5-0", "11");
+    subs_on_confirmed(s, "apps:h");
+    CHECK_STR(read_since, "1-0");
+    const char *ids[] = {"1-0", "2-0", "3-0", "4-0", "5-0", "6-0", "7-0"};
+    answer_read("11", "1-0", "9-0", ids, 7); /* 8-0 and 9-0 lie beyond the cut */
+    CHECK_INT(far.recovered, 0);             /* 8 missed: over the limit */
+    CHECK_INT(near.replies, 0);              /* not with 6-0 and 7-0 only */
+    CHECK_INT(reads, 2);
+    CHECK_STR(read_since, "5-0");
+    const char *rest[] = {"5-0", "6-0", "7-0", "8-0", "9-0"};
+    answer_read("11", "1-0", "9-0", rest, 5);
+    CHECK_INT(near.recovered, 1);
+    CHECK_STR(ns(near.after), "6-0,7-0,8-0,9-0");
+    del_all(s, &far);
+    del_all(s, &near);
     subs_free(s);
 }
 
@@ -807,6 +871,8 @@ int main(void) {
     RUN(test_sse_form_is_built_only_for_channels_with_sse_subscribers);
     RUN(test_subscribed_carries_the_position_from_one_read);
     RUN(test_recovery_merges_history_and_live_events_at_the_seam);
+    RUN(test_a_read_ahead_of_the_live_stream_delivers_nothing_twice);
+    RUN(test_a_read_cut_at_its_count_recovers_nobody_short_of_the_newest);
     RUN(test_recovery_fails_on_other_epoch_trimmed_offset_or_over_the_limit);
     RUN(test_one_read_serves_every_waiter_of_a_channel);
     RUN(test_redis_outage_recovers_channels_with_history_and_gaps_the_rest);
