@@ -40,7 +40,7 @@ BINS        := $(BUILD)/herald-gateway $(BUILD)/herald-token $(BUILD)/herald-pub
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .SECONDARY:
-.PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench test-browser clean format
+.PHONY: all deps test unit e2e run test-asan fuzz fuzz-smoke bench bench-recovery test-browser clean format
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -163,6 +163,10 @@ bench: deps all $(BUILD)/herald-load $(BUILD)/bench-floor
 	@sh deploy/install-deps.sh nginx libnginx-mod-nchan linux-perf
 	sh tests/bench/run.sh $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py $(abspath $(BUILD))
+
+# History and recovery alone: recovery time, reconnect herd (docs/PERFORMANCE.md).
+bench-recovery: deps all
+	/usr/bin/python3 tests/bench/recovery.py $(abspath $(BUILD))
 
 # Browser tests: node's test runner for herald.js, Playwright (playwright-core
 # from npm) driving Debian's Chromium for the dashboard.

@@ -712,3 +712,5 @@ rec run nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 rec run loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 cleanup
 "$PY" "$HERE/report.py" "$OUT"
+# History and recovery (tests/bench/recovery.py: its own Redis and gateways)
+[ "${HERALD_BENCH_RECOVERY:-1}" = 0 ] || "$PY" "$HERE/recovery.py" "$BUILD" --json "$OUT/recovery.json"
