@@ -18,11 +18,16 @@ and the deployment-file checks (tests/e2e/test_compose.py).
 - TClient: an asyncio websocket client that keeps reading in a task of its
   own, records every event per connection generation, and reconnects with
   jittered exponential backoff through the balancer when its connection ends.
+  With recover=True it keeps each channel's offset and epoch (from
+  "subscribed" and events) and resubscribes with "since" after a reconnect.
 - RespPublisher: raw RESP PUBLISH over an asyncio socket (one round trip per
   event, so the publish time of each event is known); herald_pub_lines()
   publishes through build/herald-pub reading events from stdin.
+- HistoryPublisher: publishing with history, one build/herald-pub per channel
+  fed on stdin; records the offset it prints for every event.
 - reconcile(): per client, received events against expected ones: missing,
-  duplicate and misrouted events.
+  duplicate and misrouted events. reconcile_offsets(): exactly once and in
+  order by offset, against what HistoryPublisher recorded.
 """
 
 import asyncio
