@@ -432,7 +432,7 @@ def history_plan(i):
 
 def gateway_metrics(gw):
     """{family: value} of one gateway's /metrics (one worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
