@@ -189,3 +189,68 @@ def test_killed_subscriber_link_recovers_history_channels_without_a_gap(ops):
         if not gaps:  # the raw channel's gap may come after the last event
             gaps.append(c.recv_json(5).get("channels"))
         assert [raw] in gaps, gaps
+
+
+def test_recovery_during_fast_publishing_has_no_duplicate_at_the_seam(ops):
+    """A publisher keeps publishing with history at ~2,000 events/s while a
+    client disconnects and resubscribes with "since" over and over, on a
+    channel another client keeps live: the history read often runs ahead of
+    the events still on their way over the gateway's subscriber connection.
+    Over every connection, the client gets each event exactly once, in
+    publish order."""
+    redis = ops.redis()
+    gw = ops.gateway(redis, extra=["--recovery-limit", 10000])
+    ch = "deployments:seam-" + os.urandom(3).hex()
+    total, rate = 6000, 2000.0
+    anchor, _ = connect(gw.url, token=tok("u2"))
+    p = subprocess.Popen([harness.PUB_BIN, "--redis", redis.url, "--history-size", "20000", ch,
+                          "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=harness.clean_env())
+    try:
+        with anchor:
+            subscribe(anchor, ch)
+            p.stdin.write(b'{"n":0}\n')
+            p.stdin.flush()
+            first = events(anchor, 1)[0]
+            epoch = subscribe(anchor, ch, req_id="pos")["epoch"]
+
+            def publisher():
+                t0 = time.monotonic()
+                for i in range(1, total, 20):
+                    p.stdin.write("".join('{"n":%d}\n' % n for n in range(i, min(i + 20, total))
+                                          ).encode())
+                    p.stdin.flush()
+                    delay = t0 + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                p.stdin.close()
+
+            t = threading.Thread(target=publisher)
+            t.start()
+            got, last, rounds = [0], first["offset"], 0
+            while got[-1] < total - 1:
+                c, _ = connect(gw.url, token=tok("u1"))
+                with c:
+                    r = subscribe(c, ch, since={"offset": last, "epoch": epoch})
+                    assert r["recovered"] is True, (r, last, rounds)
+                    # the missed events, a few live ones, then drop the connection
+                    live = 0
+                    while live < 10 and got[-1] < total - 1:
+                        m = c.recv_json(10)
+                        assert m["type"] == "event", m
+                        got.append(m["data"]["n"])
+                        last = m["offset"]
+                        if int(last.split("-")[0]) >= time.time() * 1000 - 20:
+                            live += 1
+                rounds += 1
+            t.join(30)
+            assert rounds >= 20, rounds
+            dup = len(got) - len(set(got))
+            assert got == list(range(total)), "%d rounds: %d duplicates, missing %r, first " \
+                "disorder at %r" % (rounds, dup, sorted(set(range(total)) - set(got))[:10],
+                                    next((i for i in range(1, len(got))
+                                          if got[i] != got[i - 1] + 1), None))
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
