@@ -357,7 +357,9 @@ class TClient:
     def _track_event(self, m, seq, gen):
         ch = m.get("channel")
         self.offsets.setdefault(ch, []).append((m["offset"], seq, gen))
-        self.pos.setdefault(ch, [None, None])[0] = m["offset"]
+        pos = self.pos.setdefault(ch, [None, None])
+        pos[0] = m["offset"]
+        pos[1] = m.get("epoch") or pos[1]
 
     def _track_subscribed(self, m):
         """In stream order: a recovered subscribe keeps the client's offset
