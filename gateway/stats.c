@@ -25,12 +25,13 @@ json_t *stats_worker_json(struct worker *w) {
                   bs.last_outage_seconds, "probeLagMs", bs.probe_lag_ms, "commandConnected",
                   bs.command_connected, "lastError", bs.last_error);
     const struct subs_counters *h = subs_counters(w->subs);
-    json_t *history = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:f}", "reads", (json_int_t)h->history_reads, "recoveries",
-        (json_int_t)h->recoveries, "recoveriesFailed", (json_int_t)h->recoveries_failed,
-        "eventsRecovered", (json_int_t)h->events_recovered, "waitersServed",
-        (json_int_t)h->waiters_served, "waitersPerRead",
-        h->history_reads ? (double)h->waiters_served / (double)h->history_reads : 0.0);
+    json_t *history =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "reads", (json_int_t)h->history_reads,
+                  "windowAnswers", (json_int_t)h->window_answers, "recoveries",
+                  (json_int_t)h->recoveries, "recoveriesFailed", (json_int_t)h->recoveries_failed,
+                  "eventsRecovered", (json_int_t)h->events_recovered, "waitersServed",
+                  (json_int_t)h->waiters_served, "waitersPerRead",
+                  h->history_reads ? (double)h->waiters_served / (double)h->history_reads : 0.0);
     return json_pack(
         "{s:s, s:i, s:i, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
         "s:I, s:I, s:I, s:o, s:o}",

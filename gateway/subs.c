@@ -46,6 +46,7 @@ struct history_read {
     struct subs *subs; /* NULL once orphaned */
     struct channel *channel;
     struct history_read *next; /* the index's reads in flight */
+    struct event *local;       /* answered from the channel's recent window, not Redis */
 };
 
 struct subs {
@@ -55,8 +56,9 @@ struct subs {
     struct subs_counters counters;
     struct history_read *reads; /* in flight */
     struct event *flush_event;  /* delivers the batch at the end of this loop iteration */
-    struct channel *dirty;      /* the one channel with a batch, or NULL */
-    double *arrivals;           /* arrival times of the batched events */
+    struct event_base *base;
+    struct channel *dirty; /* the one channel with a batch, or NULL */
+    double *arrivals;      /* arrival times of the batched events */
     size_t arrival_count, arrival_capacity;
     EVP_MAC_CTX *mac; /* SipHash keyed from OpenSSL's random source */
     struct channel **buckets;
@@ -109,6 +111,7 @@ struct subs *subs_new(struct bus *bus, struct event_base *base, const struct sub
     subs->buckets = calloc(subs->bucket_count, sizeof *subs->buckets);
     subs->mac = keyed_mac();
     subs->flush_event = event_new(base, -1, 0, flush_cb, subs);
+    subs->base = base;
     if (!subs->buckets || !subs->mac || !subs->flush_event) {
         subs_free(subs);
         return NULL;
@@ -116,7 +119,10 @@ struct subs *subs_new(struct bus *bus, struct event_base *base, const struct sub
     return subs;
 }
 
+static void recent_drop(struct channel *ch);
+
 static void buffer_clear(struct channel *ch) {
+    recent_drop(ch); /* the window is the read plus this buffer: it goes with it */
     while (ch->buffered) {
         struct buffered *b = ch->buffered;
         ch->buffered = b->next;
@@ -156,7 +162,15 @@ void subs_free(struct subs *subs) {
             channel_free(ch);
         }
     }
-    for (struct history_read *r = subs->reads; r; r = r->next) r->subs = NULL;
+    while (subs->reads) { /* Redis replies find them orphaned; local ones go now */
+        struct history_read *r = subs->reads;
+        subs->reads = r->next;
+        r->subs = NULL;
+        if (r->local) {
+            event_free(r->local);
+            free(r);
+        }
+    }
     if (subs->flush_event) event_free(subs->flush_event);
     EVP_MAC_CTX_free(subs->mac);
     free(subs->arrivals);
@@ -308,7 +322,7 @@ static bool add_waiter(struct sub *s, const struct subs_since *since, bool asked
 
 /* ---- history reads ----------------------------------------------------------- */
 
-static void start_read(struct subs *subs, struct channel *ch);
+static void start_read(struct subs *subs, struct channel *ch, bool may_be_local);
 
 /* True when the read in flight also answers a waiter asking since: the read
  * starts at or before it, and the live events kept since the read was sent
@@ -328,7 +342,7 @@ static void want_read(struct subs *subs, struct channel *ch, struct waiter *wt) 
         wt->in_read = true;
         return;
     }
-    if (!ch->read) start_read(subs, ch);
+    if (!ch->read) start_read(subs, ch, true);
 }
 
 /* The events of a frame kept while a read was in flight, that come after
@@ -442,8 +456,78 @@ static void entries_free(struct entries *e) {
     free(e->starts);
 }
 
+/* A read's entries kept after the read (ids copied: the reply is gone). */
+#define RECENT_SECONDS 5.0
+
+struct recent {
+    struct entries e;
+    char *ids_text; /* the ids, NUL-separated (e.ids point into it) */
+    char epoch[HISTORY_EPOCH_MAX + 1];
+    char first[HISTORY_OFFSET_MAX + 1]; /* "" when the epoch has no first entry */
+    char newest[HISTORY_OFFSET_MAX + 1];
+    char since[HISTORY_OFFSET_MAX + 1]; /* what the read asked from */
+    bool complete_read;
+    double until; /* monotonic seconds */
+};
+
+static void recent_drop(struct channel *ch) {
+    struct recent *r = ch->recent;
+    if (!r) return;
+    ch->recent = NULL;
+    entries_free(&r->e);
+    free(r->ids_text);
+    free(r);
+}
+
+/* Keeps a successful read's entries (taking over e's frame) as ch's window. */
+static void recent_keep(struct channel *ch, struct entries *e, const char *epoch, const char *first,
+                        const char *newest, bool complete_read) {
+    recent_drop(ch);
+    struct recent *r = calloc(1, sizeof *r);
+    size_t bytes = 0;
+    for (size_t i = 0; i < e->count; i++) bytes += strlen(e->ids[i]) + 1;
+    char *text = r ? malloc(bytes + 1) : NULL;
+    if (!r || !text) {
+        free(r);
+        free(text);
+        return;
+    }
+    char *p = text;
+    for (size_t i = 0; i < e->count; i++) {
+        size_t n = strlen(e->ids[i]) + 1;
+        memcpy(p, e->ids[i], n);
+        e->ids[i] = p;
+        p += n;
+    }
+    r->e = *e;
+    memset(e, 0, sizeof *e); /* r owns the frame, ids and starts now */
+    r->ids_text = text;
+    snprintf(r->epoch, sizeof r->epoch, "%s", epoch);
+    snprintf(r->first, sizeof r->first, "%s", first ? first : "");
+    snprintf(r->newest, sizeof r->newest, "%s", newest ? newest : "");
+    r->complete_read = complete_read;
+    snprintf(r->since, sizeof r->since, "%s", ch->read_since);
+    r->until = clock_now() + RECENT_SECONDS;
+    ch->recent = r;
+}
+
+/* ch's window when it is still good. */
+static struct recent *recent_alive(struct channel *ch) {
+    if (ch->recent && (clock_now() > ch->recent->until || ch->buffer_overflow ||
+                       strcmp(ch->recent->epoch, ch->epoch) != 0))
+        recent_drop(ch);
+    return ch->recent;
+}
+
 static const char *reply_string(const redisReply *r) {
     return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+/* True when the live events kept since the read hold offset. */
+static bool buffered_holds(const struct channel *ch, const char *offset) {
+    for (const struct buffered *b = ch->buffered; b; b = b->next)
+        if (strcmp(b->offset, offset) == 0) return true;
+    return false;
 }
 
 /* Answers one waiter from a read's result; false when it must wait for the
@@ -466,6 +550,9 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
                 return false;
             if (i < e->count) {
                 from = i + 1;
+                recovered = true;
+            } else if (buffered_holds(ch, wt->since)) { /* after the read: live events only */
+                from = e->count;
                 recovered = true;
             }
         } else {
@@ -508,20 +595,55 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
     return true;
 }
 
+/* True when the window can answer wt as Redis would: a position, another
+ * epoch (not recoverable either way), or an offset the window holds (among
+ * the read's entries or the live events since), or from the beginning when
+ * the read was. */
+static bool recent_covers(const struct channel *ch, const struct recent *r,
+                          const struct waiter *wt) {
+    if (!wt->recover || strcmp(wt->epoch, r->epoch) != 0) return true;
+    if (!wt->since[0]) return strcmp(r->since, "-") == 0;
+    for (size_t i = 0; i < r->e.count; i++)
+        if (strcmp(r->e.ids[i], wt->since) == 0) return true;
+    return buffered_holds(ch, wt->since);
+}
+
+/* Answers the waiters of a local read from ch's recent window. */
+static void answer_from_recent(struct subs *subs, struct channel *ch) {
+    struct recent *r = recent_alive(ch);
+    for (struct waiter *wt = ch->waiters, *next; wt; wt = next) {
+        next = wt->next;
+        if (!wt->in_read) continue;
+        if (r && recent_covers(ch, r, wt) &&
+            answer_waiter(subs, ch, wt, r->epoch, r->first[0] ? r->first : NULL,
+                          r->newest[0] ? r->newest : NULL, &r->e, r->complete_read, false))
+            subs->counters.window_answers++;
+        else
+            wt->in_read = false;
+    }
+    if (ch->waiters) start_read(subs, ch, false); /* what the window lacks: from Redis */
+}
+
 static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     struct history_read *read = privdata;
     struct subs *subs = read->subs;
     struct channel *ch = read->channel;
+    bool local = read->local != NULL;
     if (subs) {
         struct history_read **p = &subs->reads;
         while (*p != read) p = &(*p)->next;
         *p = read->next;
     }
+    if (read->local) event_free(read->local);
     free(read);
     if (!subs || !ch) return;
     ch->read = NULL;
     subs_flush(subs); /* batched events precede the waiters going live */
+    if (local) {
+        answer_from_recent(subs, ch);
+        return;
+    }
 
     const redisReply *reply = r;
     bool failed = !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4;
@@ -552,14 +674,42 @@ static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
             !answer_waiter(subs, ch, wt, epoch, first, newest, &e, complete_read, failed))
             wt->in_read = false;
     }
+    if (!failed && epoch && !ch->buffer_overflow)
+        recent_keep(ch, &e, epoch, first, newest, complete_read);
     entries_free(&e);
     if (ch->waiters)
-        start_read(subs, ch);
-    else
+        start_read(subs, ch, false);
+    else if (!ch->recent)
         buffer_clear(ch);
 }
 
-static void start_read(struct subs *subs, struct channel *ch) {
+static void local_read_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    read_done(NULL, NULL, arg);
+}
+
+static void local_read_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Sends the read script for ch's waiters; or, when may_be_local and the
+ * channel's recent window is still good, answers them from it at the end of
+ * this loop iteration (never inside the caller: a subscribe is answered
+ * after subs_add returned). */
+static void start_read(struct subs *subs, struct channel *ch, bool may_be_local) {
+    if (may_be_local && recent_alive(ch)) {
+        struct history_read *read = calloc(1, sizeof *read);
+        if (read && (read->local = event_new(subs->base, -1, 0, local_read_cb, read))) {
+            read->subs = subs;
+            read->channel = ch;
+            read->next = subs->reads;
+            subs->reads = read;
+            ch->read = read;
+            snprintf(ch->read_since, sizeof ch->read_since, "%s", ch->recent->since);
+            for (struct waiter *wt = ch->waiters; wt; wt = wt->next) wt->in_read = true;
+            event_active(read->local, EV_TIMEOUT, 0);
+            return;
+        }
+        free(read);
+    }
     /* From the oldest offset any waiter asks for; position only when none does. */
     const char *since = "";
     bool from_start = false;
@@ -605,7 +755,7 @@ void subs_on_command_up(struct subs *subs) {
     for (size_t i = 0; i < subs->bucket_count; i++)
         for (struct channel *ch = subs->buckets[i]; ch; ch = ch->hash_next)
             if (ch->read_wanted && !ch->read && ch->waiters && ch->state == CHANNEL_ACTIVE)
-                start_read(subs, ch);
+                start_read(subs, ch, false);
 }
 
 /* ---- subscriptions ----------------------------------------------------------- */
@@ -629,7 +779,7 @@ static void unlink_sub(struct subs *subs, struct sub *s) {
     if (s->sse) ch->sse_count--;
     subs->subscription_count--;
     free(s);
-    if (!ch->waiters) buffer_clear(ch);
+    if (!ch->waiters && ch->count == 0) buffer_clear(ch);
     channel_settle(subs, ch);
 }
 
@@ -735,8 +885,9 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
             add_waiter(s, &own, false);
         }
     }
+    recent_drop(ch); /* events went by while the channel was not subscribed */
     if (ch->waiters) {
-        start_read(subs, ch);
+        start_read(subs, ch, false);
     } else {
         for (struct sub *s = ch->subscribers; s; s = s->channel_next)
             if (s->pending) go_live(s, NULL);
@@ -950,8 +1101,10 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
         snprintf(ch->offset, sizeof ch->offset, "%s", offset);
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
     }
-    if (ch->waiters)
+    if (ch->waiters || recent_alive(ch))
         keep_for_waiters(subs, ch, offset, ch->batch->data + start, ch->batch->len - (size_t)start);
+    else if (ch->buffered)
+        buffer_clear(ch); /* the window expired */
     subs->arrivals[subs->arrival_count++] = arrived;
     if (!subs->dirty) {
         subs->dirty = ch;

@@ -40,6 +40,7 @@ struct subs;
 struct waiter;
 struct buffered;
 struct history_read;
+struct recent;
 struct evbuffer;
 
 /* One session's membership in one channel. */
@@ -81,6 +82,7 @@ struct subs_counters {
     unsigned long long recoveries_failed; /* recovery impossible: gap */
     unsigned long long events_recovered;  /* events delivered from history */
     unsigned long long waiters_served;    /* subscriptions answered by reads */
+    unsigned long long window_answers;    /* local reads: the recent window answered, not Redis */
 };
 
 /* One event of a channel's batch in server-sent event form. */
@@ -132,6 +134,10 @@ struct channel {
     struct buffered *buffered, **buffered_tail; /* live events during a read */
     unsigned buffered_count;
     bool buffer_overflow;
+    /* The last read's entries, kept for a few seconds with the live events
+     * after them: a reconnect storm spread over a second is answered from
+     * here instead of one read per arrival. NULL when none. */
+    struct recent *recent;
     unsigned skippers;                         /* subscribers with a skip_until */
     char batch_offset[HISTORY_OFFSET_MAX + 1]; /* the batch's one event, while skippers */
 };

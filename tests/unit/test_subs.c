@@ -223,11 +223,20 @@ static enum subs_add_result add_sse(struct subs *idx, struct fake *f, const char
     return subs_add(idx, &f->session, true, &f->session.subs, channel, NULL, &out);
 }
 
+/* One turn of the event loop: what the index left for the end of the loop
+ * iteration (flushes, answers from the recent window) runs. */
+static void turn(void) {
+    event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
 static enum subs_add_result add_since(struct subs *idx, struct fake *f, const char *channel,
                                       const char *offset, const char *epoch) {
     struct sub *out;
     struct subs_since since = {offset, epoch};
-    return subs_add(idx, &f->session, false, &f->session.subs, channel, &since, &out);
+    enum subs_add_result r =
+        subs_add(idx, &f->session, false, &f->session.subs, channel, &since, &out);
+    turn();
+    return r;
 }
 
 /* Confirms channel and answers its position read: no history. */
@@ -853,6 +862,48 @@ static void test_a_read_outliving_its_channel_is_ignored(void) {
     subs_free(s);
 }
 
+static void test_the_recent_window_answers_later_arrivals_without_redis(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake live = {0}, w1 = {0}, w2 = {0}, w3 = {0}, w4 = {0};
+    add(s, &live, "apps:h");
+    subs_on_confirmed(s, "apps:h");
+    answer_read("11", "1-0", "3-0", NULL, 0);
+    add_since(s, &w1, "apps:h", "1-0", "11");
+    CHECK_INT(reads, 2);
+    const char *ids[] = {"1-0", "2-0", "3-0"};
+    answer_read("11", "1-0", "3-0", ids, 3);
+    CHECK_STR(ns(w1.after), "2-0,3-0");
+    publish_offset(s, "apps:h", "11", "4-0"); /* live, kept with the window */
+    subs_flush(s);
+    /* Arrivals after the read: answered from memory, with the live events since. */
+    add_since(s, &w2, "apps:h", "2-0", "11");
+    add_since(s, &w3, "apps:h", "4-0", "11");
+    CHECK_INT(reads, 2);
+    CHECK_INT(w2.recovered, 1);
+    CHECK_STR(ns(w2.after), "3-0,4-0");
+    CHECK_INT(w3.recovered, 1);
+    CHECK_STR(ns(w3.after), "");
+    CHECK_INT(subs_counters(s)->window_answers, 2);
+    /* An offset the window does not hold goes to Redis. */
+    add_since(s, &w4, "apps:h", "0-5", "11");
+    CHECK_INT(reads, 3);
+    CHECK_STR(read_since, "0-5");
+    const char *older[] = {"0-5", "1-0", "2-0", "3-0", "4-0"};
+    answer_read("11", "0-5", "4-0", older, 5);
+    CHECK_STR(ns(w4.after), "1-0,2-0,3-0,4-0");
+    publish_offset(s, "apps:h", "11", "5-0");
+    subs_flush(s);
+    CHECK_INT(w2.frames, 1); /* every one of them live, nothing twice */
+    CHECK_INT(w4.frames, 1);
+    del_all(s, &live);
+    del_all(s, &w1);
+    del_all(s, &w2);
+    del_all(s, &w3);
+    del_all(s, &w4);
+    subs_free(s);
+}
+
 int main(void) {
     base = event_base_new();
     RUN(test_first_subscriber_waits_for_redis_confirmation);
@@ -879,6 +930,7 @@ int main(void) {
     RUN(test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_rest);
     RUN(test_read_waits_for_the_command_connection);
     RUN(test_a_read_outliving_its_channel_is_ignored);
+    RUN(test_the_recent_window_answers_later_arrivals_without_redis);
     event_base_free(base);
     return TEST_SUMMARY();
 }
