@@ -10,8 +10,8 @@ end-to-end tests (fan-out, Redis outage, worker processes, cluster stats).
   at teardown. ``with Cluster(tmpdir) as c:`` does the same for any scope;
   harness_ops.Ops, harness_topology.Topology and conftest's gateway
   factories build on it.
-- Async websocket helpers (websockets 10.4, used inside asyncio.run): every
-  wait has a deadline; ``request`` matches replies by their echoed "id".
+- Async websocket helpers: harness.Client (re-exported), opened by
+  open_client() inside run(); every wait has a deadline.
 - Publishing: raw RESP PUBLISH, a pipelined burst over one socket, redis-cli,
   herald-pub, and a tiny C program linked against libheraldpub.a.
 """
@@ -23,8 +23,6 @@ import subprocess
 import time
 
 import pytest
-import websockets
-import websockets.exceptions
 
 import harness
 from harness import PREFIX, SECRET, Client, GatewayProc, open_ws  # noqa: F401  (re-exported)

@@ -47,6 +47,7 @@ import websockets.exceptions
 import harness
 from harness import PREFIX, SECRET, kill_leftovers  # noqa: F401  (kill_leftovers re-exported)
 from harness_cluster import Cluster, open_ws, token
+from harness_redis import Resp
 
 REPO = harness.REPO
 DEPLOY = os.path.join(REPO, "deploy")
@@ -485,8 +486,7 @@ class RespPublisher:
     async def publish(self, channel, extra=None):
         seq = self.next_seq()
         data = json.dumps(dict(extra or {}, seq=seq, via="redis"))
-        args = [b"PUBLISH", (PREFIX + channel).encode(), data.encode()]
-        cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        cmd = Resp.encode("PUBLISH", PREFIX + channel, data)
         t = time.monotonic()
         self.writer.write(cmd)
         line = await asyncio.wait_for(self.reader.readline(), 10)
