@@ -3,8 +3,6 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <linux/sockios.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -28,6 +26,7 @@
 #include "publish_api.h"
 #include "session.h"
 #include "sse.h"
+#include "stream.h"
 #include "worker.h"
 #include "ws_codec.h"
 
@@ -37,12 +36,11 @@ enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
 
 struct conn {
     struct worker *w;
-    struct bufferevent *bev;
+    struct stream *io;        /* the socket: plain (write-through) or TLS */
     struct conn *prev, *next; /* the worker's list */
     struct wheel_node timer;  /* next check: handshake, ping, idle, write, close, token */
     struct session session;   /* what the messages mean; valid once upgraded */
     struct evbuffer *message; /* fragments of the open message, NULL when none */
-    struct evbuffer_cb_entry *output_watch;
     struct ws_reader reader;
     enum conn_state state;
     bool tls;
@@ -59,17 +57,16 @@ struct conn {
     double deadline;             /* handshake or close deadline, monotonic seconds */
     double last_activity;        /* last bytes from the peer */
     double last_ping;            /* last ping we sent */
-    double write_progress;       /* last time queued output moved (or started) */
     char id[37];                 /* uuid v4 */
     char peer[NETADDR_MAX_TEXT]; /* client address (after trusted X-Forwarded-For) */
 };
 
 #define CONN_OF(node) ((struct conn *)((char *)(node)-offsetof(struct conn, timer)))
 
-static void read_cb(struct bufferevent *bev, void *arg);
+static void read_cb(void *arg);
 static void schedule_open(struct conn *c, double now);
-static void write_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void drained_cb(void *arg);
+static void closed_cb(void *arg);
 static void abort_conn(struct conn *c);
 
 static void make_uuid(char out[37]) {
@@ -90,14 +87,6 @@ static void peer_name(const struct sockaddr *addr, char out[INET6_ADDRSTRLEN]) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, out, INET6_ADDRSTRLEN);
 }
 
-/* Notes when queued output moves, for the write timeout. */
-static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
-    (void)buf;
-    struct conn *c = arg;
-    if (info->n_deleted > 0 || (info->n_added > 0 && info->orig_size == 0))
-        c->write_progress = clock_now();
-}
-
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,
                 bool tls, bool admin) {
     (void)addr_len;
@@ -112,21 +101,17 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
      * near --max-send-queue instead of the autotuned megabytes. */
     int sndbuf = (int)w->cfg->socket_send_buffer;
     if (sndbuf > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    if (tls) {
-        SSL *ssl = SSL_new(w->ssl_ctx);
-        if (ssl)
-            c->bev =
-                bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
-        if (c->bev)
-            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-        else if (ssl)
-            SSL_free(ssl);
-    } else {
-        c->bev = bufferevent_socket_new(w->base, fd, opts);
-    }
-    if (!c->bev) {
+    SSL *ssl = NULL;
+    if (tls && !(ssl = SSL_new(w->ssl_ctx))) {
         evutil_closesocket(fd);
+        free(c);
+        return -1;
+    }
+    /* Input never holds more than one incomplete frame plus one read. */
+    const struct stream_callbacks cbs = {read_cb, drained_cb, closed_cb, c};
+    c->io = stream_new(w->base, fd, ssl,
+                       (size_t)w->cfg->max_message_size + WS_MAX_HEADER_LEN + 16384, &cbs);
+    if (!c->io) {
         free(c);
         return -1;
     }
@@ -134,7 +119,7 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     c->tls = tls;
     c->admin = admin;
     c->state = CONN_HANDSHAKE;
-    c->last_activity = c->write_progress = clock_now();
+    c->last_activity = clock_now();
     c->deadline = c->last_activity + w->cfg->handshake_timeout;
     wheel_schedule(&w->wheel, &c->timer, (uint64_t)ceil(c->deadline));
     make_uuid(c->id);
@@ -144,16 +129,6 @@ int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *add
     if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->socket_count++;
-
-    /* Input never holds more than one incomplete frame plus one read. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                             (size_t)w->cfg->max_message_size + WS_MAX_HEADER_LEN + 16384);
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    c->output_watch = evbuffer_add_cb(bufferevent_get_output(c->bev), output_cb, c);
-    if (!c->output_watch || bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
-        conn_free(c);
-        return -1;
-    }
     return 0;
 }
 
@@ -163,7 +138,6 @@ void conn_free(struct conn *c) {
     wheel_cancel(&c->timer);
     if (c->upgraded) session_free(&c->session);
     if (c->ip_counted) iplimit_release(w->iplimit, w->index, c->ip_bucket);
-    if (c->output_watch) evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->output_watch);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -175,7 +149,7 @@ void conn_free(struct conn *c) {
         log_debug("event=close conn=%s", c->id);
     }
     if (c->message) evbuffer_free(c->message);
-    bufferevent_free(c->bev);
+    stream_free(c->io);
     free(c);
 }
 
@@ -211,15 +185,24 @@ const char *conn_peer(const struct conn *c) {
 
 /* Replies a session holds behind a pending subscribe count as queued. */
 static bool over_queue_limit(struct conn *c, size_t adding) {
-    size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t queued = stream_queued(c->io);
     if (c->upgraded) queued += session_held_bytes(&c->session);
     return queued + adding > (size_t)c->w->cfg->max_send_queue;
+}
+
+/* Output the kernel did not take is queued: the write timeout must be able
+ * to fire even when the next ping or idle check is far off. */
+static void watch_stall(struct conn *c) {
+    if (c->state != CONN_OPEN || stream_queued(c->io) == 0) return;
+    uint64_t at = (uint64_t)ceil(stream_write_progress(c->io) + c->w->cfg->write_timeout);
+    if (!wheel_scheduled(&c->timer) || c->timer.at > at)
+        wheel_schedule(&c->w->wheel, &c->timer, at);
 }
 
 static void slow_consumer(struct conn *c) {
     c->w->stats.slow_consumer_closes++;
     log_warn("event=slow_consumer conn=%s peer=%s queued=%zu", c->id, log_q(c->peer),
-             evbuffer_get_length(bufferevent_get_output(c->bev)));
+             stream_queued(c->io));
     conn_close(c, WS_CLOSE_SLOW_CONSUMER, NULL);
 }
 
@@ -234,11 +217,12 @@ void conn_send_buffer(struct conn *c, struct evbuffer *buf) {
         slow_consumer(c);
         return;
     }
-    if (evbuffer_add_buffer(bufferevent_get_output(c->bev), buf) != 0) {
+    if (stream_send_buffer(c->io, buf) != 0) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
     c->w->stats.bytes_out += len;
+    watch_stall(c);
 }
 
 void conn_send_text(struct conn *c, const char *text, size_t len) {
@@ -249,13 +233,28 @@ void conn_send_text(struct conn *c, const char *text, size_t len) {
         slow_consumer(c);
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_add(out, header, header_len) != 0 || evbuffer_add(out, text, len) != 0) {
+    /* One frame, one send: the header goes in front of the text. */
+    char small[WS_MAX_HEADER_LEN + 1024];
+    int rc;
+    if (header_len + len <= sizeof small) {
+        memcpy(small, header, header_len);
+        memcpy(small + header_len, text, len);
+        rc = stream_send(c->io, small, header_len + len);
+    } else {
+        struct evbuffer *frame = evbuffer_new();
+        rc = !frame || evbuffer_add(frame, header, header_len) != 0 ||
+                     evbuffer_add(frame, text, len) != 0 || stream_send_buffer(c->io, frame) != 0
+                 ? -1
+                 : 0;
+        if (frame) evbuffer_free(frame);
+    }
+    if (rc != 0) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return;
     }
     c->w->stats.messages_out++;
     c->w->stats.bytes_out += header_len + len;
+    watch_stall(c);
 }
 
 /* Queues a ping or pong; like every other frame it counts against the send
@@ -269,8 +268,10 @@ static void send_control(struct conn *c, enum ws_opcode opcode, const uint8_t *p
         return;
     }
     if (len) memcpy(frame + header_len, payload, len);
-    if (bufferevent_write(c->bev, frame, header_len + len) != 0)
+    if (stream_send(c->io, frame, header_len + len) != 0)
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
+    else
+        watch_stall(c);
 }
 
 /* A stream's ping (a comment line for server-sent events), under the cap. */
@@ -280,10 +281,12 @@ static void send_stream_ping(struct conn *c) {
         slow_consumer(c);
         return;
     }
-    if (bufferevent_write(c->bev, c->stream_ping, len) != 0)
+    if (stream_send(c->io, c->stream_ping, len) != 0) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
-    else
-        c->w->stats.bytes_out += len;
+        return;
+    }
+    c->w->stats.bytes_out += len;
+    watch_stall(c);
 }
 
 /* Sends a built message and frees it; a NULL message (out of memory) closes 1011. */
@@ -311,18 +314,20 @@ int conn_send_frame(struct conn *c, struct shared_frame *frame, unsigned events)
         slow_consumer(c);
         return -1;
     }
-    if (shared_frame_append(frame, bufferevent_get_output(c->bev)) != 0) {
+    if (stream_send_frame(c->io, frame) != 0) {
         conn_close(c, WS_CLOSE_INTERNAL_ERROR, NULL);
         return -1;
     }
     c->w->stats.messages_out += events;
     c->w->stats.bytes_out += frame->len;
+    watch_stall(c);
     return 0;
 }
 
 static void enter_closing(struct conn *c, double deadline) {
     c->state = CONN_CLOSING;
     c->deadline = deadline;
+    stream_watch_drain(c->io);
     wheel_schedule(&c->w->wheel, &c->timer, (uint64_t)ceil(deadline));
 }
 
@@ -335,7 +340,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
     } else {
         len = ws_close_frame(frame, code, reason);
     }
-    bufferevent_write(c->bev, frame, len);
+    stream_send(c->io, frame, len);
     enter_closing(c, clock_now() + CLOSE_TIMEOUT);
     if (c->message) {
         evbuffer_free(c->message);
@@ -349,8 +354,7 @@ void conn_close(struct conn *c, uint16_t code, const char *reason) {
     log_debug("event=closing conn=%s code=%u reason=%s", c->id, code, log_q(reason ? reason : ""));
     if (c->stream) { /* the stream ends once its queued bytes are out */
         enter_closing(c, clock_now() + CLOSE_TIMEOUT);
-        if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+        if (!c->tls && stream_queued(c->io) == 0) shutdown(stream_fd(c->io), SHUT_WR);
         return;
     }
     queue_close(c, code, reason, false);
@@ -360,7 +364,7 @@ void conn_close(struct conn *c, uint16_t code, const char *reason) {
 static void http_refuse(struct conn *c, int status, const char *message) {
     char reply[512];
     int n = http_build_error(reply, sizeof reply, status, message);
-    if (n > 0) bufferevent_write(c->bev, reply, (size_t)n);
+    if (n > 0) stream_send(c->io, reply, (size_t)n);
     c->w->stats.handshake_failures++;
     log_debug("event=http_refused peer=%s status=%d", log_q(c->peer), status);
     c->waiting = false;
@@ -375,8 +379,8 @@ void conn_http_refuse(struct conn *c, int status, const char *message) {
 void conn_http_reply(struct conn *c, const char *head, size_t head_len, const char *body,
                      size_t body_len) {
     if (c->state != CONN_HANDSHAKE) return;
-    if (bufferevent_write(c->bev, head, head_len) != 0 ||
-        (body_len && bufferevent_write(c->bev, body, body_len) != 0))
+    if (stream_send(c->io, head, head_len) != 0 ||
+        (body_len && stream_send(c->io, body, body_len) != 0))
         log_warn("event=http_reply_failed conn=%s", c->id);
     c->waiting = false;
     c->on_free = NULL;
@@ -384,18 +388,18 @@ void conn_http_reply(struct conn *c, const char *head, size_t head_len, const ch
 }
 
 void conn_http_wait(struct conn *c, size_t max_input, void (*on_free)(void *arg), void *arg) {
-    if (max_input) bufferevent_setwatermark(c->bev, EV_READ, 0, max_input);
+    if (max_input) stream_set_read_limit(c->io, max_input);
     c->on_free = on_free;
     c->on_free_arg = arg;
     if (on_free) c->waiting = true;
 }
 
 size_t conn_input_length(struct conn *c) {
-    return evbuffer_get_length(bufferevent_get_input(c->bev));
+    return evbuffer_get_length(stream_input(c->io));
 }
 
 const char *conn_input_bytes(struct conn *c, size_t len) {
-    return (const char *)evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)len);
+    return (const char *)evbuffer_pullup(stream_input(c->io), (ev_ssize_t)len);
 }
 
 /* ---- WebSocket frames ------------------------------------------------------ */
@@ -465,7 +469,7 @@ static bool handle_frame(struct conn *c, struct ws_frame *f) {
 }
 
 static void read_frames(struct conn *c) {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = stream_input(c->io);
     for (;;) {
         size_t len = evbuffer_get_length(in);
         if (len == 0) return;
@@ -499,8 +503,7 @@ static void read_frames(struct conn *c) {
         bool go_on = handle_frame(c, &f);
         evbuffer_drain(in, (size_t)n);
         if (!go_on) {
-            if (c->state == CONN_CLOSING && c->peer_done &&
-                evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            if (c->state == CONN_CLOSING && c->peer_done && stream_queued(c->io) == 0) {
                 conn_free(c); /* the close handshake is complete */
                 return;
             }
@@ -557,8 +560,8 @@ static void upgrade(struct conn *c, const struct http_request *req, size_t head_
         http_refuse(c, 500, "Internal error");
         return;
     }
-    bufferevent_write(c->bev, reply, (size_t)n);
-    evbuffer_drain(bufferevent_get_input(c->bev), head_len);
+    stream_send(c->io, reply, (size_t)n);
+    evbuffer_drain(stream_input(c->io), head_len);
     c->state = CONN_OPEN;
     c->upgraded = true;
     w->conn_count++;
@@ -601,8 +604,8 @@ struct session *conn_open_stream(struct conn *c, size_t request_len, const char 
         return NULL;
     }
     c->ip_counted = true;
-    evbuffer_drain(bufferevent_get_input(c->bev), request_len);
-    if (bufferevent_write(c->bev, head, head_len) != 0) {
+    evbuffer_drain(stream_input(c->io), request_len);
+    if (stream_send(c->io, head, head_len) != 0) {
         herald_user_free(user);
         http_refuse(c, 500, "Internal error");
         return NULL;
@@ -627,11 +630,11 @@ static bool path_is(const struct http_request *req, const char *path) {
 
 static void read_handshake(struct conn *c) {
     if (c->waiting) { /* the reply is on its way; nothing more is read */
-        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer *in = stream_input(c->io);
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = stream_input(c->io);
     size_t len = evbuffer_get_length(in);
     size_t scan = len < HTTP_MAX_HEADER_BYTES ? len : HTTP_MAX_HEADER_BYTES;
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan);
@@ -656,8 +659,8 @@ static void read_handshake(struct conn *c) {
     if (c->admin || !path_is(&req, "/ws")) {
         struct http_response resp;
         if (http_routes_serve(c->w, &req, c->admin, &resp) == 0) {
-            bufferevent_write(c->bev, resp.head, resp.head_len);
-            if (resp.body_len) bufferevent_write(c->bev, resp.body, resp.body_len);
+            stream_send(c->io, resp.head, resp.head_len);
+            if (resp.body_len) stream_send(c->io, resp.body, resp.body_len);
             http_response_free(&resp);
             enter_closing(c, clock_now() + CLOSE_TIMEOUT);
             return;
@@ -671,10 +674,9 @@ static void read_handshake(struct conn *c) {
     if (c->state == CONN_OPEN) read_frames(c); /* frames sent right behind the request */
 }
 
-/* ---- libevent callbacks ---------------------------------------------------- */
+/* ---- stream callbacks ------------------------------------------------------ */
 
-static void read_cb(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void read_cb(void *arg) {
     struct conn *c = arg;
     c->last_activity = clock_now();
     if (c->state == CONN_HANDSHAKE)
@@ -682,16 +684,15 @@ static void read_cb(struct bufferevent *bev, void *arg) {
     else if (c->upgraded && !c->stream)
         read_frames(c);
     else
-        evbuffer_drain(bufferevent_get_input(c->bev),
-                       evbuffer_get_length(bufferevent_get_input(c->bev)));
+        evbuffer_drain(stream_input(c->io), evbuffer_get_length(stream_input(c->io)));
 }
 
-static void write_cb(struct bufferevent *bev, void *arg) {
+static void drained_cb(void *arg) {
     struct conn *c = arg;
-    /* libevent also reports an output buffer that was empty all along, and a
-     * deferred report may arrive after more bytes were queued: act only on a
-     * buffer that is really drained. */
-    if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
+    /* The stream also reports an output that was empty all along, and a
+     * deferred report may arrive after more bytes were queued: act only on an
+     * output that is really drained. */
+    if (c->state != CONN_CLOSING || stream_queued(c->io) > 0) return;
     if (c->peer_done) {
         conn_free(c);
         return;
@@ -699,13 +700,11 @@ static void write_cb(struct bufferevent *bev, void *arg) {
     /* Our last bytes are out: half-close so the peer sees EOF, and keep reading
      * until it closes (a lingering close: unread input must not turn our final
      * bytes into a reset). */
-    if (!c->tls) shutdown(bufferevent_getfd(bev), SHUT_WR);
+    stream_shutdown_write(c->io);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
-    struct conn *c = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) conn_free(c);
+static void closed_cb(void *arg) {
+    conn_free(arg);
 }
 
 /* ---- timers ---------------------------------------------------------------- */
@@ -717,8 +716,8 @@ static void schedule_open(struct conn *c, double now) {
     double next = c->last_ping + cfg->ping_interval;
     double idle_at = c->last_activity + cfg->idle_timeout;
     if (idle_at < next && !c->stream) next = idle_at; /* a stream's client never speaks */
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
-        double stall_at = c->write_progress + cfg->write_timeout;
+    if (stream_queued(c->io) > 0) {
+        double stall_at = stream_write_progress(c->io) + cfg->write_timeout;
         if (stall_at < next) next = stall_at;
     }
     const herald_user *user = c->session.user;
@@ -746,8 +745,7 @@ static void check_open(struct conn *c, double now) {
         conn_close(c, WS_CLOSE_GOING_AWAY, "idle timeout");
         return;
     }
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 &&
-        now - c->write_progress >= cfg->write_timeout) {
+    if (stream_queued(c->io) > 0 && now - stream_write_progress(c->io) >= cfg->write_timeout) {
         w->stats.write_timeouts++;
         log_info("event=write_timeout conn=%s peer=%s", c->id, log_q(c->peer));
         abort_conn(c); /* nothing can reach this peer: no close frame */
@@ -765,16 +763,16 @@ static void check_open(struct conn *c, double now) {
 
 /* Output still queued here or in the kernel (sent but not acknowledged). */
 static bool has_unsent_output(struct conn *c) {
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) return true;
+    if (stream_queued(c->io) > 0) return true;
     int queued = 0;
-    return ioctl(bufferevent_getfd(c->bev), SIOCOUTQ, &queued) == 0 && queued > 0;
+    return ioctl(stream_fd(c->io), SIOCOUTQ, &queued) == 0 && queued > 0;
 }
 
 /* Frees the connection with an abortive close (RST): the kernel drops what
  * it still holds for the peer at once. */
 static void abort_conn(struct conn *c) {
     struct linger reset = {1, 0};
-    setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    setsockopt(stream_fd(c->io), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     log_debug("event=reset conn=%s peer=%s", c->id, log_q(c->peer));
     conn_free(c);
 }

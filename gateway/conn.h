@@ -5,7 +5,7 @@
  * Lifecycle: HANDSHAKE (reading the request head) -> OPEN -> CLOSING (our
  * close frame queued; waiting for it to flush and for the peer's close or EOF,
  * bounded by a timeout) -> freed. A connection is only ever freed from its own
- * bufferevent callbacks or the worker's sweep, never while the subscription
+ * stream callbacks or the worker's sweep, never while the subscription
  * index is delivering to it, so fan-out can walk its lists safely. */
 #ifndef HERALD_CONN_H
 #define HERALD_CONN_H
@@ -23,7 +23,7 @@ struct conn;
 struct evbuffer;
 
 /* Takes ownership of fd (an accepted socket); tls selects a server-side TLS
- * bufferevent; admin marks a socket of the operator listener (HTTP endpoints
+ * stream; admin marks a socket of the operator listener (HTTP endpoints
  * only, /metrics included; no upgrade). Returns -1 (fd closed) when out of
  * memory. */
 int conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len,

@@ -27,9 +27,10 @@ static void release_reference(const void *data, size_t len, void *arg) {
     shared_frame_release(arg);
 }
 
-int shared_frame_append(struct shared_frame *frame, struct evbuffer *out) {
+int shared_frame_append(struct shared_frame *frame, struct evbuffer *out, size_t from) {
     frame->refs++;
-    if (evbuffer_add_reference(out, frame->data, frame->len, release_reference, frame) != 0) {
+    if (evbuffer_add_reference(out, frame->data + from, frame->len - from, release_reference,
+                               frame) != 0) {
         frame->refs--;
         return -1;
     }

@@ -29,8 +29,9 @@ struct shared_frame {
  * unchanged). */
 uint8_t *shared_frame_reserve(struct shared_frame **frame, size_t len);
 
-/* Appends a reference to the frame's bytes to out (refs + 1); returns 0 or -1. */
-int shared_frame_append(struct shared_frame *frame, struct evbuffer *out);
+/* Appends a reference to the frame's bytes from offset from on to out
+ * (refs + 1); returns 0 or -1. */
+int shared_frame_append(struct shared_frame *frame, struct evbuffer *out, size_t from);
 
 /* Drops one reference; frees the frame with the last. */
 void shared_frame_release(struct shared_frame *frame);
