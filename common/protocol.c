@@ -126,11 +126,22 @@ void proto_command_free(struct proto_command *cmd) {
 }
 
 void proto_timestamp(char out[PROTO_TIMESTAMP_LEN + 1]) {
+    /* Every event carries one: the date and time are formatted once a second
+     * (strftime is the costly part), the milliseconds every time. */
+    static _Thread_local time_t cached_second = (time_t)-1;
+    static _Thread_local char cached[PROTO_TIMESTAMP_LEN + 1];
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, PROTO_TIMESTAMP_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (ts.tv_sec != cached_second) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        if (strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
+            memcpy(out, "1970-01-01T00:00:00.000Z", PROTO_TIMESTAMP_LEN + 1);
+            return;
+        }
+        cached_second = ts.tv_sec;
+    }
+    memcpy(out, cached, 19);
     int ms = (int)(ts.tv_nsec / 1000000);
     out[19] = '.';
     out[20] = (char)('0' + ms / 100);
