@@ -91,6 +91,12 @@ $(BUILD)/tests/test_session: $(call obj,tests/unit/test_session.c gateway/sessio
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+# Streams over a real socket pair and a real event loop.
+$(BUILD)/tests/test_stream: $(call obj,tests/unit/test_stream.c gateway/stream.c \
+                            gateway/shared_frame.c gateway/clock.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
 $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c gateway/wheel.c) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)

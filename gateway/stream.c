@@ -27,6 +27,7 @@ struct stream {
     size_t read_limit;
     double write_progress;
     bool failed;      /* the socket failed or hit EOF: report closed, move nothing */
+    bool reported;    /* closed was reported */
     bool watch_drain; /* report drained once out is empty */
     bool dispatching; /* inside a callback to the owner */
     bool freed;       /* stream_free ran during a callback: finish it after */
@@ -44,7 +45,7 @@ static void report_later(struct stream *s) {
 static void fail(struct stream *s) {
     if (s->failed) return;
     s->failed = true;
-    report_later(s);
+    if (!s->dispatching) report_later(s); /* else plain_cb reports it on return */
 }
 
 /* Writes what out holds, WRITE_IOVECS chains per writev, until it is empty or
@@ -119,6 +120,11 @@ static void plain_cb(evutil_socket_t fd, short what, void *arg) {
     }
     if (what & EV_WRITE) flush(s);
     if (s->failed) {
+        if (s->reported) {
+            s->dispatching = false;
+            return;
+        }
+        s->reported = true;
         s->cbs.closed(s->cbs.arg);
         if (s->freed) goto freed;
         s->dispatching = false;
