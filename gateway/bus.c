@@ -155,7 +155,8 @@ static void sub_push(struct resp_link *rl, redisReply *reply, void *arg) {
             return;
         }
         if (bus->cb.on_message)
-            bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len);
+            bus->cb.on_message(bus->cb.arg, channel, payload->str, payload->len,
+                               bus->sub_last_reply);
     } else if (strcmp(kind, "subscribe") == 0) {
         if (is_probe)
             set_up(bus);

@@ -33,8 +33,11 @@
 struct bus;
 
 struct bus_callbacks {
-    /* An event on a Herald channel (prefix stripped). payload is borrowed. */
-    void (*on_message)(void *arg, const char *channel, const char *payload, size_t len);
+    /* An event on a Herald channel (prefix stripped), received at monotonic
+     * time arrived (the clock read that notes the subscriber alive, so the
+     * latency bookkeeping costs no read of its own). payload is borrowed. */
+    void (*on_message)(void *arg, const char *channel, const char *payload, size_t len,
+                       double arrived);
     /* Redis confirmed SUBSCRIBE / UNSUBSCRIBE of channel. */
     void (*on_subscribed)(void *arg, const char *channel);
     /* Redis answered SUBSCRIBE of channel with an error (e.g. NOPERM). */

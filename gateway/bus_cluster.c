@@ -432,7 +432,8 @@ static void sub_push(struct resp_link *rl, redisReply *reply, void *arg) {
         }
         if (len < bc->prefix_len || strncmp(name, bc->prefix, bc->prefix_len) != 0) return;
         if (bc->cb.on_message)
-            bc->cb.on_message(bc->cb.arg, name + bc->prefix_len, payload->str, payload->len);
+            bc->cb.on_message(bc->cb.arg, name + bc->prefix_len, payload->str, payload->len,
+                              node->sub_last_reply);
         return;
     }
     if (strcmp(kind, "ssubscribe") == 0) {

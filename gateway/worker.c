@@ -85,10 +85,11 @@ static void on_delivered(void *arg, size_t deliveries) {
     w->stats.events_delivered += deliveries;
 }
 
-static void on_message(void *arg, const char *channel, const char *payload, size_t len) {
+static void on_message(void *arg, const char *channel, const char *payload, size_t len,
+                       double arrived) {
     struct worker *w = arg;
     w->stats.events_received++;
-    subs_publish(w->subs, channel, payload, len, clock_now());
+    subs_publish(w->subs, channel, payload, len, arrived);
 }
 
 /* The resubscribe after an outage is confirmed: tell clients and admins. */
