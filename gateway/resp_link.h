@@ -13,7 +13,9 @@
  * redisReaderGetReply) parses every reply into a redisReply. No RESP is parsed
  * by hand here.
  *
- * One link is one bufferevent on a non-blocking TCP socket. On connect it sends
+ * One link is one bufferevent on a non-blocking TCP socket (it connects and
+ * writes; once connected, replies are read by one recv per readiness straight
+ * into the reader, on an event of the link's own). On connect it sends
  * AUTH (user and password as in redis_url.h) and SELECT (db != 0) ahead of
  * anything queued, and reports "up" once both answered OK. Replies go, in
  * order, to the callback of the command they answer. A link that has sent a
