@@ -15,7 +15,7 @@
 
 #define READ_CHUNK   4096  /* bytes asked of one read */
 #define READ_BUDGET  65536 /* bytes read per callback before others get a turn */
-#define WRITE_IOVECS 128   /* chains handed to one writev */
+#define WRITE_IOVECS 128   /* chains handed to one sendmsg */
 
 struct stream {
     struct stream_callbacks cbs;
@@ -48,7 +48,7 @@ static void fail(struct stream *s) {
     if (!s->dispatching) report_later(s); /* else plain_cb reports it on return */
 }
 
-/* Writes what out holds, WRITE_IOVECS chains per writev, until it is empty or
+/* Writes what out holds, WRITE_IOVECS chains per sendmsg, until it is empty or
  * the kernel takes less than offered (its buffer is full: an edge follows). */
 static void flush(struct stream *s) {
     while (!s->failed && evbuffer_get_length(s->out) > 0) {

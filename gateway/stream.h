@@ -3,11 +3,11 @@
  * both.
  *
  * Plain sockets: a frame for a stream with nothing queued is written at once
- * (one write or writev, no event-interest change). Only what the kernel did
+ * (one send, no event-interest change). Only what the kernel did
  * not take is queued, and the socket then waits for writability on an
  * edge-triggered read+write event registered once for the stream's life, so
  * a delivery never toggles epoll interest. A backed-up stream sends everything
- * queued in one writev per loop iteration.
+ * queued in one sendmsg per loop iteration.
  *
  * TLS: bufferevent_openssl, as libevent provides it.
  *
