@@ -169,6 +169,7 @@ bench: deps all $(BUILD)/herald-load $(BUILD)/bench-floor
 	@sh deploy/install-deps.sh nginx libnginx-mod-nchan linux-perf
 	sh tests/bench/run.sh $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py $(abspath $(BUILD))
+	$(PYTHON) tests/bench/http_transports.py $(abspath $(BUILD))
 
 # History and recovery alone: recovery time, reconnect herd (docs/PERFORMANCE.md).
 bench-recovery: deps all
