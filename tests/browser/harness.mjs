@@ -140,6 +140,7 @@ export async function startGateway({ id, port, redis }) {
   const proc = new Proc(`gateway-${id}`, path.join(BUILD, 'herald-gateway'), [
     '--host', '127.0.0.1', '--port', String(port), '--tls-port', '0', '--redis', redis.url,
     '--jwt-secret', SECRET, '--workers', '1', '--gateway-id', id, '--stats-interval', '0.5',
+    '--admin-listen', 'off', // several gateways share this host: no operator port each
   ]);
   proc.port = port;
   proc.id = id;
