@@ -61,6 +61,28 @@ static herald_pub *connect_to(const struct fake_redis *f, const char *prefix) {
     return p;
 }
 
+/* A publisher connected to the fake (f), and the fake's side of that
+ * connection (*conn); false when any of it failed (checked). close_link
+ * releases whatever was opened. */
+static bool open_link(struct fake_redis *f, const char *prefix, herald_pub **p, int *conn) {
+    *p = NULL;
+    *conn = -1;
+    f->listen_fd = -1;
+    CHECK_INT(fake_redis_open(f), 0);
+    if (f->listen_fd < 0) return false;
+    *p = connect_to(f, prefix);
+    CHECK(*p != NULL);
+    if (*p) *conn = accept(f->listen_fd, NULL, NULL);
+    CHECK(!*p || *conn >= 0);
+    return *p && *conn >= 0;
+}
+
+static void close_link(struct fake_redis *f, herald_pub *p, int conn) {
+    herald_pub_close(p);
+    if (conn >= 0) close(conn);
+    if (f->listen_fd >= 0) close(f->listen_fd);
+}
+
 /* Number of bytes the publisher has sent so far on the accepted connection. */
 static ssize_t pending_bytes(int conn_fd, char *buf, size_t size) {
     ssize_t n = recv(conn_fd, buf, size, MSG_DONTWAIT);
@@ -98,12 +120,9 @@ static const struct refusal refusals[] = {
 
 static void test_refused_events_fail_with_a_sentence_and_send_nothing(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, NULL);
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    CHECK(conn >= 0);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, NULL, &p, &conn)) goto done;
 
     for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
         const struct refusal *r = &refusals[i];
@@ -121,18 +140,14 @@ static void test_refused_events_fail_with_a_sentence_and_send_nothing(void) {
     CHECK_INT(pending_bytes(conn, buf, sizeof buf), 0);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, NULL);
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, NULL, &p, &conn)) goto done;
 
     char name[130];
     memset(name, 'a', 129);
@@ -153,18 +168,14 @@ static void test_channel_of_128_bytes_passes_and_129_is_refused_with_short_quote
     CHECK_INT(receivers, 0);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_size_limit_is_inclusive_and_settable(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, NULL);
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, NULL, &p, &conn)) goto done;
 
     /* "..." of the default limit plus one: 65537 bytes. */
     size_t big_len = 65537;
@@ -188,9 +199,7 @@ static void test_size_limit_is_inclusive_and_settable(void) {
     free(big);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 /* Reads exactly n bytes (or what arrives before the connection closes). */
@@ -226,11 +235,9 @@ static pid_t scripted_redis(int conn, int steps, const char *const *commands,
 
 static void test_event_with_history_is_evalsha_falling_back_to_eval(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, "tenant1:");
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, "tenant1:", &p, &conn)) goto done;
     CHECK_INT(herald_pub_set_history(p, true, 50, 30), 0);
 
     /* Redis without the script cached answers NOSCRIPT; the library then
@@ -273,18 +280,14 @@ static void test_event_with_history_is_evalsha_falling_back_to_eval(void) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_malformed_script_reply_is_a_redis_error(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, NULL);
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, NULL, &p, &conn)) goto done;
 
     /* An offset that is not <ms>-<seq>; the retry finds nothing listening. */
     static const char reply[] = "*3\r\n$3\r\nabc\r\n$1\r\n1\r\n:0\r\n";
@@ -295,9 +298,7 @@ static void test_malformed_script_reply_is_a_redis_error(void) {
     CHECK(strstr(herald_pub_last_error(p), "unexpected Redis reply to the history script") != NULL);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    if (f.listen_fd >= 0) close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_history_settings_out_of_range_are_refused(void) {
@@ -319,11 +320,9 @@ done:
 
 static void test_accepted_event_without_history_is_one_binary_safe_publish_with_the_prefix(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, "tenant1:");
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, "tenant1:", &p, &conn)) goto done;
     CHECK_INT(herald_pub_set_history(p, false, 1000, 600), 0);
 
     CHECK_INT(write(conn, ":3\r\n", 4), 4);
@@ -345,18 +344,14 @@ static void test_accepted_event_without_history_is_one_binary_safe_publish_with_
     CHECK_STR(got, expected);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_redis_error_retries_once_then_reports_both_reasons(void) {
     struct fake_redis f;
-    CHECK_INT(fake_redis_open(&f), 0);
-    herald_pub *p = connect_to(&f, NULL);
-    CHECK(p != NULL);
-    int conn = accept(f.listen_fd, NULL, NULL);
-    if (!p || conn < 0) goto done;
+    herald_pub *p;
+    int conn;
+    if (!open_link(&f, NULL, &p, &conn)) goto done;
 
     /* The error reply triggers one reconnect, which is refused: nothing listens. */
     CHECK_INT(write(conn, "-ERR boom\r\n", 11), 11);
@@ -374,9 +369,7 @@ static void test_redis_error_retries_once_then_reports_both_reasons(void) {
     CHECK_INT(herald_pub_publish(p, "bad channel", "{}", NULL), HERALD_PUB_BAD_CHANNEL);
 
 done:
-    herald_pub_close(p);
-    if (conn >= 0) close(conn);
-    if (f.listen_fd >= 0) close(f.listen_fd);
+    close_link(&f, p, conn);
 }
 
 static void test_connect_to_refused_port_fails_with_a_message(void) {
