@@ -64,6 +64,7 @@ struct bus {
     double probe_lag_ms;
     char last_error[128]; /* the last connection or command error, "" when none */
     bool freeing;
+    int read_coalesce_ms;        /* the subscriber link's (bus_set_read_coalesce) */
     struct bus_cluster *cluster; /* on a Redis Cluster: every call goes there */
 };
 
@@ -296,6 +297,7 @@ static void link_connect(struct link *l) {
     char err[256];
     l->started = clock_now();
     l->rl = resp_link_new(bus->base, &opts, &callbacks, err, sizeof err);
+    if (l->rl && l == &bus->sub) resp_link_set_read_coalesce(l->rl, bus->read_coalesce_ms);
     if (!l->rl) {
         note_error(bus, l, "redis_connect_failed", err);
         schedule_retry(l);
@@ -380,6 +382,15 @@ struct bus *bus_new_cluster(struct event_base *base, const struct redis_cluster 
         return NULL;
     }
     return bus;
+}
+
+void bus_set_read_coalesce(struct bus *bus, int ms) {
+    if (bus->cluster) {
+        bus_cluster_set_read_coalesce(bus->cluster, ms);
+        return;
+    }
+    bus->read_coalesce_ms = ms;
+    if (bus->sub.rl) resp_link_set_read_coalesce(bus->sub.rl, ms);
 }
 
 bool bus_is_cluster(const struct bus *bus) {

@@ -77,6 +77,10 @@ struct bus *bus_new(struct event_base *base, const struct redis_url *url, const 
 struct bus *bus_new_cluster(struct event_base *base, const struct redis_cluster *seeds,
                             const char *prefix, const char *probe_id,
                             const struct bus_callbacks *callbacks);
+/* Under load, the subscriber link(s) read at most once per ms milliseconds
+ * (resp_link_set_read_coalesce): events wait up to ms more, and a worker wakes
+ * once per batch instead of once per event. 0 reads at once. */
+void bus_set_read_coalesce(struct bus *bus, int ms);
 bool bus_is_cluster(const struct bus *bus);
 void bus_free(struct bus *bus);
 

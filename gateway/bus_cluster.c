@@ -96,6 +96,7 @@ struct bus_cluster {
     struct event *refresh_ev;
     struct event *tick;
     bool announced; /* on_up was called (the first map was read) */
+    int read_coalesce_ms; /* every subscriber link's */
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
     char last_error[160];
@@ -574,6 +575,7 @@ static void link_connect(struct nlink *l) {
     char err[256];
     l->started = clock_now();
     l->rl = resp_link_new(bc->base, &opts, &callbacks, err, sizeof err);
+    if (l->rl && sub) resp_link_set_read_coalesce(l->rl, bc->read_coalesce_ms);
     if (!l->rl) {
         char where[300];
         note_error(bc, "redis_connect_failed", node_name(node, where, sizeof where), err);
@@ -894,6 +896,12 @@ void bus_cluster_free(struct bus_cluster *bc) {
     free(bc->prefix);
     free(bc->probe_id);
     free(bc);
+}
+
+void bus_cluster_set_read_coalesce(struct bus_cluster *bc, int ms) {
+    bc->read_coalesce_ms = ms;
+    for (struct cnode *n = bc->nodes; n; n = n->next)
+        if (n->sub.rl) resp_link_set_read_coalesce(n->sub.rl, ms);
 }
 
 bool bus_cluster_is_up(const struct bus_cluster *bc) {

@@ -31,6 +31,7 @@ struct bus_cluster *bus_cluster_new(struct event_base *base, const struct redis_
                                     const struct bus_callbacks *callbacks);
 void bus_cluster_free(struct bus_cluster *bc);
 
+void bus_cluster_set_read_coalesce(struct bus_cluster *bc, int ms);
 bool bus_cluster_is_up(const struct bus_cluster *bc);
 int bus_cluster_subscribe(struct bus_cluster *bc, const char *channel);
 int bus_cluster_unsubscribe(struct bus_cluster *bc, const char *channel);

@@ -75,6 +75,8 @@ static const struct option_spec options[] = {
      "comma-separated IPs/CIDRs whose X-Forwarded-For is honoured"},
     {"admin-listen", OPT_STRING, FIELD(admin_listen), "127.0.0.1:9888",
      "HOST:PORT of the operator listener (/metrics, /healthz, /readyz); off disables"},
+    {"read-coalesce", OPT_SIZE, FIELD(read_coalesce), "0",
+     "under load, read Redis pub/sub at most once per this many ms (0: at once)"},
     {"socket-send-buffer", OPT_SIZE, FIELD(socket_send_buffer), "65536",
      "kernel send buffer per client socket, bytes (0: the kernel's default)"},
     {"api-key", OPT_STRING, FIELD(api_key), NULL,
@@ -116,7 +118,7 @@ static int set_value(struct config *cfg, const struct option_spec *o, const char
             *(long *)field = v;
             return 0;
         }
-        case OPT_SIZE: { /* like OPT_LONG, 0 allowed */
+        case OPT_SIZE: { /* a count of bytes or milliseconds: like OPT_LONG, 0 allowed */
             long v = strtol(value, &end, 10);
             if (errno || *end || end == value || v < 0 || v > INT_MAX) break;
             *(long *)field = v;
@@ -243,6 +245,10 @@ int config_load(struct config *cfg, int argc, char **argv) {
     }
     if (cfg->jwt_secret && cfg->jwt_secret_file) {
         fprintf(stderr, "herald-gateway: give --jwt-secret or --jwt-secret-file, not both\n");
+        return 2;
+    }
+    if (cfg->read_coalesce < 0 || cfg->read_coalesce > 100) {
+        fprintf(stderr, "herald-gateway: --read-coalesce must be 0..100 (milliseconds)\n");
         return 2;
     }
     if (cfg->ping_interval <= 0 || cfg->idle_timeout <= 0 || cfg->write_timeout <= 0 ||

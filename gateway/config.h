@@ -46,6 +46,7 @@ struct config {
     const char *admin_listen;    /* HOST:PORT of the operator listener, or "off" */
     char admin_host[64];         /* parsed from admin_listen */
     int admin_port;              /* 0: no operator listener */
+    long read_coalesce;          /* ms: under load, one Redis pub/sub read per this */
     long socket_send_buffer;     /* SO_SNDBUF of client sockets, bytes; 0: the kernel's */
     const char *api_key;         /* POST /api/publish key (unset: endpoint off) */
     const char *api_key_file;    /* the key from a file, re-read on SIGHUP */

@@ -122,6 +122,10 @@ int resp_link_port(const struct resp_link *link);
 size_t resp_link_pending(const struct resp_link *link);
 /* Bytes written to the link but not yet to the kernel. */
 size_t resp_link_output_bytes(const struct resp_link *link);
+/* Under load, read at most once per ms milliseconds, so that one wake-up
+ * takes a batch of replies; a reply to a quiet link is still read at once
+ * (see maybe_pause in resp_link.c). 0, the default, reads every readiness. */
+void resp_link_set_read_coalesce(struct resp_link *link, int ms);
 /* True once a subscribe-family command was sent on it. */
 bool resp_link_is_subscriber(const struct resp_link *link);
 

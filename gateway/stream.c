@@ -8,14 +8,12 @@
 #include <event2/bufferevent_ssl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "clock.h"
 
 #define READ_CHUNK   4096  /* bytes asked of one read */
 #define READ_BUDGET  65536 /* bytes read per callback before others get a turn */
-#define WRITE_IOVECS 128   /* chains handed to one sendmsg */
 
 struct stream {
     struct stream_callbacks cbs;
@@ -48,29 +46,18 @@ static void fail(struct stream *s) {
     if (!s->dispatching) report_later(s); /* else plain_cb reports it on return */
 }
 
-/* Writes what out holds, WRITE_IOVECS chains per sendmsg, until it is empty or
- * the kernel takes less than offered (its buffer is full: an edge follows). */
+/* Writes what out holds until it is empty or the kernel refuses more (an edge
+ * follows). evbuffer_write_atmost hands at most 128 chains to one writev and
+ * walks no further than those; the process ignores SIGPIPE (main.c), so a
+ * gone peer is an EPIPE here. */
 static void flush(struct stream *s) {
     while (!s->failed && evbuffer_get_length(s->out) > 0) {
-        struct iovec iov[WRITE_IOVECS];
-        struct evbuffer_iovec vec[WRITE_IOVECS];
-        int n = evbuffer_peek(s->out, -1, NULL, vec, WRITE_IOVECS);
-        if (n > WRITE_IOVECS) n = WRITE_IOVECS;
-        size_t offered = 0;
-        for (int i = 0; i < n; i++) {
-            iov[i].iov_base = vec[i].iov_base;
-            iov[i].iov_len = vec[i].iov_len;
-            offered += vec[i].iov_len;
-        }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t sent = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        int sent = evbuffer_write_atmost(s->out, s->fd, -1);
         if (sent < 0) {
             if (!would_block()) fail(s);
             return;
         }
-        evbuffer_drain(s->out, (size_t)sent);
         s->write_progress = clock_now();
-        if ((size_t)sent < offered) return;
     }
 }
 

@@ -394,6 +394,7 @@ int worker_run(struct worker *w) {
                                  &callbacks);
     else
         w->bus = bus_new(w->base, &w->redis, w->cfg->channel_prefix, probe_id, &callbacks);
+    if (w->bus) bus_set_read_coalesce(w->bus, (int)w->cfg->read_coalesce);
     struct subs_limits limits = {(size_t)w->cfg->max_channels, (size_t)w->cfg->max_event_size,
                                  (size_t)w->cfg->recovery_limit, w->cfg->channel_prefix};
     struct subs_hooks hooks = {on_latency, on_dropped, on_delivered, w};

@@ -8,7 +8,14 @@
  * write: what one delivery costs when it needs a syscall of its own. The
  * reader's CPU per write is printed too (the client's share of the same path).
  *
- *   floor [--connections C] [--writes W] [--size S]    defaults 1000, 200000, 150
+ * With --rate R the writes are paced: every millisecond the writer sleeps, then
+ * writes what R per second has due, so the reader sleeps between ticks too and
+ * each tick pays the wake-ups a server pays when events arrive at that rate
+ * and are read once per millisecond (the gateway's --read-coalesce). Without
+ * it the writer runs flat out and the reader never sleeps: the bare syscall.
+ *
+ *   floor [--connections C] [--writes W] [--size S] [--rate R]
+ *         defaults 1000, 200000, 150, 0 (flat out)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -86,10 +93,11 @@ static int reader(int listener, long count, int report_fd) {
 }
 
 int main(int argc, char **argv) {
-    long conns = 1000, writes = 200000, size = 150;
+    long conns = 1000, writes = 200000, size = 150, rate = 0;
     static const struct option longopts[] = {{"connections", required_argument, NULL, 'c'},
                                              {"writes", required_argument, NULL, 'w'},
                                              {"size", required_argument, NULL, 's'},
+                                             {"rate", required_argument, NULL, 'r'},
                                              {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -97,12 +105,15 @@ int main(int argc, char **argv) {
             case 'c': conns = atol(optarg); break;
             case 'w': writes = atol(optarg); break;
             case 's': size = atol(optarg); break;
+            case 'r': rate = atol(optarg); break;
             default:
-                fprintf(stderr, "usage: floor [--connections C] [--writes W] [--size S]\n");
+                fprintf(stderr,
+                        "usage: floor [--connections C] [--writes W] [--size S] [--rate R]\n");
                 return 2;
         }
     }
-    if (conns < 1 || conns > 100000 || writes < 1 || size < 1 || size > 65536) {
+    if (conns < 1 || conns > 100000 || writes < 1 || size < 1 || size > 65536 ||
+        rate < 0 || rate > 10000000) {
         fprintf(stderr, "floor: an option is out of range\n");
         return 2;
     }
@@ -145,7 +156,17 @@ int main(int argc, char **argv) {
         setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     double c0 = cpu_seconds(), w0 = wall_seconds();
+    struct timespec tick;
+    clock_gettime(CLOCK_MONOTONIC, &tick);
     for (long i = 0; i < writes; i++) {
+        while (rate > 0 && (double)i >= (wall_seconds() - w0) * (double)rate) {
+            tick.tv_nsec += 1000000; /* the next millisecond */
+            if (tick.tv_nsec >= 1000000000) {
+                tick.tv_sec++;
+                tick.tv_nsec -= 1000000000;
+            }
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL);
+        }
         const char *p = msg;
         size_t left = (size_t)size;
         while (left > 0) {
@@ -174,9 +195,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "floor: the reader got %.0f bytes of %ld\n", got[1], writes * size);
         return 1;
     }
-    printf("mode=floor connections=%ld writes=%ld size=%ld wall_s=%.3f writer_cpu_s=%.3f "
+    printf("mode=floor connections=%ld writes=%ld size=%ld rate=%ld wall_s=%.3f writer_cpu_s=%.3f "
            "write_us=%.3f reader_cpu_s=%.3f read_us_per_write=%.3f\n",
-           conns, writes, size, wall, cpu, cpu / (double)writes * 1e6, got[0],
+           conns, writes, size, rate, wall, cpu, cpu / (double)writes * 1e6, got[0],
            got[0] / (double)writes * 1e6);
     free(fds);
     free(msg);

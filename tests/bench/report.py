@@ -157,6 +157,17 @@ def rows_for(data):
                                       f2(num(d.get("read_us_per_write")))),
                          "", "", "", ""))
 
+    paced = data.get("floor_paced", {})
+    paced_us = num(paced.get("write_us"))
+    if paced:
+        rows.append(("syscall floor, paced",
+                     "CPU us per 150-byte write(), writer / reader, at %s writes/s in 1 ms ticks "
+                     "(%s conns, %s writes)" % (fmt_int(paced.get("rate")),
+                                                fmt_int(paced.get("connections")),
+                                                fmt_int(paced.get("writes"))),
+                     "%s / %s" % (f2(paced_us), f2(num(paced.get("read_us_per_write")))),
+                     "", "", "", ""))
+
     h, n = data.get("herald_idle", {}), data.get("nchan_idle", {})
     if h or n:
         label = "idle, %s subs" % fmt_int(h.get("connections") or n.get("connections"))
@@ -241,6 +252,13 @@ def rows_for(data):
                              N["srv_us"] / floor_us, N["srv_us"]),
                          ratio(us, N.get("srv_us")), "<= 1.6x the floor",
                          verdict(None if us is None else us <= 1.6 * floor_us)))
+        if scen == "many" and paced_us:
+            us = H.get("srv_us")
+            rows.append((label, "server CPU per delivery / paced floor (%.2f us, wake-ups "
+                         "included)" % paced_us,
+                         "n/a" if us is None else "%.2f" % (us / paced_us),
+                         "n/a" if N.get("srv_us") is None else "%.2f" % (N["srv_us"] / paced_us),
+                         "", "", ""))
         ok = None
         if scen == "fanout100" and H.get("syscalls") is not None:
             ok = H["syscalls"] <= 1.1

@@ -13,7 +13,8 @@
 #
 # Scenarios (HERALD_BENCH_SCENARIOS, default "floor idle fanout fanout100 many many1k"):
 #   floor      1,000 loopback TCP connections, 200,000 writes of 150 bytes (run
-#              again after the other scenarios; their ratio uses the mean)
+#              again after the other scenarios; their ratio uses the mean), and
+#              3 s of the same paced at MANY_RATE writes/s in 1 ms ticks (floor_paced)
 #   idle       idle subscribers (ws on both servers, and wss on Herald)
 #   fanout     1 channel x FANOUT_SUBS subscribers x FANOUT_RATE events/s
 #   fanout100  the same at FANOUT100_RATE events/s
@@ -441,13 +442,13 @@ channel_base() { # channel_base SERVER SCENARIO
 
 # ---- scenarios -------------------------------------------------------------------
 
-scenario_floor() { # scenario_floor NAME (floor at the start, floor_end at the end)
-    args="--connections $FLOOR_CONNS --writes $FLOOR_WRITES --size 150"
+scenario_floor() { # scenario_floor NAME [ARGS] (floor at the start, floor_end at the end)
+    args="--connections $FLOOR_CONNS --writes $FLOOR_WRITES --size 150${2:+ $2}"
     cmd "$1" "bench-floor $args"
     rec "$1" cmd "$LAST_CMD"
     $ON_CPU1 "$FLOOR" $args > "$OUT/$1.out" 2> "$OUT/$1.err" ||
         { say "floor failed: $(cat "$OUT/$1.err")"; return; }
-    for k in connections writes size wall_s writer_cpu_s write_us reader_cpu_s read_us_per_write; do
+    for k in connections writes size rate wall_s writer_cpu_s write_us reader_cpu_s read_us_per_write; do
         rec "$1" "$k" "$(kv "$OUT/$1.out" $k)"
     done
     say "$1: $(cat "$OUT/$1.out")"
@@ -674,7 +675,11 @@ has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
 for s in $SCENARIOS; do
     say "scenario $s"
     case $s in
-    floor) scenario_floor floor ;;
+    floor)
+        scenario_floor floor
+        # The same writes paced at the many-channel rate (reader and writer sleep
+        # between 1 ms ticks): what a delivery costs at that rate, wake-ups included.
+        FLOOR_WRITES=$((MANY_RATE * 3)) scenario_floor floor_paced "--rate $MANY_RATE" ;;
     idle)
         for srv in $SERVERS; do scenario_idle "$srv" "${srv}_idle" "$IDLE_CONNS" 0; done
         has_server herald && scenario_idle herald herald_idle_wss "$IDLE_WSS_CONNS" 1 ;;

@@ -393,3 +393,41 @@ def test_password_protected_redis_with_db_and_custom_channel_prefix(cluster):
         assert st["worker"]["redis"]["state"] == "up", st["worker"]
 
     run(main)
+
+
+def test_read_coalescing_loses_nothing_and_reads_what_came_during_a_pause(fan):
+    """--read-coalesce pauses the Redis subscriber link after back-to-back
+    reads. Events published during a pause are read when it ends although
+    nothing else arrives (the socket is watched again, not waited on for new
+    data), and a burst read in batches arrives complete and in order."""
+    c, redis, _, _ = fan
+    gw = c.gateway(redis, gateway_id="fan-coalesce", name="gw-coalesce",
+                   extra=["--read-coalesce", 100])
+
+    async def main(clients):
+        sub = await open_client(clients, gw.url, "u1", "coalesce-u1")
+        await sub.subscribe("apps:status")
+        for i in range(3):  # the second read starts a pause; the third event comes during it
+            await in_thread(redis.publish, "apps:status", json.dumps({"seq": i}))
+            await asyncio.sleep(0.02)
+        for i in range(3):
+            check_event(await sub.recv(5), "apps:status", {"seq": i})
+        n = 3000
+        payloads = [json.dumps({"seq": i}, separators=(",", ":")) for i in range(n)]
+        await in_thread(publish_burst, redis.port, "apps:status", payloads)
+        seqs = []
+        while len(seqs) < n:
+            m = await sub.recv(10)
+            assert m.get("type") == "event", "after %d events got %r" % (len(seqs), m)
+            seqs.append(m["data"]["seq"])
+        assert seqs == list(range(n))
+        await sentinel_is_next(redis, sub, "apps:status")
+
+    run(main)
+
+
+@pytest.mark.parametrize("bad", ["-1", "101", "1.5", "x"])
+def test_read_coalesce_out_of_range_exits_2(bad):
+    rc, err, _ = harness.run_gateway_expect_exit(["--read-coalesce", bad, "--jwt-secret",
+                                                  harness.SECRET])
+    assert rc == 2 and "--read-coalesce" in err, (bad, rc, err)
