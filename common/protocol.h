@@ -97,9 +97,10 @@ char *proto_build_gap(const char *const *channels, size_t count, size_t *len);
 char *proto_finish(json_t *msg, const json_t *id, size_t *len);
 
 /* Checks an event payload (gateways and publishers alike): exactly one JSON
- * value, escaped NULs allowed, integers of any size (the bytes are forwarded
- * unchanged, so nothing is lost to number conversion), no raw NUL byte.
- * Returns 0, or -1 with a reason in why (may be NULL). */
+ * value, escaped NULs allowed, integers beyond 64 bits (the bytes are
+ * forwarded unchanged, so nothing is lost to number conversion) but no number
+ * beyond a double's range, no raw NUL byte: json_check_valid's rules. Returns
+ * 0, or -1 with jansson's reason in why (may be NULL: then jansson is not run). */
 int proto_payload_check(const char *data, size_t len, char *why, size_t why_size);
 
 /* Where an event stands in its channel's history: its offset and the

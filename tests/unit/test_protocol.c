@@ -222,6 +222,31 @@ static void test_event_payload_with_raw_nul_byte_is_refused(void) {
     }
 }
 
+/* The verdict comes from json_check, the reason from jansson, worded as before. */
+static void test_payload_check_explains_refusals_like_jansson(void) {
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *why;
+    } table[] = {
+        {"{\"a\":[1,true]}", 14, ""},
+        {"1e400", 5, "invalid JSON data at byte 5: real number overflow near '1e400'"},
+        {"[1,]", 4, "invalid JSON data at byte 4: unexpected token near ']'"},
+        {"{\"\\u0000\":1}", 12,
+         "invalid JSON data at byte 9: NUL byte in object key not supported near '\"\\u0000\"'"},
+        {"\"\\udc00\"", 8,
+         "invalid JSON data at byte 8: invalid Unicode '\\uDC00' near '\"\\udc00\"'"},
+        {"[1\0]", 4, "raw NUL byte at byte 2"},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        char why[256] = "";
+        int expect = table[i].why[0] ? -1 : 0;
+        CHECK_INT(proto_payload_check(table[i].bytes, table[i].len, why, sizeof why), expect);
+        CHECK_STR(why, table[i].why);
+        CHECK_INT(proto_payload_check(table[i].bytes, table[i].len, NULL, 0), expect);
+    }
+}
+
 static void test_gap_lists_channels(void) {
     const char *names[] = {"apps:created", "user:u1"};
     size_t len;
@@ -291,6 +316,7 @@ int main(void) {
     RUN(test_event_accepts_any_json_value);
     RUN(test_event_with_invalid_payload_is_refused);
     RUN(test_event_payload_with_raw_nul_byte_is_refused);
+    RUN(test_payload_check_explains_refusals_like_jansson);
     RUN(test_gap_lists_channels);
     RUN(test_every_error_has_a_distinct_code);
     RUN(test_event_parts_read_back_channel_and_position);
