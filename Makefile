@@ -97,6 +97,11 @@ $(BUILD)/tests/test_stream: $(call obj,tests/unit/test_stream.c gateway/stream.c
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/test_reply_arena: $(call obj,tests/unit/test_reply_arena.c gateway/reply_arena.c) \
+                                 $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
 $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c gateway/wheel.c) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
@@ -108,7 +113,8 @@ $(BUILD)/tests/test_handshake: $(call obj,tests/unit/test_handshake.c gateway/ha
 
 # Drives gateway/resp_link against a real Redis (tests/e2e/test_resp_link.py).
 E2E_BINS := $(BUILD)/tests/resp_link_driver
-$(BUILD)/tests/resp_link_driver: $(call obj,tests/e2e/resp_link_driver.c gateway/resp_link.c) \
+$(BUILD)/tests/resp_link_driver: $(call obj,tests/e2e/resp_link_driver.c gateway/resp_link.c \
+                                 gateway/reply_arena.c) \
                                  $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)

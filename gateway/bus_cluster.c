@@ -95,7 +95,7 @@ struct bus_cluster {
     double refresh_last;
     struct event *refresh_ev;
     struct event *tick;
-    bool announced; /* on_up was called (the first map was read) */
+    bool announced;       /* on_up was called (the first map was read) */
     int read_coalesce_ms; /* every subscriber link's */
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "reply_arena.h"
+
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_MAX_OUTPUT_BYTES   ((size_t)64 << 20)
 #define READ_CHUNK                 16384 /* bytes asked of one recv */
@@ -63,11 +65,12 @@ struct resp_link {
     struct bufferevent *bev; /* NULL once down; writes, connect, write errors */
     struct event *read_ev;   /* reads once connected (persistent), NULL before and once down */
     redisReader *reader;
-    struct event *timeout_ev; /* connect + handshake deadline */
-    struct event *down_ev;    /* reports the loss from the loop */
-    struct event *resume_ev;  /* ends a read pause (resp_link_set_read_coalesce) */
-    double coalesce;          /* seconds a read pause lasts; 0: no pauses */
-    double last_read;         /* monotonic seconds of the last read */
+    struct reply_arena *arena; /* the reader's replies; emptied after each is handed on */
+    struct event *timeout_ev;  /* connect + handshake deadline */
+    struct event *down_ev;     /* reports the loss from the loop */
+    struct event *resume_ev;   /* ends a read pause (resp_link_set_read_coalesce) */
+    double coalesce;           /* seconds a read pause lasts; 0: no pauses */
+    double last_read;          /* monotonic seconds of the last read */
     struct resp_link_callbacks cb;
     char *host, *user, *password;
     int port, db, connect_timeout_ms;
@@ -101,7 +104,7 @@ static void destroy(struct resp_link *link) {
     }
     if (link->read_ev) event_free(link->read_ev);
     if (link->bev) bufferevent_free(link->bev);
-    if (link->reader) redisReaderFree(link->reader);
+    reply_arena_free(link->reader, link->arena);
     if (link->timeout_ev) event_free(link->timeout_ev);
     if (link->down_ev) event_free(link->down_ev);
     if (link->resume_ev) event_free(link->resume_ev);
@@ -273,9 +276,8 @@ static void process_replies(struct resp_link *link) {
             return;
         }
         if (!reply) return;
-        bool go_on = dispatch(link, reply);
-        freeReplyObject(reply);
-        if (!go_on) return;
+        if (!dispatch(link, reply)) return; /* the link may be gone, its arena with it */
+        reply_arena_reset(link->arena);
     }
 }
 
@@ -545,7 +547,7 @@ struct resp_link *resp_link_new(struct event_base *base, const struct resp_link_
     link->max_output_bytes =
         opts->max_output_bytes ? opts->max_output_bytes : DEFAULT_MAX_OUTPUT_BYTES;
     link->state = RESP_LINK_CONNECTING;
-    link->reader = redisReaderCreate();
+    link->reader = reply_arena_reader_new(&link->arena);
     link->timeout_ev = evtimer_new(base, on_timeout, link);
     link->down_ev = event_new(base, -1, 0, on_down_event, link);
     link->resume_ev = evtimer_new(base, on_resume, link);

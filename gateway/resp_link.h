@@ -9,9 +9,9 @@
  * needs exactly those. So this module keeps the connection, the command queue
  * and the push routing itself and takes from hiredis only the two pieces that
  * do not care about pub/sub: redisFormatCommandArgv() writes each command in
- * RESP, and a redisReader (redisReaderCreate / redisReaderFeed /
- * redisReaderGetReply) parses every reply into a redisReply. No RESP is parsed
- * by hand here.
+ * RESP, and a redisReader (redisReaderFeed / redisReaderGetReply) parses
+ * every reply into a redisReply, built in an arena (reply_arena.h) that is
+ * emptied once the reply was handed on. No RESP is parsed by hand here.
  *
  * One link is one bufferevent on a non-blocking TCP socket (it connects and
  * writes; once connected, replies are read by one recv per readiness straight

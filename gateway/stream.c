@@ -12,8 +12,8 @@
 
 #include "clock.h"
 
-#define READ_CHUNK   4096  /* bytes asked of one read */
-#define READ_BUDGET  65536 /* bytes read per callback before others get a turn */
+#define READ_CHUNK  4096  /* bytes asked of one read */
+#define READ_BUDGET 65536 /* bytes read per callback before others get a turn */
 
 struct stream {
     struct stream_callbacks cbs;

@@ -112,8 +112,8 @@ int main(int argc, char **argv) {
                 return 2;
         }
     }
-    if (conns < 1 || conns > 100000 || writes < 1 || size < 1 || size > 65536 ||
-        rate < 0 || rate > 10000000) {
+    if (conns < 1 || conns > 100000 || writes < 1 || size < 1 || size > 65536 || rate < 0 ||
+        rate > 10000000) {
         fprintf(stderr, "floor: an option is out of range\n");
         return 2;
     }

@@ -142,8 +142,10 @@ static void test_thousands_of_queued_frames_are_sent_in_order(void) {
         struct shared_frame *frame = NULL;
         memset(shared_frame_reserve(&frame, FRAME_LEN), 'a' + i % 26, FRAME_LEN);
         CHECK_INT(stream_send_frame(p.stream, frame), 0);
-        if (i < FRAMES - 1) shared_frame_release(frame); /* the queue keeps its own */
-        else last = frame;
+        if (i < FRAMES - 1)
+            shared_frame_release(frame); /* the queue keeps its own */
+        else
+            last = frame;
     }
     CHECK(stream_queued(p.stream) > (size_t)FRAMES * FRAME_LEN / 2);
     CHECK_INT(last->refs, 2); /* queued by reference */
