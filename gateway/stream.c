@@ -7,20 +7,44 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "clock.h"
 
-#define READ_CHUNK  4096  /* bytes asked of one read */
-#define READ_BUDGET 65536 /* bytes read per callback before others get a turn */
+#define READ_CHUNK   4096  /* bytes asked of one read */
+#define READ_BUDGET  65536 /* bytes read per callback before others get a turn */
+#define WRITE_IOVECS 128   /* pieces handed to one sendmsg */
+#define FIRST_PIECES 16    /* a queue's first allocation, in pieces */
+
+/* A piece of queued output: the rest of a shared frame (a reference, released
+ * once written) or bytes the stream copied (owned, freed once written). A
+ * backed-up client of a busy channel queues one piece per batch and no
+ * allocation, where an evbuffer allocates a chain per reference. */
+struct piece {
+    const uint8_t *data;
+    size_t len;
+    struct shared_frame *frame; /* NULL: data is in owned, a copy */
+    void *owned;
+};
+
+/* Output a plain socket could not take yet, oldest first: a ring of pieces,
+ * allocated when a backlog starts and freed when it is gone. */
+struct out_queue {
+    struct piece *pieces;
+    size_t head, count, capacity;
+    size_t bytes;
+};
 
 struct stream {
     struct stream_callbacks cbs;
     struct bufferevent *bev; /* TLS; NULL for a plain socket */
     /* Plain socket. */
     struct event *ev; /* EV_READ | EV_WRITE | EV_ET | EV_PERSIST, registered once */
-    struct evbuffer *in, *out;
+    struct evbuffer *in;
+    struct out_queue out;
     evutil_socket_t fd;
     size_t read_limit;
     double write_progress;
@@ -46,18 +70,98 @@ static void fail(struct stream *s) {
     if (!s->dispatching) report_later(s); /* else plain_cb reports it on return */
 }
 
-/* Writes what out holds until it is empty or the kernel refuses more (an edge
- * follows). evbuffer_write_atmost hands at most 128 chains to one writev and
- * walks no further than those; the process ignores SIGPIPE (main.c), so a
- * gone peer is an EPIPE here. */
+static void piece_release(struct piece *p) {
+    if (p->frame)
+        shared_frame_release(p->frame);
+    else
+        free(p->owned);
+}
+
+static struct piece *queue_at(struct out_queue *q, size_t i) {
+    return &q->pieces[(q->head + i) % q->capacity];
+}
+
+/* Adds a piece at the end (taking over its reference or copy); -1 when out of
+ * memory (the caller still owns them). */
+static int queue_push(struct out_queue *q, struct piece piece) {
+    if (q->count == q->capacity) {
+        size_t capacity = q->capacity ? q->capacity * 2 : FIRST_PIECES;
+        struct piece *grown = malloc(capacity * sizeof *grown);
+        if (!grown) return -1;
+        for (size_t i = 0; i < q->count; i++) grown[i] = *queue_at(q, i);
+        free(q->pieces);
+        q->pieces = grown;
+        q->capacity = capacity;
+        q->head = 0;
+    }
+    q->pieces[(q->head + q->count) % q->capacity] = piece;
+    q->count++;
+    q->bytes += piece.len;
+    return 0;
+}
+
+/* Drops n written bytes from the front. */
+static void queue_consume(struct out_queue *q, size_t n) {
+    q->bytes -= n;
+    while (n > 0) {
+        struct piece *p = queue_at(q, 0);
+        if (n < p->len) {
+            p->data += n;
+            p->len -= n;
+            return;
+        }
+        n -= p->len;
+        piece_release(p);
+        q->head = (q->head + 1) % q->capacity;
+        q->count--;
+    }
+    if (q->count == 0) { /* the backlog is gone: so is its memory */
+        free(q->pieces);
+        *q = (struct out_queue){0};
+    }
+}
+
+static void queue_clear(struct out_queue *q) {
+    for (size_t i = 0; i < q->count; i++) piece_release(queue_at(q, i));
+    free(q->pieces);
+    *q = (struct out_queue){0};
+}
+
+/* Queues a copy of len bytes. */
+static int queue_copy(struct out_queue *q, const void *data, size_t len) {
+    void *copy = malloc(len);
+    if (!copy) return -1;
+    memcpy(copy, data, len);
+    if (queue_push(q, (struct piece){copy, len, NULL, copy}) != 0) {
+        free(copy);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes what is queued until it is all written or the kernel takes less than
+ * offered (its buffer is full: an edge follows), WRITE_IOVECS pieces per
+ * sendmsg. */
 static void flush(struct stream *s) {
-    while (!s->failed && evbuffer_get_length(s->out) > 0) {
-        int sent = evbuffer_write_atmost(s->out, s->fd, -1);
+    struct out_queue *q = &s->out;
+    while (!s->failed && q->count > 0) {
+        struct iovec iov[WRITE_IOVECS];
+        size_t n = q->count < WRITE_IOVECS ? q->count : WRITE_IOVECS, offered = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct piece *p = queue_at(q, i);
+            iov[i].iov_base = (void *)p->data;
+            iov[i].iov_len = p->len;
+            offered += p->len;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t sent = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
         if (sent < 0) {
             if (!would_block()) fail(s);
             return;
         }
+        queue_consume(q, (size_t)sent);
         s->write_progress = clock_now();
+        if ((size_t)sent < offered) return;
     }
 }
 
@@ -117,7 +221,7 @@ static void plain_cb(evutil_socket_t fd, short what, void *arg) {
         s->dispatching = false;
         return;
     }
-    if (s->watch_drain && evbuffer_get_length(s->out) == 0) {
+    if (s->watch_drain && s->out.count == 0) {
         s->watch_drain = false;
         s->cbs.drained(s->cbs.arg);
         if (s->freed) goto freed;
@@ -182,9 +286,8 @@ struct stream *stream_new(struct event_base *base, evutil_socket_t fd, SSL *ssl,
         return s;
     }
     s->in = evbuffer_new();
-    s->out = evbuffer_new();
     s->ev = event_new(base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, plain_cb, s);
-    if (!s->in || !s->out || !s->ev || event_add(s->ev, NULL) != 0) goto fail;
+    if (!s->in || !s->ev || event_add(s->ev, NULL) != 0) goto fail;
     return s;
 fail:
     if (s) {
@@ -208,7 +311,7 @@ void stream_free(struct stream *s) {
     } else {
         if (s->ev) event_free(s->ev);
         if (s->in) evbuffer_free(s->in);
-        if (s->out) evbuffer_free(s->out);
+        queue_clear(&s->out);
         if (s->fd >= 0) evutil_closesocket(s->fd);
     }
     free(s);
@@ -228,7 +331,7 @@ struct evbuffer *stream_input(struct stream *s) {
 }
 
 size_t stream_queued(const struct stream *s) {
-    return evbuffer_get_length(s->bev ? bufferevent_get_output(s->bev) : s->out);
+    return s->bev ? evbuffer_get_length(bufferevent_get_output(s->bev)) : s->out.bytes;
 }
 
 double stream_write_progress(const struct stream *s) {
@@ -239,7 +342,7 @@ double stream_write_progress(const struct stream *s) {
  * kernel took (0 when it would block or the stream failed). */
 static size_t write_through(struct stream *s, const void *data, size_t len) {
     if (s->failed) return len; /* dropped: the stream is closing */
-    if (evbuffer_get_length(s->out) > 0) return 0;
+    if (s->out.count > 0) return 0;
     ssize_t n = send(s->fd, data, len, MSG_NOSIGNAL);
     if (n >= 0) return (size_t)n;
     if (!would_block()) {
@@ -251,15 +354,15 @@ static size_t write_through(struct stream *s, const void *data, size_t len) {
 
 /* Notes the queue becoming non-empty, for the write timeout. */
 static void queued_from_empty(struct stream *s, size_t before) {
-    if (before == 0 && evbuffer_get_length(s->out) > 0) s->write_progress = clock_now();
+    if (before == 0 && s->out.bytes > 0) s->write_progress = clock_now();
 }
 
 int stream_send(struct stream *s, const void *data, size_t len) {
     if (s->bev) return bufferevent_write(s->bev, data, len);
     size_t done = write_through(s, data, len);
     if (done == len) return 0;
-    size_t before = evbuffer_get_length(s->out);
-    if (evbuffer_add(s->out, (const char *)data + done, len - done) != 0) return -1;
+    size_t before = s->out.bytes;
+    if (queue_copy(&s->out, (const char *)data + done, len - done) != 0) return -1;
     queued_from_empty(s, before);
     return 0;
 }
@@ -268,8 +371,13 @@ int stream_send_frame(struct stream *s, struct shared_frame *frame) {
     if (s->bev) return shared_frame_append(frame, bufferevent_get_output(s->bev), 0);
     size_t done = write_through(s, frame->data, frame->len);
     if (done == frame->len) return 0;
-    size_t before = evbuffer_get_length(s->out);
-    if (shared_frame_append(frame, s->out, done) != 0) return -1;
+    size_t before = s->out.bytes;
+    struct piece piece = {frame->data + done, frame->len - done, frame, NULL};
+    frame->refs++;
+    if (queue_push(&s->out, piece) != 0) {
+        frame->refs--;
+        return -1;
+    }
     queued_from_empty(s, before);
     return 0;
 }
@@ -280,8 +388,16 @@ int stream_send_buffer(struct stream *s, struct evbuffer *buf) {
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return 0;
     }
-    size_t before = evbuffer_get_length(s->out);
-    if (evbuffer_add_buffer(s->out, buf) != 0) return -1;
+    size_t len = evbuffer_get_length(buf);
+    if (len == 0) return 0;
+    void *copy = malloc(len);
+    if (!copy) return -1;
+    evbuffer_remove(buf, copy, len);
+    size_t before = s->out.bytes;
+    if (queue_push(&s->out, (struct piece){copy, len, NULL, copy}) != 0) {
+        free(copy);
+        return -1;
+    }
     if (before > 0) return 0; /* waiting for writability already */
     flush(s);
     queued_from_empty(s, 0);
@@ -291,7 +407,7 @@ int stream_send_buffer(struct stream *s, struct evbuffer *buf) {
 void stream_watch_drain(struct stream *s) {
     if (s->bev) return; /* the bufferevent reports every flush */
     s->watch_drain = true;
-    if (evbuffer_get_length(s->out) == 0) report_later(s);
+    if (s->out.count == 0) report_later(s);
 }
 
 void stream_shutdown_write(struct stream *s) {

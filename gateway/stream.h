@@ -6,8 +6,10 @@
  * (one send, no event-interest change). Only what the kernel did
  * not take is queued, and the socket then waits for writability on an
  * edge-triggered read+write event registered once for the stream's life, so
- * a delivery never toggles epoll interest. A backed-up stream sends everything
- * queued in one sendmsg per loop iteration.
+ * a delivery never toggles epoll interest. What waits is a ring of pieces: a
+ * reference to a shared frame (no copy, no allocation per frame) or a copy of
+ * other bytes; the ring exists only while something waits. A backed-up
+ * stream sends up to 128 pieces per sendmsg until the kernel takes less.
  *
  * TLS: bufferevent_openssl, as libevent provides it.
  *

@@ -169,6 +169,52 @@ static void test_thousands_of_queued_frames_are_sent_in_order(void) {
     pair_close(&p);
 }
 
+/* Frames, copies and buffers queued while the client reads in small bites: the
+ * queue wraps around and grows with its oldest entry mid-array, and every byte
+ * still leaves in order; once the client caught up the queue is empty. */
+static void test_queue_wraps_and_grows_while_draining_in_order(void) {
+    struct pair p;
+    pair_open(&p, 4096);
+    struct evbuffer *want = evbuffer_new(), *got = evbuffer_new();
+    unsigned seq = 0;
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < 1 + round % 37; i++, seq++) {
+            char text[64];
+            int n = snprintf(text, sizeof text, "<%u>", seq);
+            evbuffer_add(want, text, (size_t)n);
+            if (seq % 3 == 0) {
+                struct shared_frame *frame = NULL;
+                memcpy(shared_frame_reserve(&frame, (size_t)n), text, (size_t)n);
+                CHECK_INT(stream_send_frame(p.stream, frame), 0);
+                shared_frame_release(frame);
+            } else if (seq % 3 == 1) {
+                CHECK_INT(stream_send(p.stream, text, (size_t)n), 0);
+            } else {
+                struct evbuffer *b = evbuffer_new();
+                evbuffer_add(b, text, (size_t)n);
+                CHECK_INT(stream_send_buffer(p.stream, b), 0);
+                evbuffer_free(b);
+            }
+        }
+        char bite[1500]; /* the client takes a little each round */
+        ssize_t n = read(p.peer, bite, sizeof bite);
+        if (n > 0) evbuffer_add(got, bite, (size_t)n);
+        run_once(&p);
+    }
+    for (int turns = 0; turns < 100000 && evbuffer_get_length(got) < evbuffer_get_length(want);
+         turns++) {
+        peer_read(&p, got);
+        run_once(&p);
+    }
+    CHECK_INT(evbuffer_get_length(got), evbuffer_get_length(want));
+    CHECK(memcmp(evbuffer_pullup(got, -1), evbuffer_pullup(want, -1), evbuffer_get_length(want)) ==
+          0);
+    CHECK_INT(stream_queued(p.stream), 0);
+    evbuffer_free(want);
+    evbuffer_free(got);
+    pair_close(&p);
+}
+
 static void test_sends_behind_a_queue_wait_their_turn(void) {
     struct pair p;
     pair_open(&p, 4096);
@@ -248,6 +294,7 @@ int main(void) {
     RUN(test_idle_stream_writes_through_before_the_loop_runs);
     RUN(test_refused_bytes_are_queued_and_sent_in_order);
     RUN(test_thousands_of_queued_frames_are_sent_in_order);
+    RUN(test_queue_wraps_and_grows_while_draining_in_order);
     RUN(test_sends_behind_a_queue_wait_their_turn);
     RUN(test_drain_is_reported_from_the_loop);
     RUN(test_write_to_a_gone_peer_reports_closed_from_the_loop);
