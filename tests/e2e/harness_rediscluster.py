@@ -102,7 +102,7 @@ class RedisCluster:
                 self.nodes.append(RedisServer(tmpdir=self.dir, port=port, password=password,
                                               extra_args=args))
             self._create(replicas, timeout)
-            self.wait_ok(timeout)
+            self.wait_ok(timeout, replicas=replicas)
         except BaseException:
             self.stop()
             raise
@@ -225,19 +225,23 @@ class RedisCluster:
 
     # ------------------------------------------------------------- waiting
 
-    def wait_ok(self, timeout=30.0, ports=None):
+    def wait_ok(self, timeout=30.0, ports=None, replicas=0):
         """Waits until every live node says cluster_state:ok and they all
-        agree on one complete slot map in which every listed node is known."""
+        agree on one complete slot map in which every listed node is known,
+        with at least `replicas` replicas under every master in every view
+        (a new cluster: its replicas join the nodes' views one by one)."""
         ports = ports or self.live_ports()
         deadline = time.monotonic() + timeout
         last = None
         while True:
             try:
                 states = [self.info_field(p, "cluster", "cluster_state") for p in ports]
-                maps = [sorted((s, e, m) for s, e, m, _ in self.cluster_slots(p)) for p in ports]
+                views = [self.cluster_slots(p) for p in ports]
+                maps = [sorted((s, e, m) for s, e, m, _ in view) for view in views]
                 covered = sum(e - s + 1 for s, e, _ in maps[0])
+                replicated = all(self._replicas_known(p, replicas) for p in ports)
                 if all(s == "ok" for s in states) and covered == CLUSTER_SLOTS and \
-                        all(m == maps[0] for m in maps):
+                        all(m == maps[0] for m in maps) and replicated:
                     return
                 last = (states, covered)
             except (OSError, RespError) as e:
@@ -246,6 +250,15 @@ class RedisCluster:
                 raise AssertionError("cluster not ok within %.0fs: %r\n%s"
                                      % (timeout, last, self.tails()))
             time.sleep(0.05)
+
+    def _replicas_known(self, port, replicas):
+        """True when node port knows at least `replicas` replicas of every
+        master serving slots (CLUSTER NODES, as replicas_of reads it)."""
+        if replicas == 0:
+            return True
+        view = self.cluster_nodes(port).values()
+        masters = [n["id"] for n in view if "master" in n["flags"] and n["slots"]]
+        return all(sum(1 for n in view if n["master_id"] == m) >= replicas for m in masters)
 
     def tails(self, n=15):
         return "\n".join("--- node %d ---\n%s" % (node.port, node.tail(n)) for node in self.nodes)

@@ -2,10 +2,22 @@
 comes up healthy, redirects keys, fails over, and moves slots, with and
 without a password."""
 
+import time
+
 import pytest
 
 from harness_redis import Resp, RespError
 from harness_rediscluster import CLUSTER_SLOTS, RedisCluster, slot_of, redis_cluster_factory  # noqa: F401
+
+
+def replica_get(cluster, port, key):
+    """GET key on replica port (READONLY), or None while it does not hold it."""
+    with cluster.client(port) as r:
+        r.command("READONLY")
+        try:
+            return r.command("GET", key)
+        except RespError:  # e.g. MOVED while its view of the slot is behind
+            return None
 
 
 def moved_from_elsewhere(cluster, key):
@@ -68,8 +80,13 @@ def test_cluster_starts_redirects_fails_over_and_reshards(redis_cluster_factory,
 
     # Failover: SIGKILL the master that now has slot 12182; its replica takes over.
     replica = cluster.replicas_of(target)[0]
-    # The migrated key reaches the replica asynchronously: wait for it first.
-    assert cluster.command(target, "WAIT", 1, 5000) >= 1
+    # The migrated key reaches the replica asynchronously: wait until the replica
+    # holds it. (WAIT on a connection of our own would not do: it waits for
+    # that connection's writes, and the key came in on MIGRATE's.)
+    deadline = time.monotonic() + 10
+    while replica_get(cluster, replica, "foo") != b"v":
+        assert time.monotonic() < deadline, "the migrated key never reached the replica"
+        time.sleep(0.05)
     promoted = cluster.kill_master(target)
     assert promoted == replica
     assert cluster.slot_owner(slot) == replica
