@@ -27,9 +27,12 @@ struct waiter {
     struct sub *sub;
     char since[HISTORY_OFFSET_MAX + 1]; /* "": from the beginning of the history */
     char epoch[HISTORY_EPOCH_MAX + 1];  /* "": none known */
-    bool recover; /* wants the missed events (subscribe with since, or an outage) */
-    bool asked;   /* the client asked: its reply says "recovered" */
-    bool in_read; /* covered by the read in flight */
+    bool recover;      /* wants the missed events (subscribe with since, or an outage) */
+    bool asked;        /* the client asked: its reply says "recovered" */
+    bool in_read;      /* covered by the read in flight */
+    bool after_absent; /* the channel had no history when last read, and this
+                          subscription missed nothing before: any epoch's
+                          history is newer, and recovers from its first entry */
 };
 
 /* A live event of a channel that has waiters: its frame, kept until the
@@ -541,7 +544,7 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
     bool recovered = false, gap = wt->recover || ch->buffer_overflow;
     size_t from = 0;                                     /* the first missed entry */
     const char *seam = ready.offset ? ready.offset : ""; /* live events after this */
-    if (wt->recover && !failed && epoch && strcmp(epoch, wt->epoch) == 0) {
+    if (wt->recover && !failed && epoch && (strcmp(epoch, wt->epoch) == 0 || wt->after_absent)) {
         if (wt->since[0]) {
             size_t i = 0;
             while (i < e->count && strcmp(e->ids[i], wt->since) != 0) i++;
@@ -575,6 +578,10 @@ static bool answer_waiter(struct subs *subs, struct channel *ch, struct waiter *
         subs->counters.events_recovered += e->count - from;
     } else if (wt->recover) {
         subs->counters.recoveries_failed++;
+        log_debug("event=recovery_failed channel=%s read_failed=%d epoch=%s known_epoch=%s "
+                  "since=%s first=%s entries=%zu from_first_entry=%d",
+                  log_q(ch->name), failed, log_q(epoch ? epoch : ""), log_q(wt->epoch),
+                  log_q(wt->since), log_q(first ? first : ""), e->count, wt->after_absent);
     }
     ready.after = evbuffer_new();
     if (ready.after) {
@@ -662,6 +669,7 @@ static void read_done(redisAsyncContext *ac, void *r, void *privdata) {
     if (failed) memset(&e, 0, sizeof e);
     if (!failed) {
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch ? epoch : "");
+        ch->history_absent = !epoch;
         if (newest && (!ch->offset[0] || history_offset_compare(newest, ch->offset) > 0))
             snprintf(ch->offset, sizeof ch->offset, "%s", newest);
         if (!epoch) ch->offset[0] = '\0';
@@ -871,9 +879,16 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
         bool gap_now = ch->lost_alone;
         ch->lost_alone = false;
         struct subs_since since = {ch->offset, ch->epoch};
+        /* Lost alone (a cluster node went) while the last read had found no
+         * history: whatever history exists now began after the subscribers
+         * went live, so reading it from its first entry recovers them; the
+         * read tells, and a gap follows only if it cannot. (A whole-Redis
+         * outage keeps one gap for every such channel, sent when all are
+         * back.) */
+        bool from_first = gap_now && !ch->epoch[0] && ch->history_absent;
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
             if (s->waiter) continue;
-            if (!ch->epoch[0]) {
+            if (!ch->epoch[0] && !from_first) {
                 s->gap_owed = true;
                 if (gap_now) session_send_gap(s->session);
                 continue;
@@ -882,7 +897,7 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
             if (s->skip_until[0] &&
                 (!ch->offset[0] || history_offset_compare(s->skip_until, ch->offset) > 0))
                 own.offset = s->skip_until;
-            add_waiter(s, &own, false);
+            if (add_waiter(s, &own, false) && from_first) s->waiter->after_absent = true;
         }
     }
     recent_drop(ch); /* events went by while the channel was not subscribed */
@@ -1100,6 +1115,7 @@ void subs_publish(struct subs *subs, const char *name, const char *payload, size
     if (offset[0]) { /* the channel's position moves with every event */
         snprintf(ch->offset, sizeof ch->offset, "%s", offset);
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
+        ch->history_absent = false;
     }
     if (ch->waiters || recent_alive(ch))
         keep_for_waiters(subs, ch, offset, ch->batch->data + start, ch->batch->len - (size_t)start);

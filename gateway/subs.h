@@ -125,10 +125,12 @@ struct channel {
     char epoch[HISTORY_EPOCH_MAX + 1];
     char offset[HISTORY_OFFSET_MAX + 1];
     bool positioned;
-    bool after_outage;         /* resubscribing after Redis came back */
-    bool lost_alone;           /* resubscribing after this channel alone lost Redis (cluster) */
-    struct waiter *waiters;    /* subscriptions waiting for history */
-    struct history_read *read; /* the read in flight, or NULL */
+    bool
+        history_absent; /* the last read found no history, and no event with an offset came since */
+    bool after_outage;  /* resubscribing after Redis came back */
+    bool lost_alone;    /* resubscribing after this channel alone lost Redis (cluster) */
+    struct waiter *waiters;                     /* subscriptions waiting for history */
+    struct history_read *read;                  /* the read in flight, or NULL */
     char read_since[HISTORY_OFFSET_MAX + 1];    /* its since: "" position only, "-" all */
     bool read_wanted;                           /* a read waits for the command link */
     struct buffered *buffered, **buffered_tail; /* live events during a read */

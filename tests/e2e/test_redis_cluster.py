@@ -211,12 +211,13 @@ def test_master_killed_while_publishing_with_history_resumes_exactly_once_in_ord
                     assert r.get("type") == "subscribed", r
             pub = Publisher(rc.seeds)
             rawpub = Publisher(rc.seeds, ["--no-history"])
-            killed = threading.Event()
+            killed, under_way = threading.Event(), threading.Event()
 
             def publisher():
                 try:
                     for i in range(total):
                         if i == total // 3:
+                            under_way.set()  # a third published, none in flight
                             killed.wait(60)
                         for ch in chans:
                             pub.publish(ch, {"n": i})
@@ -227,9 +228,14 @@ def test_master_killed_while_publishing_with_history_resumes_exactly_once_in_ord
             t = threading.Thread(target=publisher)
             t.start()
             try:
-                # SIGKILL the master mid-stream, then watch /readyz while the
-                # replica is promoted.
-                await asyncio.sleep(0.3)
+                # SIGKILL the master mid-stream: with a third of the events
+                # published and nothing in flight (so that its replica has them
+                # all: Redis replicates asynchronously, and what a master took
+                # but did not pass on dies with it), whatever the gateways have
+                # read of them. Then watch /readyz while the replica is promoted.
+                loop = asyncio.get_running_loop()
+                assert await loop.run_in_executor(None, under_way.wait, 60)
+                await asyncio.sleep(0.2)
                 rc.node(victim).kill9()
                 rc.dead.add(victim)
                 killed.set()

@@ -822,11 +822,77 @@ static void test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_re
     CHECK_STR(ns(a.after), "4-0,5-0");
     CHECK(strstr(a.after, "\"type\":\"gap\"") == NULL);
     CHECK_INT(gaps_sent, 0);
-    subs_on_confirmed(s, "apps:raw"); /* no history: its gap goes out at once */
-    CHECK_INT(gaps_sent, 1);
-    struct sub *raw = a.session.subs;
-    while (strcmp(raw->channel->name, "apps:raw") != 0) raw = raw->conn_next;
-    CHECK(raw->gap_owed);
+    a.after[0] = '\0';
+    subs_on_confirmed(s, "apps:raw"); /* no history when last read: read it all now */
+    CHECK_STR(read_since, "-");
+    answer_read(NULL, NULL, NULL, NULL, 0); /* still none: a gap */
+    CHECK(strstr(a.after, "\"type\":\"gap\"") != NULL);
+    CHECK(strstr(a.after, "apps:raw") != NULL);
+    CHECK_STR(ns(a.after), "");
+    del_all(s, &a);
+    subs_free(s);
+}
+
+/* A channel subscribed before it had any history, whose first events were
+ * still on their way when its node went: the history that exists now began
+ * after the subscription, so it is recovered from its first entry, no gap. */
+static void test_channel_lost_alone_before_its_first_event_recovers_from_the_first_entry(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:new");
+    subs_on_confirmed(s, "apps:new");
+    answer_read(NULL, NULL, NULL, NULL, 0); /* no history yet */
+    gaps_sent = 0;
+    subs_on_channel_lost(s, "apps:new");
+    a.after[0] = '\0';
+    subs_on_confirmed(s, "apps:new");
+    CHECK_STR(read_since, "-");
+    const char *ids[] = {"1-0", "2-0", "3-0"};
+    answer_read("7", "1-0", "3-0", ids, 3);
+    CHECK_STR(ns(a.after), "1-0,2-0,3-0");
+    CHECK(strstr(a.after, "\"type\":\"gap\"") == NULL);
+    CHECK_INT(gaps_sent, 0);
+    del_all(s, &a);
+    subs_free(s);
+}
+
+/* The same when the history was trimmed past its first entry: not exact, a gap. */
+static void test_channel_lost_alone_before_its_first_event_gaps_when_trimmed(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:new");
+    subs_on_confirmed(s, "apps:new");
+    answer_read(NULL, NULL, NULL, NULL, 0);
+    subs_on_channel_lost(s, "apps:new");
+    a.after[0] = '\0';
+    subs_on_confirmed(s, "apps:new");
+    const char *ids[] = {"2-0", "3-0"};
+    answer_read("7", "1-0", "3-0", ids, 2); /* the epoch began at 1-0: trimmed */
+    CHECK(strstr(a.after, "\"type\":\"gap\"") != NULL);
+    CHECK_STR(ns(a.after), "");
+    del_all(s, &a);
+    subs_free(s);
+}
+
+/* An event with an offset ends "no history": after that the channel recovers
+ * from what it has, like any other. */
+static void test_first_live_event_ends_the_no_history_state(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    add(s, &a, "apps:new");
+    subs_on_confirmed(s, "apps:new");
+    answer_read(NULL, NULL, NULL, NULL, 0);
+    CHECK(subs_find(s, "apps:new")->history_absent);
+    publish_offset(s, "apps:new", "7", "1-0");
+    subs_flush(s);
+    CHECK(!subs_find(s, "apps:new")->history_absent);
+    subs_on_channel_lost(s, "apps:new");
+    subs_on_confirmed(s, "apps:new");
+    CHECK_STR(read_since, "1-0");
+    answer_read("7", "1-0", "1-0", NULL, 0);
     del_all(s, &a);
     subs_free(s);
 }
@@ -928,6 +994,9 @@ int main(void) {
     RUN(test_one_read_serves_every_waiter_of_a_channel);
     RUN(test_redis_outage_recovers_channels_with_history_and_gaps_the_rest);
     RUN(test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_rest);
+    RUN(test_channel_lost_alone_before_its_first_event_recovers_from_the_first_entry);
+    RUN(test_channel_lost_alone_before_its_first_event_gaps_when_trimmed);
+    RUN(test_first_live_event_ends_the_no_history_state);
     RUN(test_read_waits_for_the_command_connection);
     RUN(test_a_read_outliving_its_channel_is_ignored);
     RUN(test_the_recent_window_answers_later_arrivals_without_redis);
