@@ -836,17 +836,23 @@ static void test_channel_lost_alone_recovers_it_on_its_new_owner_and_gaps_the_re
 /* A channel subscribed before it had any history, whose first events were
  * still on their way when its node went: the history that exists now began
  * after the subscription, so it is recovered from its first entry, no gap. */
-static void test_channel_lost_alone_before_its_first_event_recovers_from_the_first_entry(void) {
-    reset();
-    struct subs *s = new_index(100);
-    struct fake a = {0};
-    add(s, &a, "apps:new");
+/* a subscribes apps:new while it has no history; the channel's node goes
+ * before any event arrives, and the channel is subscribed on the new one. */
+static void lose_before_the_first_event(struct subs *s, struct fake *a) {
+    add(s, a, "apps:new");
     subs_on_confirmed(s, "apps:new");
     answer_read(NULL, NULL, NULL, NULL, 0); /* no history yet */
     gaps_sent = 0;
     subs_on_channel_lost(s, "apps:new");
-    a.after[0] = '\0';
+    a->after[0] = '\0';
     subs_on_confirmed(s, "apps:new");
+}
+
+static void test_channel_lost_alone_before_its_first_event_recovers_from_the_first_entry(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    lose_before_the_first_event(s, &a);
     CHECK_STR(read_since, "-");
     const char *ids[] = {"1-0", "2-0", "3-0"};
     answer_read("7", "1-0", "3-0", ids, 3);
@@ -862,12 +868,7 @@ static void test_channel_lost_alone_before_its_first_event_gaps_when_trimmed(voi
     reset();
     struct subs *s = new_index(100);
     struct fake a = {0};
-    add(s, &a, "apps:new");
-    subs_on_confirmed(s, "apps:new");
-    answer_read(NULL, NULL, NULL, NULL, 0);
-    subs_on_channel_lost(s, "apps:new");
-    a.after[0] = '\0';
-    subs_on_confirmed(s, "apps:new");
+    lose_before_the_first_event(s, &a);
     const char *ids[] = {"2-0", "3-0"};
     answer_read("7", "1-0", "3-0", ids, 2); /* the epoch began at 1-0: trimmed */
     CHECK(strstr(a.after, "\"type\":\"gap\"") != NULL);
