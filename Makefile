@@ -114,7 +114,7 @@ $(BUILD)/tests/test_handshake: $(call obj,tests/unit/test_handshake.c gateway/ha
 # Drives gateway/resp_link against a real Redis (tests/e2e/test_resp_link.py).
 E2E_BINS := $(BUILD)/tests/resp_link_driver
 $(BUILD)/tests/resp_link_driver: $(call obj,tests/e2e/resp_link_driver.c gateway/resp_link.c \
-                                 gateway/reply_arena.c) \
+                                 gateway/reply_arena.c gateway/clock.c) \
                                  $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "clock.h"
 #include "reply_arena.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -301,12 +301,6 @@ static void on_read(struct bufferevent *bev, void *arg) {
     process_replies(link);
 }
 
-static double monotonic_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void on_resume(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct resp_link *link = arg;
@@ -322,7 +316,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
  * link). */
 static void maybe_pause(struct resp_link *link) {
     if (link->coalesce <= 0) return;
-    double now = monotonic_seconds();
+    double now = clock_now();
     bool busy = now - link->last_read < 2 * link->coalesce;
     link->last_read = now;
     if (!busy) return;

@@ -127,16 +127,19 @@ static void queue_clear(struct out_queue *q) {
     *q = (struct out_queue){0};
 }
 
+/* Queues len bytes the stream owns from now on (freed if they cannot be queued). */
+static int queue_owned(struct out_queue *q, void *copy, size_t len) {
+    if (queue_push(q, (struct piece){copy, len, NULL, copy}) == 0) return 0;
+    free(copy);
+    return -1;
+}
+
 /* Queues a copy of len bytes. */
 static int queue_copy(struct out_queue *q, const void *data, size_t len) {
     void *copy = malloc(len);
     if (!copy) return -1;
     memcpy(copy, data, len);
-    if (queue_push(q, (struct piece){copy, len, NULL, copy}) != 0) {
-        free(copy);
-        return -1;
-    }
-    return 0;
+    return queue_owned(q, copy, len);
 }
 
 /* Writes what is queued until it is all written or the kernel takes less than
@@ -394,10 +397,7 @@ int stream_send_buffer(struct stream *s, struct evbuffer *buf) {
     if (!copy) return -1;
     evbuffer_remove(buf, copy, len);
     size_t before = s->out.bytes;
-    if (queue_push(&s->out, (struct piece){copy, len, NULL, copy}) != 0) {
-        free(copy);
-        return -1;
-    }
+    if (queue_owned(&s->out, copy, len) != 0) return -1;
     if (before > 0) return 0; /* waiting for writability already */
     flush(s);
     queued_from_empty(s, 0);

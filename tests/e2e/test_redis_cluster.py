@@ -115,6 +115,31 @@ async def collect(client, counts, timeout):
     return got, gaps, others
 
 
+def publish_in_thread(pub, chans, total, interval, mark_at, hold=None):
+    """Publishes {"n": i} for i < total on every channel of chans from a
+    thread, then closes pub. Returns (thread, marked): marked is set before
+    round mark_at, and with hold given that round first waits for it (60 s
+    at most), so that nothing is in flight meanwhile."""
+    marked = threading.Event()
+
+    def publisher():
+        try:
+            for i in range(total):
+                if i == mark_at:
+                    marked.set()
+                    if hold is not None:
+                        hold.wait(60)
+                for ch in chans:
+                    pub.publish(ch, {"n": i})
+                time.sleep(interval)
+        finally:
+            pub.close()
+
+    t = threading.Thread(target=publisher)
+    t.start()
+    return t, marked
+
+
 def spread_channels(rc, count, tag):
     """count channels apps:<tag>-<i>, as many on each master as can be (every
     master has some when count >= the masters)."""
@@ -211,22 +236,9 @@ def test_master_killed_while_publishing_with_history_resumes_exactly_once_in_ord
                     assert r.get("type") == "subscribed", r
             pub = Publisher(rc.seeds)
             rawpub = Publisher(rc.seeds, ["--no-history"])
-            killed, under_way = threading.Event(), threading.Event()
-
-            def publisher():
-                try:
-                    for i in range(total):
-                        if i == total // 3:
-                            under_way.set()  # a third published, none in flight
-                            killed.wait(60)
-                        for ch in chans:
-                            pub.publish(ch, {"n": i})
-                        time.sleep(0.02)
-                finally:
-                    pub.close()
-
-            t = threading.Thread(target=publisher)
-            t.start()
+            killed = threading.Event()
+            # a third published, then it waits (none in flight) for the kill
+            t, under_way = publish_in_thread(pub, chans, total, 0.02, total // 3, killed)
             try:
                 # SIGKILL the master mid-stream: with a third of the events
                 # published and nothing in flight (so that its replica has them
@@ -291,20 +303,7 @@ def test_resharding_a_slot_with_live_subscriptions_loses_nothing(redis_cluster, 
             r = await c.request({"type": "subscribe", "channel": ch}, 10)
             assert r.get("type") == "subscribed", r
             pub = Publisher(rc.seeds)
-            half = threading.Event()
-
-            def publisher():
-                try:
-                    for i in range(total):
-                        if i == total // 2:
-                            half.set()
-                        pub.publish(ch, {"n": i})
-                        time.sleep(0.01)
-                finally:
-                    pub.close()
-
-            t = threading.Thread(target=publisher)
-            t.start()
+            t, half = publish_in_thread(pub, [ch], total, 0.01, total // 2)
             await asyncio.get_running_loop().run_in_executor(None, half.wait, 30)
             moved_from = rc.move_slot(slot, target)
             await asyncio.get_running_loop().run_in_executor(None, t.join, 60)
@@ -347,21 +346,7 @@ def test_one_masters_subscriber_link_killed_recovers_its_channels_only(redis_clu
                 r = await c.request({"type": "subscribe", "channel": ch}, 10)
                 assert r.get("type") == "subscribed", r
             pub = Publisher(rc.seeds)
-            half = threading.Event()
-
-            def publisher():
-                try:
-                    for i in range(total):
-                        if i == total // 2:
-                            half.set()
-                        for ch in chans:
-                            pub.publish(ch, {"n": i})
-                        time.sleep(0.01)
-                finally:
-                    pub.close()
-
-            t = threading.Thread(target=publisher)
-            t.start()
+            t, half = publish_in_thread(pub, chans, total, 0.01, total // 2)
             await asyncio.get_running_loop().run_in_executor(None, half.wait, 30)
             worker = gw.worker_pids()[0]
             from harness_cluster import local_addrs_to, redis_clients
