@@ -228,8 +228,9 @@ class RedisCluster:
     def wait_ok(self, timeout=30.0, ports=None, replicas=0):
         """Waits until every live node says cluster_state:ok and they all
         agree on one complete slot map in which every listed node is known,
-        with at least `replicas` replicas under every master in every view
-        (a new cluster: its replicas join the nodes' views one by one)."""
+        with at least `replicas` replicas under every master in every view,
+        CLUSTER NODES and CLUSTER SLOTS alike (a new cluster: its replicas
+        join the nodes' views one by one)."""
         ports = ports or self.live_ports()
         deadline = time.monotonic() + timeout
         last = None
@@ -239,7 +240,10 @@ class RedisCluster:
                 views = [self.cluster_slots(p) for p in ports]
                 maps = [sorted((s, e, m) for s, e, m, _ in view) for view in views]
                 covered = sum(e - s + 1 for s, e, _ in maps[0])
-                replicated = all(self._replicas_known(p, replicas) for p in ports)
+                # CLUSTER SLOTS lists a replica only once its replication
+                # offset reached that node (Redis 7), later than CLUSTER NODES.
+                replicated = all(self._replicas_known(p, replicas) for p in ports) and \
+                    all(len(r) >= replicas for view in views for _, _, _, r in view)
                 if all(s == "ok" for s in states) and covered == CLUSTER_SLOTS and \
                         all(m == maps[0] for m in maps) and replicated:
                     return
