@@ -57,6 +57,10 @@ struct bus {
     struct event *tick;
     enum bus_state state;
     bool was_up; /* the subscriber has been up before (so a new up ends an outage) */
+    /* INFO's run_id of the Redis process the subscriber reached when it last
+     * came up, and of the one its current connection reached ("" unknown):
+     * the same after an outage means Redis did not restart in between. */
+    char run_id[48], connecting_run_id[48];
     uint64_t reconnects, outages;
     double down_since, last_outage_seconds;
     double probe_sent_at;  /* 0: no probe outstanding */
@@ -109,11 +113,15 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void set_up(struct bus *bus) {
     bool after_outage = bus->was_up;
+    bool same_redis = after_outage && bus->run_id[0] &&
+                      strcmp(bus->run_id, bus->connecting_run_id) == 0;
+    memcpy(bus->run_id, bus->connecting_run_id, sizeof bus->run_id);
     double now = clock_now();
     if (after_outage) {
         bus->reconnects++;
         bus->last_outage_seconds = now - bus->down_since;
-        log_warn("event=redis_restored outage_seconds=%.3f", bus->last_outage_seconds);
+        log_warn("event=redis_restored outage_seconds=%.3f same_redis=%d",
+                 bus->last_outage_seconds, same_redis);
     } else {
         log_info("event=redis_connected host=%s port=%d", log_q(bus->url->host), bus->url->port);
     }
@@ -124,7 +132,21 @@ static void set_up(struct bus *bus) {
     bus->probe_sent_at = 0;
     bus->sub.ready = true;
     bus->sub.up_since = now;
-    if (bus->cb.on_up) bus->cb.on_up(bus->cb.arg, after_outage);
+    if (bus->cb.on_up) bus->cb.on_up(bus->cb.arg, after_outage, same_redis);
+}
+
+/* Keeps the run_id line of an INFO server reply as the current connection's
+ * (left "" when INFO is refused, e.g. by an ACL: then no outage counts as the
+ * same Redis). */
+static void note_run_id(struct bus *bus, const redisReply *reply) {
+    if (!reply || reply->type != REDIS_REPLY_STRING) return;
+    const char *p = strstr(reply->str, "run_id:");
+    if (!p) return;
+    p += strlen("run_id:");
+    size_t n = strcspn(p, "\r\n");
+    if (n == 0 || n >= sizeof bus->connecting_run_id) return;
+    memcpy(bus->connecting_run_id, p, n);
+    bus->connecting_run_id[n] = '\0';
 }
 
 /* Pub/sub pushes on the subscriber: messages and (un)subscribe notices. */
@@ -175,7 +197,7 @@ static void link_lost(struct link *l, const char *reason);
  * error reply matters here). */
 struct channel_tag {
     struct bus *bus;
-    char verb; /* 'P' probe, 'S' subscribe, 'U' unsubscribe */
+    char verb; /* 'I' INFO, 'P' probe, 'S' subscribe, 'U' unsubscribe */
     char channel[];
 };
 
@@ -183,6 +205,11 @@ static void channel_reply(struct resp_link *rl, redisReply *reply, void *privdat
     (void)rl;
     struct channel_tag *tag = privdata;
     struct bus *bus = tag->bus;
+    if (tag->verb == 'I') {
+        note_run_id(bus, reply);
+        free(tag);
+        return;
+    }
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         if (tag->verb == 'P') { /* a subscriber that cannot subscribe is no subscriber */
             char reason[128];
@@ -220,7 +247,12 @@ static void link_up(struct resp_link *rl, void *arg) {
     struct link *l = arg;
     struct bus *bus = l->bus;
     if (l == &bus->sub) {
-        /* The probe channel first: its confirmation says the subscriber is up. */
+        /* Which Redis process this is (best effort), then the probe channel:
+         * its confirmation says the subscriber is up. */
+        bus->connecting_run_id[0] = '\0';
+        const char *info[] = {"INFO", "server"};
+        struct channel_tag *itag = tag_new(bus, 'I', "");
+        if (itag && resp_link_command_argv(rl, channel_reply, itag, 2, info, NULL) != 0) free(itag);
         const char *argv[] = {"SUBSCRIBE", bus->probe_channel};
         struct channel_tag *tag = tag_new(bus, 'P', "");
         if (!tag || resp_link_command_argv(rl, channel_reply, tag, 2, argv, NULL) != 0) {

@@ -43,8 +43,11 @@ struct bus_callbacks {
     /* Redis answered SUBSCRIBE of channel with an error (e.g. NOPERM). */
     void (*on_refused)(void *arg, const char *channel, const char *reason);
     void (*on_unsubscribed)(void *arg, const char *channel);
-    /* The subscriber is connected (after a start or an outage) / was lost. */
-    void (*on_up)(void *arg, bool after_outage);
+    /* The subscriber is connected (after a start or an outage) / was lost.
+     * same_redis: after an outage, the subscriber reached the very Redis
+     * process it lost (INFO's run_id unchanged): Redis did not restart, so
+     * what it held then it holds now. */
+    void (*on_up)(void *arg, bool after_outage, bool same_redis);
     void (*on_down)(void *arg);
     /* The command connection is (again) ready for bus_command. */
     void (*on_command_up)(void *arg);

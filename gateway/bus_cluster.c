@@ -723,7 +723,7 @@ static void apply_map(struct bus_cluster *bc, struct cluster_slot_map *map) {
         bc->announced = true;
         log_info("event=redis_cluster_map masters=%zu slots=%zu", map->master_count,
                  map->slots_covered);
-        if (bc->cb.on_up) bc->cb.on_up(bc->cb.arg, false);
+        if (bc->cb.on_up) bc->cb.on_up(bc->cb.arg, false, false);
     }
 }
 

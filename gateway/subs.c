@@ -68,6 +68,7 @@ struct subs {
     size_t bucket_count; /* a power of two */
     size_t channel_count;
     size_t subscription_count;
+    bool same_redis; /* the last outage ended on the Redis process it began on */
 };
 
 /* Channel names are chosen by clients: an unkeyed hash would let them
@@ -879,13 +880,16 @@ void subs_on_confirmed(struct subs *subs, const char *name) {
         bool gap_now = ch->lost_alone;
         ch->lost_alone = false;
         struct subs_since since = {ch->offset, ch->epoch};
-        /* Lost alone (a cluster node went) while the last read had found no
-         * history: whatever history exists now began after the subscribers
-         * went live, so reading it from its first entry recovers them; the
-         * read tells, and a gap follows only if it cannot. (A whole-Redis
-         * outage keeps one gap for every such channel, sent when all are
-         * back.) */
-        bool from_first = gap_now && !ch->epoch[0] && ch->history_absent;
+        /* The last read found no history: whatever history exists now began
+         * after the subscribers went live, so reading it from its first entry
+         * recovers them; the read tells, and a gap follows only if it cannot.
+         * That holds when the channel was lost alone (a cluster node went,
+         * its replica took over) and after an outage that ended on the Redis
+         * process it began on. A Redis that restarted may have lost its last
+         * writes with their history: such a channel keeps one gap, sent when
+         * every channel is back. */
+        bool from_first =
+            !ch->epoch[0] && ch->history_absent && (gap_now || subs->same_redis);
         for (struct sub *s = ch->subscribers; s; s = s->channel_next) {
             if (s->waiter) continue;
             if (!ch->epoch[0] && !from_first) {
@@ -983,7 +987,8 @@ void subs_on_channel_lost(struct subs *subs, const char *name) {
     channel_lose(subs, ch);
 }
 
-size_t subs_on_bus_up(struct subs *subs) {
+size_t subs_on_bus_up(struct subs *subs, bool same_redis) {
+    subs->same_redis = same_redis;
     size_t sent = 0;
     for (size_t i = 0; i < subs->bucket_count; i++) {
         for (struct channel *ch = subs->buckets[i]; ch; ch = ch->hash_next) {

@@ -213,8 +213,11 @@ void subs_on_bus_down(struct subs *subs);
  * this one channel, and once it is confirmed its subscribers recover from
  * history, or get a gap when it has none. */
 void subs_on_channel_lost(struct subs *subs, const char *channel);
-/* Redis is back: (re)subscribe every wanted channel; returns how many. */
-size_t subs_on_bus_up(struct subs *subs);
+/* Redis is back: (re)subscribe every wanted channel; returns how many.
+ * same_redis: the outage ended on the Redis process it began on (no restart),
+ * so a channel that had no history when last read recovers from the first
+ * entry of the history it has now, like a channel lost alone. */
+size_t subs_on_bus_up(struct subs *subs, bool same_redis);
 /* The command connection is (again) up: history reads that waited go out. */
 void subs_on_command_up(struct subs *subs);
 

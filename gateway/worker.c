@@ -119,9 +119,9 @@ static void on_unsubscribed(void *arg, const char *channel) {
     subs_on_unsubscribed(w->subs, channel);
 }
 
-static void on_up(void *arg, bool after_outage) {
+static void on_up(void *arg, bool after_outage, bool same_redis) {
     struct worker *w = arg;
-    size_t resubscribed = subs_on_bus_up(w->subs);
+    size_t resubscribed = subs_on_bus_up(w->subs, same_redis);
     if (!after_outage)
         system_channels_publish_health(w, w->restarted ? "worker_restarted" : "worker_started",
                                        NULL);

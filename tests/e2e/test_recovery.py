@@ -191,6 +191,45 @@ def test_killed_subscriber_link_recovers_history_channels_without_a_gap(ops):
         assert [raw] in gaps, gaps
 
 
+def test_link_lost_before_a_new_channels_first_event_recovers_it_from_the_first_entry(ops):
+    """A channel that had no history when the client subscribed; the gateway's
+    subscriber link is killed and the channel's first events are published
+    before it is back. Redis did not restart (INFO's run_id is the same), so
+    the history that exists now began after the subscription: the gateway
+    reads it from its first entry, and the client gets every event, in order,
+    with no gap. (A restarted Redis may have lost its last writes: the unit
+    tests hold that such a channel keeps its gap.)"""
+    redis = ops.redis()
+    gw = ops.gateway(redis)
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        for _ in range(5):
+            ch = "deployments:first-" + os.urandom(3).hex()
+            subscribe(c, ch)  # no history yet
+            restored = gw.log_text().count("event=redis_restored")
+            pub = subprocess.Popen([harness.PUB_BIN, "--redis", redis.url, ch, "-"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, env=harness.clean_env())
+            try:
+                killed = sum(kill_subscriber_connections_of(redis, w) for w in gw.worker_pids())
+                assert killed >= 1
+                _, err = pub.communicate("".join(json.dumps({"n": n}) + "\n" for n in range(5)),
+                                         timeout=30)
+            finally:
+                if pub.poll() is None:
+                    pub.kill()
+                    pub.wait()
+            assert pub.returncode == 0, err
+            during_outage = gw.log_text().count("event=redis_restored") == restored
+            got = [m["data"]["n"] for m in events(c, 5, timeout=20)]
+            assert got == list(range(5)), got
+            c.no_message(0.5)  # no gap
+            if during_outage:  # else they came live after the reconnect: try again
+                wait_until(lambda: "same_redis=1" in gw.log_text(), 10)
+                return
+    raise AssertionError("the gateway was back before every publish: not exercised")
+
+
 def test_recovery_during_fast_publishing_has_no_duplicate_at_the_seam(ops):
     """A publisher keeps publishing with history at ~2,000 events/s while a
     client disconnects and resubscribes with "since" over and over, on a

@@ -362,7 +362,7 @@ static void test_bus_down_answers_pending_and_up_resubscribes(void) {
     CHECK_INT(add(s, &c, "storage:uploaded"), SUBS_ADDED_CONFIRMED);
     bus_up = true;
     command_count = 0;
-    CHECK_INT(subs_on_bus_up(s), 3);
+    CHECK_INT(subs_on_bus_up(s, false), 3);
     CHECK_INT(command_count, 3);
     del_all(s, &a);
     del_all(s, &b);
@@ -772,7 +772,7 @@ static void test_redis_outage_recovers_channels_with_history_and_gaps_the_rest(v
     bus_up = false;
     subs_on_bus_down(s);
     bus_up = true;
-    CHECK_INT(subs_on_bus_up(s), 2);
+    CHECK_INT(subs_on_bus_up(s, false), 2);
     a.after[0] = '\0';
     subs_on_confirmed(s, "apps:raw");
     subs_on_confirmed(s, "apps:h");
@@ -872,6 +872,50 @@ static void test_channel_lost_alone_before_its_first_event_gaps_when_trimmed(voi
     const char *ids[] = {"2-0", "3-0"};
     answer_read("7", "1-0", "3-0", ids, 2); /* the epoch began at 1-0: trimmed */
     CHECK(strstr(a.after, "\"type\":\"gap\"") != NULL);
+    CHECK_STR(ns(a.after), "");
+    del_all(s, &a);
+    subs_free(s);
+}
+
+/* A whole-Redis outage of a channel that had no history when last read: it
+ * recovers from the first entry when the outage ended on the same Redis
+ * process, and keeps its gap when Redis restarted (it may have lost its last
+ * writes with their history). */
+static void outage_before_the_first_event(struct subs *s, struct fake *a, bool same_redis) {
+    add(s, a, "apps:new");
+    subs_on_confirmed(s, "apps:new");
+    answer_read(NULL, NULL, NULL, NULL, 0); /* no history yet */
+    bus_up = false;
+    subs_on_bus_down(s);
+    bus_up = true;
+    CHECK_INT(subs_on_bus_up(s, same_redis), 1);
+    a->after[0] = '\0';
+    read_since[0] = '\0';
+    subs_on_confirmed(s, "apps:new");
+}
+
+static void test_outage_on_the_same_redis_recovers_a_new_channel_from_its_first_entry(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    outage_before_the_first_event(s, &a, true);
+    CHECK_STR(read_since, "-");
+    const char *ids[] = {"1-0", "2-0"};
+    answer_read("7", "1-0", "2-0", ids, 2);
+    CHECK_STR(ns(a.after), "1-0,2-0");
+    CHECK(strstr(a.after, "\"type\":\"gap\"") == NULL);
+    CHECK(!a.session.subs->gap_owed);
+    del_all(s, &a);
+    subs_free(s);
+}
+
+static void test_outage_across_a_redis_restart_gaps_a_new_channel(void) {
+    reset();
+    struct subs *s = new_index(100);
+    struct fake a = {0};
+    outage_before_the_first_event(s, &a, false);
+    CHECK_STR(read_since, ""); /* nothing to read: its gap is owed */
+    CHECK(a.session.subs->gap_owed);
     CHECK_STR(ns(a.after), "");
     del_all(s, &a);
     subs_free(s);
@@ -998,6 +1042,8 @@ int main(void) {
     RUN(test_channel_lost_alone_before_its_first_event_recovers_from_the_first_entry);
     RUN(test_channel_lost_alone_before_its_first_event_gaps_when_trimmed);
     RUN(test_first_live_event_ends_the_no_history_state);
+    RUN(test_outage_on_the_same_redis_recovers_a_new_channel_from_its_first_entry);
+    RUN(test_outage_across_a_redis_restart_gaps_a_new_channel);
     RUN(test_read_waits_for_the_command_connection);
     RUN(test_a_read_outliving_its_channel_is_ignored);
     RUN(test_the_recent_window_answers_later_arrivals_without_redis);
