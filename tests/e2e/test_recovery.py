@@ -230,6 +230,27 @@ def test_link_lost_before_a_new_channels_first_event_recovers_it_from_the_first_
     raise AssertionError("the gateway was back before every publish: not exercised")
 
 
+def test_redis_user_without_info_takes_every_outage_for_a_restart(ops):
+    """A Redis ACL user refused INFO: the gateway works as before, cannot tell
+    that Redis did not restart, so a channel that had no history gets its gap
+    after a killed subscriber link, and events flow again."""
+    redis = ops.redis()
+    with redis.client() as r:
+        r.command("ACL", "SETUSER", "noinfo", "on", ">noinfo-pw", "~*", "&*", "+@all", "-info")
+    gw = ops.gateway(redis, url="redis://noinfo:noinfo-pw@127.0.0.1:%d" % redis.port)
+    ch = "deployments:noinfo-" + os.urandom(3).hex()
+    c, _ = connect(gw.url, token=tok("u1"))
+    with c:
+        subscribe(c, ch)  # no history yet
+        assert sum(kill_subscriber_connections_of(redis, w) for w in gw.worker_pids()) >= 1
+        gap = c.recv_json(10)
+        assert gap["type"] == "gap" and gap["channels"] == [ch], gap
+        wait_until(lambda: "same_redis=0" in gw.log_text(), 10)
+        assert "same_redis=1" not in gw.log_text()
+        publish(redis, ch, [{"n": 1}])
+        assert [m["data"] for m in events(c, 1)] == [{"n": 1}]
+
+
 def test_recovery_during_fast_publishing_has_no_duplicate_at_the_seam(ops):
     """A publisher keeps publishing with history at ~2,000 events/s while a
     client disconnects and resubscribes with "since" over and over, on a
