@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "reply_arena.h"
+
+_Static_assert(HERALD_RECOVERY_LIMIT_MAX + 2 <= REPLY_MAX_ELEMENTS,
+               "a history read of the largest recovery must fit in one reply");
+
 enum option_type { OPT_STRING, OPT_INT, OPT_LONG, OPT_SIZE, OPT_DOUBLE };
 
 struct option_spec {
@@ -245,6 +250,11 @@ int config_load(struct config *cfg, int argc, char **argv) {
     }
     if (cfg->jwt_secret && cfg->jwt_secret_file) {
         fprintf(stderr, "herald-gateway: give --jwt-secret or --jwt-secret-file, not both\n");
+        return 2;
+    }
+    if (cfg->recovery_limit > HERALD_RECOVERY_LIMIT_MAX) {
+        fprintf(stderr, "herald-gateway: --recovery-limit must be 1..%d\n",
+                HERALD_RECOVERY_LIMIT_MAX);
         return 2;
     }
     if (cfg->read_coalesce < 0 || cfg->read_coalesce > 100) {

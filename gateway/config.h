@@ -6,6 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The largest --recovery-limit: a history read asks for two entries more, and
+ * one reply must stay within REPLY_MAX_ELEMENTS (reply_arena.h). */
+#define HERALD_RECOVERY_LIMIT_MAX 100000
+
 struct config {
     const char *host;
     int port;     /* 0 disables the plain listener */
@@ -25,7 +29,7 @@ struct config {
     long max_subscriptions;      /* per connection */
     long max_channels;           /* distinct channels per worker */
     long max_event_size;         /* largest event payload from Redis, bytes */
-    long recovery_limit;         /* most events one recovery returns */
+    long recovery_limit;         /* most events one recovery returns (1..HERALD_RECOVERY_LIMIT_MAX) */
     const char *allowed_origins; /* comma-separated origins, or "*" */
     const char *log_level;
     int workers;                 /* 0 = number of CPUs */

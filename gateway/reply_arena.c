@@ -68,6 +68,7 @@ static void *create_string(const redisReadTask *task, char *str, size_t len) {
 }
 
 static void *create_array(const redisReadTask *task, int elements) {
+    if (elements > REPLY_MAX_ELEMENTS) return NULL; /* the reader fails: see the header */
     redisReply *r = new_reply(task, REDIS_REPLY_ARRAY);
     if (!r) return NULL;
     if (elements > 0) {

@@ -13,6 +13,15 @@
 
 struct reply_arena;
 
+/* The most elements one array of a reply may declare. An array's header
+ * ("*N") comes before its elements and hiredis asks for room for all N at
+ * once, so without a bound a few bytes from a broken peer would ask for
+ * gigabytes; the reader fails instead (its link drops and reconnects). The
+ * largest replies the gateway asks for are history reads of at most
+ * --recovery-limit + 2 entries (HERALD_RECOVERY_LIMIT_MAX) and CLUSTER SLOTS
+ * (at most 16,384 ranges). */
+#define REPLY_MAX_ELEMENTS (1 << 20)
+
 /* A reader whose replies live in a new arena (*arena; free both with
  * reply_arena_free). NULL when out of memory. */
 redisReader *reply_arena_reader_new(struct reply_arena **arena);

@@ -12,6 +12,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 import harness
 from harness import connect
 from harness_cluster import kill_subscriber_connections_of, tok
@@ -133,6 +135,15 @@ def test_recovery_over_the_limit_is_a_gap(ops):
         r = subscribe(c, ch, since={"offset": last["offset"], "epoch": last["epoch"]})
         assert r["recovered"] is False, r
         assert c.recv_json(5)["type"] == "gap"
+
+
+@pytest.mark.parametrize("bad", ["0", "100001", "-5", "x"])
+def test_recovery_limit_out_of_range_exits_2(bad):
+    """1..100000: a history read asks for two entries more, and a reply must
+    stay within what the gateway's Redis reader accepts in one array."""
+    rc, err, _ = harness.run_gateway_expect_exit(["--recovery-limit", bad, "--jwt-secret",
+                                                  harness.SECRET])
+    assert rc == 2 and "--recovery-limit" in err, (bad, rc, err)
 
 
 def test_bad_since_is_invalid_field(ops):

@@ -1,12 +1,14 @@
 /* fuzz_cluster_slots.c -- libFuzzer target for common/cluster_slots.
  *
- * The input is read as RESP by hiredis' reader (as resp_link reads a node);
- * every reply is turned into a slot map, whose invariants are checked: each
- * owned slot lies inside its range, ranges do not overlap, node indexes are in
- * bounds, masters come first, slots_covered matches the owner table. The same
+ * The input is read as RESP by the gateway's own reader (reply_arena.h, as
+ * resp_link reads a node); every reply is turned into a slot map, whose
+ * invariants are checked: each owned slot lies inside its range, ranges do
+ * not overlap, node indexes are in bounds, masters come first, slots_covered
+ * matches the owner table. The same
  * bytes go through the MOVED/ASK parser (a result is a valid slot and port, a
  * NUL-terminated host) and the key-slot function (hash tags). */
 #include "cluster_slots.h"
+#include "reply_arena.h"
 
 #include <hiredis/hiredis.h>
 #include <stdint.h>
@@ -59,7 +61,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         require(strlen(redirect.host) < sizeof(redirect.host));
     }
 
-    redisReader *reader = redisReaderCreate();
+    /* The gateway's own reader (the one its Redis links parse with). */
+    struct reply_arena *arena = NULL;
+    redisReader *reader = reply_arena_reader_new(&arena);
     require(reader != NULL);
     if (redisReaderFeed(reader, buf, size) == REDIS_OK) {
         void *reply = NULL;
@@ -69,10 +73,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 cluster_slot_map_from_reply(reply, i % 2 ? NULL : "10.0.0.1", err, sizeof(err));
             if (map) check_map(map);
             cluster_slot_map_free(map);
-            freeReplyObject(reply);
+            reply_arena_reset(arena);
             reply = NULL;
         }
     }
-    redisReaderFree(reader);
+    reply_arena_free(reader, arena);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* test_reply_arena.c -- hiredis replies built in an arena: the same trees as
  * hiredis' own reader builds, across feeds of any size and across resets. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,9 +127,36 @@ static void test_protocol_error_mid_reply_frees_cleanly(void) {
     reply_arena_free(reader, arena);
 }
 
+/* An array header declaring more than REPLY_MAX_ELEMENTS fails the reader at
+ * once instead of asking for room for all of them; up to the bound it is an
+ * array like any other. */
+static void test_array_over_the_bound_fails_the_reader(void) {
+    char wire[64];
+    void *reply = NULL;
+    struct reply_arena *arena = NULL;
+    redisReader *reader = reply_arena_reader_new(&arena);
+    snprintf(wire, sizeof wire, "*%d\r\n", REPLY_MAX_ELEMENTS + 1);
+    CHECK_INT(redisReaderFeed(reader, wire, strlen(wire)), REDIS_OK);
+    CHECK_INT(redisReaderGetReply(reader, &reply), REDIS_ERR);
+    CHECK(reply == NULL);
+    reply_arena_free(reader, arena);
+    reader = reply_arena_reader_new(&arena);
+    snprintf(wire, sizeof wire, "*444444444\r\n:1\r\n");
+    CHECK_INT(redisReaderFeed(reader, wire, strlen(wire)), REDIS_OK);
+    CHECK_INT(redisReaderGetReply(reader, &reply), REDIS_ERR);
+    reply_arena_free(reader, arena);
+    reader = reply_arena_reader_new(&arena);
+    snprintf(wire, sizeof wire, "*%d\r\n", REPLY_MAX_ELEMENTS);
+    CHECK_INT(redisReaderFeed(reader, wire, strlen(wire)), REDIS_OK);
+    CHECK_INT(redisReaderGetReply(reader, &reply), REDIS_OK);
+    CHECK(reply == NULL); /* waits for its elements */
+    reply_arena_free(reader, arena);
+}
+
 int main(void) {
     RUN(test_replies_match_hiredis_whole_and_byte_by_byte);
     RUN(test_replies_survive_until_reset_across_many_and_large);
     RUN(test_protocol_error_mid_reply_frees_cleanly);
+    RUN(test_array_over_the_bound_fails_the_reader);
     return TEST_SUMMARY();
 }
