@@ -297,6 +297,10 @@ test('herald.js recovers every event missed while its gateway was killed: once e
   await publishMany(redis, 'apps:recovery', range(6, 25).map((seq) => ({ seq })));
   gw = await startGateway({ id: 'gw-r', port, redis });
   await waitFor('connected again', () => p.evaluate(() => window.__herald.state === 'connected'), 15000);
+  // 'connected' is the open socket; the resubscribe (and so the gateway's
+  // SUBSCRIBE to Redis) is done only when the recovery has been delivered.
+  // An event published before that is in history only and comes recovered.
+  await waitFor('the recovery delivered', () => p.evaluate(() => window.__recovered.length === 1), 15000);
   await publishMany(redis, 'apps:recovery', range(26, 30).map((seq) => ({ seq })));
   await waitFor('30 events', () => p.evaluate(() => window.__got.length >= 30), 10000)
     .catch(async (err) => { throw new Error(`${err.message}: ${JSON.stringify(await p.evaluate(() => [window.__got, window.__gaps, window.__herald.counters, window.__herald.position('apps:recovery')]))}`); });
